@@ -1,0 +1,11 @@
+import { defineModule } from '../src/core/module-api.ts';
+
+const EMPTY: readonly string[] = Object.freeze([]);
+
+/** `nop[,anything...]`: answered with an empty frame (PROTOCOL.md section 3). */
+export default defineModule({
+  description: 'keepalive round trip',
+  commands: {
+    nop: () => EMPTY,
+  },
+});

@@ -1,0 +1,9 @@
+import { defineModule } from '../src/core/module-api.ts';
+
+/** `whoami`: `user,<name>` as registered. */
+export default defineModule({
+  description: 'who this connection is',
+  commands: {
+    whoami: (ctx) => ['user', ctx.session.requireUser().name],
+  },
+});

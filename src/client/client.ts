@@ -1,0 +1,171 @@
+/**
+ * The Node client library: `connect()` gives a client that pipelines calls,
+ * matches `req` ids, and emits pushes. dumbclient, dumbconsole, the bench
+ * and the integration tests all use it.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { EventEmitter } from 'node:events';
+import { FrameDecoder, isFault } from '../wire/frame-decoder.ts';
+import { encodeFrame } from '../wire/frame-encoder.ts';
+import { ClientProtocol, ConnectionClosedError, ReplyError, DEFAULT_PUSH_WORDS } from './protocol.ts';
+
+export { ReplyError, ConnectionClosedError } from './protocol.ts';
+
+export type ConnectOptions = {
+  host?: string;
+  port: number;
+  /** TLS; `insecure` accepts self-signed certificates. */
+  tls?: boolean | { insecure?: boolean; ca?: string | Buffer };
+  /** Largest frame accepted from the server (default 64 MiB). */
+  maxFrame?: number;
+  /** Reconnect with backoff when the connection drops (and log in again). Off by default. */
+  reconnect?: boolean | { initialDelayMs?: number; maxDelayMs?: number };
+  /** First fields that mark a frame as a push rather than a reply. */
+  pushWords?: readonly string[];
+};
+
+export interface TextClientEvents {
+  push: [fields: string[]];
+  /** An unsolicited error tuple, e.g. `error,fatal,timeout`. */
+  serverError: [err: ReplyError];
+  /** Every raw frame payload, both directions (`in` or `out`), for --hex views. */
+  frame: [direction: 'in' | 'out', frame: Buffer];
+  close: [];
+  reconnecting: [attempt: number, delayMs: number];
+  reconnected: [];
+}
+
+export class TextClient extends EventEmitter<TextClientEvents> {
+  readonly options: ConnectOptions;
+  #socket!: net.Socket;
+  #protocol!: ClientProtocol;
+  #closedByUser = false;
+  #login: [string, string] | undefined;
+  #connected = false;
+
+  private constructor(options: ConnectOptions) {
+    super();
+    this.options = options;
+  }
+
+  static async connect(options: ConnectOptions): Promise<TextClient> {
+    const client = new TextClient(options);
+    await client.#open();
+    return client;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Sends a request; resolves with the reply fields, rejects with ReplyError for an error tuple. */
+  call(...fields: string[]): Promise<string[]> {
+    return this.#protocol.call(...fields);
+  }
+
+  /** Like call, wrapped in `req,<id>` so the reply is matched by id. */
+  request(...fields: string[]): Promise<string[]> {
+    return this.#protocol.request(...fields);
+  }
+
+  /** Logs in, and remembers the credentials for automatic reconnects. */
+  async login(user: string, password: string): Promise<void> {
+    await this.call('login', user, password);
+    this.#login = [user, password];
+  }
+
+  /** Writes raw bytes (tests use it for malformed frames). */
+  writeRaw(bytes: Uint8Array): void {
+    this.#socket.write(bytes);
+  }
+
+  /** Resolves once the server closed the connection (or at once if closed). */
+  closed(): Promise<void> {
+    if (!this.#connected) return Promise.resolve();
+    return new Promise((resolve) => this.once('close', resolve));
+  }
+
+  close(): Promise<void> {
+    this.#closedByUser = true;
+    const done = this.closed();
+    this.#socket.end();
+    setTimeout(() => this.#socket.destroy(), 1000).unref();
+    return done;
+  }
+
+  async #open(): Promise<void> {
+    const { host = '127.0.0.1', port } = this.options;
+    const socket = await dial(host, port, this.options.tls);
+    this.#socket = socket;
+    this.#connected = true;
+    const decoder = new FrameDecoder(this.options.maxFrame ?? 64 * 1024 * 1024);
+    const protocol = new ClientProtocol(
+      (payload) => {
+        const frame = encodeFrame(payload);
+        if (this.listenerCount('frame') > 0) this.emit('frame', 'out', frame);
+        socket.write(frame);
+      },
+      { push: (fields) => this.emit('push', fields), serverError: (err) => this.emit('serverError', err) },
+      this.options.pushWords ?? DEFAULT_PUSH_WORDS,
+    );
+    this.#protocol = protocol;
+    socket.on('data', (chunk: Buffer) => {
+      decoder.push(chunk);
+      for (let frame = decoder.read(); frame !== undefined; frame = decoder.read()) {
+        if (isFault(frame)) {
+          socket.destroy();
+          return;
+        }
+        if (this.listenerCount('frame') > 0) this.emit('frame', 'in', encodeFrame(frame));
+        protocol.receive(frame.toString('utf8'));
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.#connected = false;
+      protocol.close(new ConnectionClosedError());
+      this.emit('close');
+      if (this.options.reconnect && !this.#closedByUser) void this.#reconnect();
+    });
+  }
+
+  async #reconnect(): Promise<void> {
+    const opts = typeof this.options.reconnect === 'object' ? this.options.reconnect : {};
+    let delay = opts.initialDelayMs ?? 100;
+    for (let attempt = 1; !this.#closedByUser; attempt++) {
+      this.emit('reconnecting', attempt, delay);
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        await this.#open();
+        if (this.#login !== undefined) await this.call('login', ...this.#login);
+        this.emit('reconnected');
+        return;
+      } catch {
+        delay = Math.min(delay * 2, opts.maxDelayMs ?? 5000);
+      }
+    }
+  }
+}
+
+function dial(host: string, port: number, useTls: ConnectOptions['tls']): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const settle = (socket: net.Socket) => {
+      socket.off('error', reject);
+      socket.setNoDelay(true);
+      resolve(socket);
+    };
+    if (useTls) {
+      const o = typeof useTls === 'object' ? useTls : {};
+      const socket: tls.TLSSocket = tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, rejectUnauthorized: !o.insecure, ca: o.ca }, () => settle(socket));
+      socket.once('error', reject);
+    } else {
+      const socket = net.connect({ host, port }, () => settle(socket));
+      socket.once('error', reject);
+    }
+  });
+}
+
+export function connect(options: ConnectOptions): Promise<TextClient> {
+  return TextClient.connect(options);
+}

@@ -1,0 +1,122 @@
+/**
+ * Transport-independent client logic: turns calls into payloads and
+ * payloads back into replies and pushes. Used over TCP by `client.ts` and
+ * over WebSocket by the browser client, so escaping and matching are the
+ * same tested code everywhere.
+ */
+import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
+
+/** An `error,<fatality>,<type>[,info]` reply. */
+export class ReplyError extends Error {
+  readonly type: string;
+  readonly fatal: boolean;
+  readonly info: string;
+  readonly fields: readonly string[];
+
+  constructor(fields: readonly string[]) {
+    const [, fatality, type = 'unknown', ...info] = fields;
+    super(`${type}${info.length > 0 ? `: ${info.join(',')}` : ''}`);
+    this.name = 'ReplyError';
+    this.fields = fields;
+    this.type = type;
+    this.fatal = fatality === 'fatal';
+    this.info = info.join(',');
+  }
+}
+
+/** Raised for every outstanding call when the connection goes away. */
+export class ConnectionClosedError extends Error {
+  constructor(message = 'connection closed') {
+    super(message);
+    this.name = 'ConnectionClosedError';
+  }
+}
+
+/** First fields that mark a push, as PROTOCOL.md and MODULES.md define them. */
+export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 'presence'];
+
+type Pending = { command: string; resolve(fields: string[]): void; reject(err: Error): void };
+
+export type ProtocolEvents = {
+  push(fields: string[]): void;
+  /** An unsolicited error tuple (a fatal error such as `timeout` or `shutdown`). */
+  serverError(err: ReplyError): void;
+};
+
+export class ClientProtocol {
+  readonly #send: (payload: string) => void;
+  readonly #events: ProtocolEvents;
+  readonly #pushWords: ReadonlySet<string>;
+  readonly #calls: Pending[] = [];
+  readonly #requests = new Map<string, Pending>();
+  #nextId = 1;
+  #closed: Error | undefined;
+
+  constructor(send: (payload: string) => void, events: ProtocolEvents, pushWords: readonly string[] = DEFAULT_PUSH_WORDS) {
+    this.#send = send;
+    this.#events = events;
+    this.#pushWords = new Set(pushWords);
+  }
+
+  get outstanding(): number {
+    return this.#calls.length + this.#requests.size;
+  }
+
+  /** Sends one request; resolves with the reply fields (`[]` for an empty frame). */
+  call(...fields: string[]): Promise<string[]> {
+    return new Promise((resolve, reject) => {
+      if (this.#closed) return reject(this.#closed);
+      this.#calls.push({ command: fields[0] ?? '', resolve, reject });
+      this.#send(formatFields(fields));
+    });
+  }
+
+  /** Sends `req,<id>,...`; resolves with the reply fields after `req,<id>`, matched by id. */
+  request(...fields: string[]): Promise<string[]> {
+    return new Promise((resolve, reject) => {
+      if (this.#closed) return reject(this.#closed);
+      const id = String(this.#nextId++);
+      this.#requests.set(id, { command: fields[0] ?? '', resolve, reject });
+      this.#send(formatFields(['req', id, ...fields]));
+    });
+  }
+
+  /** Feeds one received payload. */
+  receive(payload: string): void {
+    const parsed = parseFields(payload);
+    const fields = isFieldsFault(parsed) ? [payload] : payload === '' ? [] : parsed;
+    const first = fields[0];
+    if (first === 'req' && fields.length >= 2 && this.#requests.has(fields[1]!)) {
+      const pending = this.#requests.get(fields[1]!)!;
+      this.#requests.delete(fields[1]!);
+      settle(pending, fields.slice(2));
+      return;
+    }
+    const next = this.#calls[0];
+    if (first === 'error') {
+      if (next !== undefined) settle(this.#calls.shift()!, fields);
+      else this.#events.serverError(new ReplyError(fields));
+      return;
+    }
+    const isPush = first !== undefined && this.#pushWords.has(first) && next?.command !== first;
+    if (isPush || next === undefined) {
+      this.#events.push(fields);
+      return;
+    }
+    settle(this.#calls.shift()!, fields);
+  }
+
+  /** Rejects everything outstanding; later calls reject at once. */
+  close(err: Error = new ConnectionClosedError()): void {
+    if (this.#closed) return;
+    this.#closed = err;
+    for (const p of this.#calls.splice(0)) p.reject(err);
+    for (const p of this.#requests.values()) p.reject(err);
+    this.#requests.clear();
+  }
+}
+
+function settle(pending: Pending, fields: string[]): void {
+  if (fields[0] === 'error') pending.reject(new ReplyError(fields));
+  else pending.resolve(fields);
+}

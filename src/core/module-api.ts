@@ -1,0 +1,127 @@
+/**
+ * The module API: everything a module file under `modules/` may use.
+ *
+ * A module is a file whose default export is `defineModule({...})`. Handlers
+ * get a per-connection context and the request's argument fields, and return
+ * reply fields (or nothing, which means `ok`). They never touch sockets;
+ * they reach other users through `server.hub` and keep data in their own
+ * tables through `server.db`.
+ */
+import type { StatementSync } from 'node:sqlite';
+import type { Logger } from 'pino';
+import type { ErrorSpec } from './errors.ts';
+
+/** Reply fields; `undefined` (no return) means `ok`, `[]` the empty frame. */
+export type Reply = readonly string[] | undefined | void;
+export type Handler = (ctx: CommandContext, args: string[]) => Reply | Promise<Reply>;
+/** Runs before the handler of a command another module defines; throw to refuse. */
+export type Filter = (ctx: CommandContext, args: string[]) => void;
+
+export type UserRef = { readonly id: number; readonly name: string };
+
+export interface SessionApi {
+  readonly id: number;
+  /** 'tcp', 'ws', ... */
+  readonly transport: string;
+  readonly remoteAddress: string;
+  readonly user: UserRef | null;
+  /** The logged-in user, or throws `not_logged_in`. */
+  requireUser(): UserRef;
+  /** Pushes a frame to this connection only. False when the connection is gone. */
+  push(fields: readonly string[]): boolean;
+  /** Makes this connection `user` once the current reply is written; stored messages follow it. */
+  loginAs(user: UserRef): void;
+}
+
+export interface CommandContext {
+  readonly session: SessionApi;
+  readonly server: ServerApi;
+}
+
+export interface HubApi {
+  /** Pushes to every connection logged in as the user; returns how many were reached. */
+  pushToUser(userId: number, fields: readonly string[]): number;
+  /** Pushes, or when the user has no connection stores it for their next login (`mailbox_full` past the limit). */
+  deliver(user: UserRef, fields: readonly string[]): 'pushed' | 'stored';
+  isOnline(userId: number): boolean;
+  /** Sessions logged in as the user (read-only view). */
+  sessionsOf(userId: number): readonly SessionApi[];
+}
+
+export interface UsersApi {
+  /** Case-insensitive look-up; null when no such user. */
+  find(name: string): UserRef | null;
+  byId(id: number): UserRef | null;
+  /** Validates, hashes and commits a new account. */
+  register(name: string, password: string): Promise<UserRef>;
+  /** Checks a password; throws `wrong_user_or_password` or `too_many_attempts`. */
+  authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef>;
+}
+
+/** The shared SQLite file; a module creates its own tables through `migrations`. */
+export interface ModuleDb {
+  prepare(sql: string): StatementSync;
+  exec(sql: string): void;
+  /** Runs fn in one transaction (committed durably before it returns). */
+  transaction<T>(fn: () => T): T;
+}
+
+export interface ServerApi {
+  readonly version: string;
+  readonly protocolVersion: number;
+  readonly hub: HubApi;
+  readonly users: UsersApi;
+  readonly db: ModuleDb;
+  readonly log: Logger;
+  /** Parsed option values, core and module options alike, by flag name (`friends-only`). */
+  readonly options: Readonly<Record<string, unknown>>;
+  /** Command names now loaded, sorted. */
+  commands(): string[];
+  /** Module names now loaded, in load order. */
+  modules(): string[];
+  /** Runs a command as if the connection had sent it; failures are CommandErrors. */
+  invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply>;
+  now(): number;
+}
+
+export type OptionSpec =
+  | { readonly type: 'boolean'; readonly default: boolean; readonly description: string }
+  | { readonly type: 'number'; readonly default: number; readonly min?: number; readonly description: string }
+  | { readonly type: 'string'; readonly default: string; readonly description: string };
+
+export interface ModuleHooks {
+  /** A connection logged in as `user` (after its reply was written). */
+  login?(session: SessionApi, user: UserRef): void;
+  /** A connection stopped being `user` (closed, or logged in as someone else). */
+  logout?(session: SessionApi, user: UserRef): void;
+  /** The user's first connection logged in. */
+  online?(user: UserRef): void;
+  /** The user's last connection went away, at `time` (ms). */
+  offline?(user: UserRef, time: number): void;
+}
+
+export interface ModuleDefinition {
+  /** Defaults to the file name. */
+  readonly name?: string;
+  readonly description?: string;
+  readonly commands?: Readonly<Record<string, Handler>>;
+  readonly filters?: Readonly<Record<string, Filter>>;
+  /** SQL scripts applied once each, in order, versioned per module. */
+  readonly migrations?: readonly string[];
+  /** Command-line flags (`--name`) and `TEXTSERVER_NAME` variables this module reads. */
+  readonly options?: Readonly<Record<string, OptionSpec>>;
+  /** Error types this module adds to the catalogue. */
+  readonly errors?: Readonly<Record<string, ErrorSpec>>;
+  readonly hooks?: ModuleHooks;
+  /** Called once loaded (after its migrations), before any command runs. */
+  init?(server: ServerApi): void | Promise<void>;
+  /** Called when the module is unloaded (reload or shutdown): clear timers here. */
+  dispose?(): void;
+}
+
+/** Identity helper that types a module's default export. */
+export function defineModule<const T extends ModuleDefinition>(definition: T): T {
+  return definition;
+}
+
+export { CommandError, fail } from './errors.ts';

@@ -1,0 +1,72 @@
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { ServerCore } from './server-core.ts';
+import { CommandError } from './errors.ts';
+import { ConfigError, unknownFlags, CORE_FLAGS, type ServerOptions } from '../config.ts';
+import { SqliteStore } from '../store/sqlite-store.ts';
+import { listenTcp, type TcpListener } from '../transport/tcp.ts';
+
+export type Server = {
+  readonly core: ServerCore;
+  readonly port: number;
+  readonly host: string;
+  /** true once listening, false again while draining */
+  readonly ready: boolean;
+  /** SIGHUP: reloads the modules; false when the reload failed (old set kept). */
+  reload(): Promise<boolean>;
+  /** Idempotent graceful stop: no new connections, `shutdown` to all, in-flight requests finished, store closed. */
+  close(): Promise<void>;
+};
+
+const DRAIN_LIMIT_MS = 8000;
+
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Opens the store, loads the modules, listens. Throws ConfigError or ModuleLoadError on bad start-up input. */
+export async function createServer(options: ServerOptions, log: Logger): Promise<Server> {
+  const store = new SqliteStore(options.data);
+  const core = new ServerCore(options, store, log, packageVersion());
+  let tcp: TcpListener;
+  try {
+    await core.loadModules();
+    const known = new Set([...Object.keys(CORE_FLAGS), ...core.moduleFlags()]);
+    const unknown = unknownFlags(options.raw, known);
+    if (unknown.length > 0) throw new ConfigError(`unknown flag --${unknown[0]}`);
+    tcp = await listenTcp(core);
+  } catch (err) {
+    core.disposeModules();
+    store.close();
+    throw err;
+  }
+  core.startSweeper();
+  let ready = true;
+  let closing: Promise<void> | undefined;
+  log.info({ transport: tcp.transport, host: options.host, port: tcp.port, modules: core.api.modules() }, 'listening');
+
+  async function close(): Promise<void> {
+    ready = false;
+    tcp.server.close();
+    for (const session of core.sessions) session.drain();
+    const deadline = Date.now() + DRAIN_LIMIT_MS;
+    while (core.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const session of core.sessions) session.fatal(new CommandError('shutdown'));
+    core.stopSweeper();
+    core.disposeModules();
+    store.close();
+    log.info('stopped');
+  }
+
+  return {
+    core,
+    port: tcp.port,
+    host: options.host,
+    get ready() {
+      return ready;
+    },
+    reload: () => core.reload(),
+    close: () => (closing ??= close()),
+  };
+}

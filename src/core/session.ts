@@ -1,0 +1,189 @@
+import { isUtf8 } from 'node:buffer';
+import { CommandError } from './errors.ts';
+import type { Link } from './link.ts';
+import type { CommandContext, Reply, SessionApi, UserRef } from './module-api.ts';
+import { EMPTY_FRAME, OK_FRAME, OutFrame } from './out-frame.ts';
+import { isFieldsFault, parseFields } from '../text/fields.ts';
+import type { ServerCore } from './server-core.ts';
+
+const OPEN = 0;
+const DRAINING = 1; // shutting down: finish the request in flight, then close
+const CLOSED = 2;
+
+/** Frames queued behind a running request before the transport stops reading. */
+const QUEUE_PAUSE = 256;
+
+const EMPTY_REPLY: readonly string[] = Object.freeze([]);
+
+/**
+ * One client connection, whatever its transport: executes its requests one
+ * at a time in arrival order (PROTOCOL.md section 3), writes replies in the
+ * same order, and receives pushes between them.
+ */
+export class Session implements SessionApi {
+  static #nextId = 1;
+  readonly id = Session.#nextId++;
+  readonly link: Link;
+  readonly ctx: CommandContext;
+  user: UserRef | null = null;
+  /** performance.now() of the last complete frame or finished request. */
+  lastActive: number;
+  readonly #core: ServerCore;
+  #state = OPEN;
+  #busy = false;
+  #queue: Buffer[] = [];
+  #pendingLogin: UserRef | null = null;
+  #readPaused = false;
+
+  constructor(core: ServerCore, link: Link) {
+    this.#core = core;
+    this.link = link;
+    this.ctx = { session: this, server: core.api };
+    this.lastActive = performance.now();
+  }
+
+  get transport(): string {
+    return this.link.transport;
+  }
+
+  get remoteAddress(): string {
+    return this.link.remoteAddress;
+  }
+
+  get busy(): boolean {
+    return this.#busy;
+  }
+
+  get open(): boolean {
+    return this.#state === OPEN;
+  }
+
+  requireUser(): UserRef {
+    if (this.user === null) throw new CommandError('not_logged_in');
+    return this.user;
+  }
+
+  loginAs(user: UserRef): void {
+    this.#pendingLogin = user;
+  }
+
+  push(fields: readonly string[]): boolean {
+    return this.pushFrame(OutFrame.of(fields));
+  }
+
+  /** Delivers a push unless the connection is past its outbound bound (then it is cut). */
+  pushFrame(frame: OutFrame, written?: (err?: Error | null) => void): boolean {
+    if (this.#state === CLOSED) return false;
+    const pending = this.link.pendingBytes();
+    if (pending + frame.payload.length > this.#core.options.maxOutbound) {
+      this.#core.metrics.slowConsumers++;
+      this.fatal(new CommandError('slow_consumer', String(pending)));
+      return false;
+    }
+    this.link.write(frame, written);
+    return true;
+  }
+
+  /** A decoded payload from the transport. */
+  receive(payload: Buffer): void {
+    if (this.#state !== OPEN) return;
+    this.lastActive = performance.now();
+    if (this.#busy) {
+      this.#queue.push(payload);
+      if (this.#queue.length >= QUEUE_PAUSE && !this.#readPaused) {
+        this.#readPaused = true;
+        this.link.pauseReading();
+      }
+      return;
+    }
+    this.#execute(payload);
+  }
+
+  /** Sends a fatal error tuple and closes. */
+  fatal(err: CommandError): void {
+    if (this.#state === CLOSED) return;
+    this.link.write(OutFrame.of(err.fields()));
+    this.close(err.type === 'shutdown' ? 'shutdown' : 'fatal');
+  }
+
+  /** Stops after the request in flight (graceful shutdown). */
+  drain(): void {
+    if (this.#state !== OPEN) return;
+    this.#state = DRAINING;
+    this.#queue = [];
+    if (!this.#busy) this.fatal(new CommandError('shutdown'));
+  }
+
+  /** Idempotent: detaches from the hub and closes the link. */
+  close(reason: 'fatal' | 'shutdown' | 'normal' = 'normal'): void {
+    if (this.#state === CLOSED) return;
+    this.#state = CLOSED;
+    this.#queue = [];
+    this.#core.detach(this);
+    this.link.close(reason);
+  }
+
+  #execute(payload: Buffer): void {
+    let result: Reply | Promise<Reply>;
+    try {
+      result = this.#dispatch(payload);
+    } catch (err) {
+      this.#fail(err);
+      return;
+    }
+    if (result instanceof Promise) {
+      this.#busy = true;
+      result.then(
+        (reply) => this.#settled(reply, undefined),
+        (err: unknown) => this.#settled(undefined, err ?? new Error('rejected')),
+      );
+    } else {
+      this.#reply(result);
+    }
+  }
+
+  #dispatch(payload: Buffer): Reply | Promise<Reply> {
+    if (payload.length === 0) return EMPTY_REPLY; // keepalive, answered like nop
+    if (!isUtf8(payload)) throw new CommandError('syntax', 'the payload is not valid UTF-8');
+    const fields = parseFields(payload.toString('utf8'));
+    if (isFieldsFault(fields)) throw new CommandError('syntax', fields.info);
+    return this.#core.invoke(this.ctx, fields);
+  }
+
+  #settled(reply: Reply, err: unknown): void {
+    this.#busy = false;
+    this.lastActive = performance.now();
+    if (err !== undefined) this.#fail(err);
+    else this.#reply(reply);
+    if (this.#state === DRAINING) {
+      this.fatal(new CommandError('shutdown'));
+      return;
+    }
+    while (this.#state === OPEN && !this.#busy && this.#queue.length > 0) {
+      this.#execute(this.#queue.shift()!);
+    }
+    if (this.#readPaused && this.#queue.length < QUEUE_PAUSE / 2) {
+      this.#readPaused = false;
+      this.link.resumeReading();
+    }
+  }
+
+  #reply(reply: Reply): void {
+    if (this.#state === CLOSED) return;
+    if (reply === undefined) this.link.write(OK_FRAME);
+    else if (reply.length === 0) this.link.write(EMPTY_FRAME);
+    else this.link.write(OutFrame.of(reply));
+    if (this.#pendingLogin !== null) {
+      const user = this.#pendingLogin;
+      this.#pendingLogin = null;
+      this.#core.attach(this, user);
+    }
+  }
+
+  #fail(err: unknown): void {
+    this.#pendingLogin = null;
+    const error = this.#core.toCommandError(err, this);
+    if (error.fatal) this.fatal(error);
+    else if (this.#state !== CLOSED) this.link.write(OutFrame.of(error.fields()));
+  }
+}

@@ -1,0 +1,164 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { FrameDecoder, isFault } from '../wire/frame-decoder.ts';
+import { CommandError } from '../core/errors.ts';
+import type { Link } from '../core/link.ts';
+import { OutFrame } from '../core/out-frame.ts';
+import { Session } from '../core/session.ts';
+import type { ServerCore } from '../core/server-core.ts';
+
+/** Outbound bytes past which we stop reading a client that does not read its replies. */
+const READ_PAUSE_BYTES = 1024 * 1024;
+/** How long a closing connection may take to flush before it is destroyed. */
+const CLOSE_GRACE_MS = 2000;
+
+const PAUSED_BY_SESSION = 1;
+const PAUSED_BY_OUTBOUND = 2;
+
+/** A framed byte stream (TCP or TLS socket) as a session's link. */
+class SocketLink implements Link {
+  readonly transport: string;
+  readonly remoteAddress: string;
+  readonly #socket: net.Socket;
+  readonly #decoder: FrameDecoder;
+  #session!: Session;
+  #corked = false;
+  #closed = false;
+  #paused = 0;
+  #partialSince = 0;
+
+  constructor(socket: net.Socket, transport: string, maxRequest: number) {
+    this.#socket = socket;
+    this.transport = transport;
+    this.remoteAddress = socket.remoteAddress ?? 'unknown';
+    this.#decoder = new FrameDecoder(maxRequest);
+  }
+
+  start(session: Session): void {
+    this.#session = session;
+    const socket = this.#socket;
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#unpause(PAUSED_BY_OUTBOUND));
+    socket.on('error', () => session.close());
+    socket.on('close', () => session.close());
+  }
+
+  write(frame: OutFrame, written?: (err?: Error | null) => void): void {
+    if (this.#closed) {
+      written?.(new Error('connection closed'));
+      return;
+    }
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(uncork, this);
+    }
+    this.#socket.write(frame.bytes, written);
+    if (this.#socket.writableLength > READ_PAUSE_BYTES) this.#pause(PAUSED_BY_OUTBOUND);
+  }
+
+  flush(): void {
+    this.#corked = false;
+    this.#socket.uncork();
+  }
+
+  pendingBytes(): number {
+    return this.#socket.writableLength;
+  }
+
+  pauseReading(): void {
+    this.#pause(PAUSED_BY_SESSION);
+  }
+
+  resumeReading(): void {
+    this.#unpause(PAUSED_BY_SESSION);
+  }
+
+  partialSince(): number {
+    return this.#partialSince;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const socket = this.#socket;
+    if (this.#corked) this.flush();
+    socket.resume(); // read and discard until the peer goes, so our last frame is not reset away
+    socket.end();
+    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closed) return;
+    const decoder = this.#decoder;
+    decoder.push(chunk);
+    let completed = false;
+    for (;;) {
+      const frame = decoder.read();
+      if (frame === undefined) break;
+      if (isFault(frame)) {
+        this.#session.fatal(new CommandError(frame.fault, frame.info, true));
+        return;
+      }
+      completed = true;
+      this.#session.receive(frame);
+      if (this.#closed) return;
+    }
+    if (decoder.pending === 0) this.#partialSince = 0;
+    else if (completed || this.#partialSince === 0) this.#partialSince = performance.now();
+  }
+
+  #pause(reason: number): void {
+    if (this.#paused === 0) this.#socket.pause();
+    this.#paused |= reason;
+  }
+
+  #unpause(reason: number): void {
+    if ((this.#paused & reason) === 0) return;
+    this.#paused &= ~reason;
+    if (this.#paused === 0 && !this.#closed) this.#socket.resume();
+  }
+}
+
+function uncork(link: SocketLink): void {
+  link.flush();
+}
+
+export type TcpListener = { readonly server: net.Server; readonly port: number; readonly transport: string };
+
+/** Listens on `--host`/`--port` (TLS when a certificate is given) and turns connections into sessions. */
+export async function listenTcp(core: ServerCore): Promise<TcpListener> {
+  const { tls: tlsFiles, host, port, maxRequest } = core.options;
+  const transport = tlsFiles === undefined ? 'tcp' : 'tls';
+  const onSocket = (socket: net.Socket) => accept(core, socket, transport, maxRequest);
+  const server =
+    tlsFiles === undefined
+      ? net.createServer({ noDelay: true }, onSocket)
+      : tls.createServer({ cert: readFileSync(tlsFiles.cert), key: readFileSync(tlsFiles.key), noDelay: true }, onSocket);
+  server.on('tlsClientError', () => {}); // a failed handshake concerns that client only
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => core.log.error({ err }, 'listener error'));
+  return { server, port: (server.address() as net.AddressInfo).port, transport };
+}
+
+function accept(core: ServerCore, socket: net.Socket, transport: string, maxRequest: number): void {
+  socket.setNoDelay(true);
+  const address = socket.remoteAddress ?? 'unknown';
+  if (!core.admit(address)) {
+    socket.on('error', () => {});
+    socket.end(OutFrame.of(new CommandError('too_many_connections').fields()).bytes);
+    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+    return;
+  }
+  const link = new SocketLink(socket, transport, maxRequest);
+  const session = new Session(core, link);
+  core.add(session);
+  link.start(session);
+}
