@@ -149,7 +149,7 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
   const values: Record<string, unknown> = {};
   for (const [flag, spec] of Object.entries(CORE_FLAGS) as [string, FlagSpec][]) {
     const value = rawValue(raw, flag);
-    values[flag] = value === undefined ? spec.def : convert(flag, spec, value);
+    values[flag] = convert(flag, spec, value ?? String(spec.def));
   }
   const v = values as Record<CoreFlag, never>;
   const cert = v['tls-cert'] as string;

@@ -28,7 +28,7 @@ define('server', {
   password_too_short: { fatal: false, info: 'passwords have at least 8 characters' },
   user_not_found: { fatal: false, info: 'no such user' },
   mailbox_full: { fatal: false, info: "the recipient's mailbox is full" },
-  too_many_attempts: { fatal: false, info: 'too many attempts, try again later' },
+  too_many_attempts: { fatal: false, info: 'too many attempts; try again later' },
   slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough' },
   too_many_connections: { fatal: true, info: 'connection limit reached' },
   shutdown: { fatal: true, info: 'the server is stopping' },

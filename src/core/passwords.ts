@@ -62,7 +62,7 @@ export class PasswordHasher {
   async #run<T>(job: () => Promise<T>): Promise<T> {
     if (this.#running >= this.#concurrency) {
       if (this.#waiting.length >= this.#queueLimit) {
-        throw new CommandError('too_many_attempts', 'the server is busy hashing passwords, try again later');
+        throw new CommandError('too_many_attempts', 'the server is busy hashing passwords; try again later');
       }
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
     } else {

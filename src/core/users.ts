@@ -59,7 +59,7 @@ export class Users implements UsersApi {
     const now = Date.now();
     if (this.#byName.blocked(key, now) || this.#byIp.blocked(remoteAddress, now)) {
       this.stats.loginThrottled++;
-      throw new CommandError('too_many_attempts', 'too many failed logins, try again later');
+      throw new CommandError('too_many_attempts', 'too many failed logins; try again later');
     }
     const row = this.#store.findUser(key);
     const ok = await this.hasher.verify(row?.hash, password);
