@@ -64,6 +64,11 @@ export class TextClient extends EventEmitter<TextClientEvents> {
     return this.#protocol.call(...fields);
   }
 
+  /** Sends a payload in comma syntax as typed (`send,bob,hi`); resolves like call. */
+  callPayload(payload: string): Promise<string[]> {
+    return this.#protocol.callPayload(payload);
+  }
+
   /** Like call, wrapped in `req,<id>` so the reply is matched by id. */
   request(...fields: string[]): Promise<string[]> {
     return this.#protocol.request(...fields);

@@ -71,6 +71,17 @@ export class ClientProtocol {
     });
   }
 
+  /** Sends a payload already in comma syntax, as typed by a person (consoles, scripts). */
+  callPayload(payload: string): Promise<string[]> {
+    const parsed = parseFields(payload);
+    const command = isFieldsFault(parsed) ? '' : (parsed[0] ?? '');
+    return new Promise((resolve, reject) => {
+      if (this.#closed) return reject(this.#closed);
+      this.#calls.push({ command, resolve, reject });
+      this.#send(payload);
+    });
+  }
+
   /** Sends `req,<id>,...`; resolves with the reply fields after `req,<id>`, matched by id. */
   request(...fields: string[]): Promise<string[]> {
     return new Promise((resolve, reject) => {

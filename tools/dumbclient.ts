@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+/**
+ * dumbclient: one connection, each argument one request, each reply on its
+ * own line. With no request arguments it reads requests from stdin, one a line.
+ * Exit 0: no error replies; 1: some reply was an error tuple; 2: connection or usage problem.
+ */
+import { createInterface } from 'node:readline';
+import type { TextClient } from '../src/client/client.ts';
+import { connectFromFlags, errorFields, formatLine, hexLine, parseToolFlags, UsageError, type ToolFlags } from './cli-common.ts';
+
+const USAGE = 'usage: dumbclient [--host H] [--port P] [--tls [--insecure]] [--wait SECONDS] [--json] [--hex] [request ...]';
+
+/** Runs a script of requests; returns the exit code. `lines` yields requests in order. */
+export async function runScript(flags: ToolFlags, lines: AsyncIterable<string> | Iterable<string>, out: (line: string) => void): Promise<number> {
+  let client: TextClient;
+  try {
+    client = await connectFromFlags(flags);
+  } catch (err) {
+    process.stderr.write(`dumbclient: cannot connect to ${flags.host}:${flags.port}: ${(err as Error).message}\n`);
+    return 2;
+  }
+  let sawError = false;
+  let lost = false;
+  const print = (fields: readonly string[]) => {
+    if (!flags.hex) out(formatLine(fields, flags.json));
+  };
+  if (flags.hex) client.on('frame', (dir, frame) => out(hexLine(dir, frame)));
+  client.on('push', print);
+  client.on('serverError', (err) => {
+    sawError = true;
+    print(err.fields);
+  });
+  client.on('close', () => (lost = true));
+  for await (const line of lines) {
+    if (line.trim() === '') continue;
+    if (lost) break;
+    try {
+      print(await client.callPayload(line));
+    } catch (err) {
+      const fields = errorFields(err);
+      if (fields === undefined) {
+        process.stderr.write(`dumbclient: connection closed by the server\n`);
+        return sawError ? 1 : 2;
+      }
+      sawError = true;
+      print(fields);
+    }
+  }
+  if (flags.waitSeconds > 0 && !lost) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, flags.waitSeconds * 1000);
+      client.once('close', () => (clearTimeout(timer), resolve()));
+    });
+  }
+  await client.close();
+  return sawError ? 1 : 0;
+}
+
+/** stdin lines, read only once the script starts consuming them (so none are lost while connecting). */
+export async function* stdinLines(): AsyncIterable<string> {
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) yield line;
+}
+
+async function main(): Promise<void> {
+  let flags: ToolFlags;
+  try {
+    flags = parseToolFlags(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`dumbclient: ${err.message}\n${USAGE}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const lines = flags.rest.length > 0 ? flags.rest : stdinLines();
+  process.exitCode = await runScript(flags, lines, (line) => process.stdout.write(`${line}\n`));
+}
+
+if (import.meta.main) await main();
