@@ -85,6 +85,13 @@ export class Hub implements HubApi {
     return reached;
   }
 
+  pushToUsers(userIds: Iterable<number>, fields: readonly string[]): number {
+    const frame = OutFrame.of(fields);
+    let reached = 0;
+    for (const id of userIds) reached += this.pushFrameToUser(id, frame);
+    return reached;
+  }
+
   deliver(user: UserRef, fields: readonly string[]): 'pushed' | 'stored' {
     const frame = OutFrame.of(fields);
     if (this.pushFrameToUser(user.id, frame) > 0) return 'pushed';

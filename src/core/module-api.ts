@@ -41,6 +41,8 @@ export interface CommandContext {
 export interface HubApi {
   /** Pushes to every connection logged in as the user; returns how many were reached. */
   pushToUser(userId: number, fields: readonly string[]): number;
+  /** Pushes one frame (formatted once) to every connection of each user; returns connections reached. */
+  pushToUsers(userIds: Iterable<number>, fields: readonly string[]): number;
   /** Pushes, or when the user has no connection stores it for their next login (`mailbox_full` past the limit). */
   deliver(user: UserRef, fields: readonly string[]): 'pushed' | 'stored';
   isOnline(userId: number): boolean;
@@ -66,6 +68,16 @@ export interface ModuleDb {
   transaction<T>(fn: () => T): T;
 }
 
+/**
+ * Named objects modules offer each other (rooms offers `rooms`, friends
+ * `friends`), so one module can use another when it is loaded and do
+ * without it when it is not. Look them up when needed, not at init.
+ */
+export interface ServicesApi {
+  provide(name: string, service: object): void;
+  get<T extends object>(name: string): T | undefined;
+}
+
 export interface ServerApi {
   readonly version: string;
   readonly protocolVersion: number;
@@ -73,6 +85,7 @@ export interface ServerApi {
   readonly users: UsersApi;
   readonly db: ModuleDb;
   readonly log: Logger;
+  readonly services: ServicesApi;
   /** Parsed option values, core and module options alike, by flag name (`friends-only`). */
   readonly options: Readonly<Record<string, unknown>>;
   /** Command names now loaded, sorted. */
@@ -124,4 +137,10 @@ export function defineModule<const T extends ModuleDefinition>(definition: T): T
   return definition;
 }
 
+import { CommandError } from './errors.ts';
 export { CommandError, fail } from './errors.ts';
+
+/** Throws `syntax` (with the usage text) unless there are exactly `count` arguments. */
+export function expectArgs(args: readonly string[], count: number, usage: string): void {
+  if (args.length !== count) throw new CommandError('syntax', `usage: ${usage}`);
+}

@@ -30,6 +30,8 @@ export class ServerCore {
   readonly metrics = { slowConsumers: 0, commands: new Map<string, { ok: number; error: number }>() };
   readonly #perIp = new Map<string, number>();
   #set: ModuleSet = { modules: [], routes: new Map() };
+  #services = new Map<string, object>();
+  #loadingServices: Map<string, object> | undefined;
   #sweeper: NodeJS.Timeout | undefined;
 
   constructor(options: ServerOptions, store: Store, log: Logger, version: string) {
@@ -52,6 +54,10 @@ export class ServerCore {
       users: this.users,
       db: store.db,
       log,
+      services: {
+        provide: (name, service) => (this.#loadingServices ?? this.#services).set(name, service),
+        get: <T extends object>(name: string) => this.#services.get(name) as T | undefined,
+      },
       options: options.values,
       commands: () => [...this.#set.routes.keys()].sort(),
       modules: () => this.#set.modules.map((m) => m.name),
@@ -174,6 +180,8 @@ export class ServerCore {
       }
     }
     const started: LoadedModule[] = [];
+    const services = new Map<string, object>();
+    this.#loadingServices = services;
     try {
       for (const m of modules) {
         await m.def.init?.(this.api);
@@ -182,9 +190,12 @@ export class ServerCore {
     } catch (err) {
       for (const m of started) safely(() => m.def.dispose?.());
       throw new ModuleLoadError(started.length < modules.length ? modules[started.length]!.name : '?', `init failed: ${(err as Error).message}`);
+    } finally {
+      this.#loadingServices = undefined;
     }
     const old = this.#set;
     this.#set = { modules, routes };
+    this.#services = services;
     for (const m of old.modules) safely(() => m.def.dispose?.());
   }
 

@@ -1,6 +1,6 @@
 /** The server as a process: flags, start-up failures, SIGHUP reload, graceful shutdown, durability after SIGKILL. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, removeDir, spawnServer, spawnServerRaw, tempDir, type ChildServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
@@ -96,23 +96,32 @@ describe('modules at start', () => {
 });
 
 describe('SIGHUP', () => {
-  it('loads a new module without dropping connections, and keeps the old set when a reload fails', async () => {
+  it('loads a module dropped into a modules directory without dropping connections; a failed reload keeps the old set', async () => {
     const names = ['nop', 'req', 'register', 'login', 'whoami', 'send'];
     const m = modulesDir({}, names);
-    const s = await server(['--data', data(), '--modules-dir', join(ROOT, 'modules'), '--modules-list', m.list]);
+    for (const n of names) copyFileSync(join(ROOT, 'modules', `${n}.ts`), join(m.dir, `${n}.ts`));
+    // the copies import ../src/core/module-api.ts: point that at the real core
+    symlinkSync(join(ROOT, 'src'), join(m.dir, '..', 'src'));
+    const s = await server(['--data', data(), '--modules-dir', m.dir, '--modules-list', m.list]);
     const c = await RawConnection.open(s.port);
     expect(await c.ask('echo', 'hi')).toMatch(/^error,nonfatal,command_not_found/);
 
-    writeFileSync(join(ROOT, 'modules', 'zz-test-echo.ts'), ECHO_MODULE);
-    cleanup.push(() => removeDir(join(ROOT, 'modules', 'zz-test-echo.ts')));
-    writeFileSync(m.list, [...names, 'zz-test-echo'].join('\n'));
+    writeFileSync(join(m.dir, 'echo.ts'), ECHO_MODULE);
+    writeFileSync(m.list, [...names, 'echo'].join('\n'));
     s.proc.kill('SIGHUP');
     await s.waitForLine(/modules reloaded/);
     expect(await c.ask('echo', 'hi', 'there')).toBe('echo,hi,there');
+    expect(await c.ask('register', 'reloaded', PW)).toBe('ok');
 
-    writeFileSync(m.list, [...names, 'zz-test-echo', 'does-not-exist'].join('\n'));
+    writeFileSync(m.list, [...names, 'echo', 'does-not-exist'].join('\n'));
     s.proc.kill('SIGHUP');
     expect(await s.waitForLine(/module reload failed/)).toContain('does-not-exist');
+    writeFileSync(join(m.dir, 'echo.ts'), 'export default { commands: { echo: 1 } };\n');
+    writeFileSync(m.list, [...names, 'echo'].join('\n'));
+    s.proc.kill('SIGHUP');
+    const failures = () => s.lines.filter((l) => l.includes('module reload failed'));
+    for (let i = 0; i < 200 && failures().length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(failures()[1]).toContain('module echo');
     expect(await c.ask('echo', 'still')).toBe('echo,still');
     expect(await c.ask('nop')).toBe('');
     expect(c.closed).toBe(false);

@@ -1,0 +1,252 @@
+/** MODULES.md rooms: every row and push rule, several users with several connections. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
+import { RawConnection } from '../helpers/raw.ts';
+import { expectSilence, freshUsers, loggedIn as login } from '../helpers/users.ts';
+
+let srv: TestServer;
+const opened: RawConnection[] = [];
+const loggedIn = (u: string) => login(srv.port, u, opened);
+const users = (...p: string[]) => freshUsers(srv.port, ...p);
+let roomNo = 0;
+const room = () => `room-${++roomNo}`;
+const err = (type: string) => new RegExp(`^error,nonfatal,${type}(,.*)?$`);
+
+beforeAll(async () => {
+  srv = await startServer();
+});
+
+afterAll(async () => {
+  for (const c of opened) c.close();
+  await srv.stop();
+  removeDir(srv.data);
+});
+
+describe('rooms: membership', () => {
+  it('needs a login and the right number of arguments', async () => {
+    const c = await RawConnection.open(srv.port);
+    opened.push(c);
+    for (const req of [['join', 'r'], ['leave', 'r'], ['say', 'r', 'x'], ['rooms'], ['members', 'r'], ['history', 'r', 'last', '5']]) {
+      expect(await c.ask(...req)).toMatch(err('not_logged_in'));
+    }
+    const [a] = await users('a');
+    const s = await loggedIn(a!);
+    for (const req of [['join'], ['join', 'r', 'x'], ['leave'], ['say', 'r'], ['say', 'r', 'a', 'b'], ['rooms', 'x'], ['members'], ['history', 'r']]) {
+      expect(await s.ask(...req)).toMatch(err('syntax'));
+    }
+  });
+
+  it('checks room names', async () => {
+    const [a] = await users('a');
+    const s = await loggedIn(a!);
+    for (const bad of ['', 'has space', 'x'.repeat(65), 'é', 'a.b']) expect(await s.ask('join', bad)).toMatch(err('invalid_room'));
+    s.send('join', 'x'.repeat(64));
+    expect(await s.nextN(2)).toEqual([`room,${'x'.repeat(64)},joined,${a}`, 'ok']);
+    s.send('join', 'A-z_09');
+    expect((await s.nextN(2))[1]).toBe('ok');
+  });
+
+  it('join pushes joined to every connection of every member, the joiner first, then ok; a repeat join is silent', async () => {
+    const r = room();
+    const [a, b] = await users('a', 'b');
+    const a1 = await loggedIn(a!);
+    const a2 = await loggedIn(a!);
+    const b1 = await loggedIn(b!);
+    a1.send('join', r);
+    expect(await a1.nextN(2)).toEqual([`room,${r},joined,${a}`, 'ok']);
+    expect(await a2.next()).toBe(`room,${r},joined,${a}`);
+    b1.send('join', r);
+    expect(await b1.nextN(2)).toEqual([`room,${r},joined,${b}`, 'ok']);
+    expect(await a1.next()).toBe(`room,${r},joined,${b}`);
+    expect(await a2.next()).toBe(`room,${r},joined,${b}`);
+    expect(await b1.ask('join', r)).toBe('ok');
+    await expectSilence(a1);
+  });
+
+  it('rooms and members list sorted; members needs membership', async () => {
+    const [a, b, c] = await users('zed', 'amy', 'mid');
+    const ra = `b-${room()}`;
+    const rb = `a-${room()}`;
+    const sa = await loggedIn(a!);
+    const sb = await loggedIn(b!);
+    const sc = await loggedIn(c!);
+    expect(await sa.ask('rooms')).toBe('rooms');
+    for (const s of [sa, sb]) {
+      s.send('join', ra);
+    }
+    await sa.nextN(3);
+    await sb.nextN(2);
+    expect(await sa.ask('join', rb)).toMatch(/joined/);
+    await sa.next();
+    expect(await sa.ask('rooms')).toBe(`rooms,${rb},${ra}`);
+    expect(await sa.ask('members', ra)).toBe(`members,${ra},${[a, b].sort().join(',')}`);
+    expect(await sc.ask('members', ra)).toMatch(err('not_in_room'));
+  });
+
+  it('leave pushes left to the members and to the leaver; leaving twice is not_in_room', async () => {
+    const r = room();
+    const [a, b] = await users('a', 'b');
+    const a1 = await loggedIn(a!);
+    const a2 = await loggedIn(a!);
+    const b1 = await loggedIn(b!);
+    a1.send('join', r);
+    await a1.nextN(2);
+    await a2.next();
+    b1.send('join', r);
+    await b1.nextN(2);
+    await a1.next();
+    await a2.next();
+    a1.send('leave', r);
+    expect(await a1.nextN(2)).toEqual([`room,${r},left,${a}`, 'ok']);
+    expect(await a2.next()).toBe(`room,${r},left,${a}`);
+    expect(await b1.next()).toBe(`room,${r},left,${a}`);
+    expect(await a1.ask('leave', r)).toMatch(err('not_in_room'));
+    expect(await a1.ask('rooms')).toBe('rooms');
+    expect(await b1.ask('members', r)).toBe(`members,${r},${b}`);
+  });
+
+  it('membership lasts across reconnects and restarts; the room and its history stay when empty', async () => {
+    const data = srv.data;
+    const own = await startServer([], (await import('../helpers/server.ts')).tempDir());
+    try {
+      const [u] = await freshUsers(own.port, 'keep');
+      const s = await login(own.port, u!);
+      s.send('join', 'lasting');
+      await s.nextN(2);
+      s.send('say', 'lasting', 'before restart');
+      expect((await s.nextN(2))[1]).toMatch(/^said,lasting,\d+,\d+$/);
+      s.close();
+      await own.stop();
+      const again = await startServer([], own.data);
+      try {
+        const t = await login(again.port, u!);
+        expect(await t.ask('rooms')).toBe('rooms,lasting');
+        expect(await t.ask('history', 'lasting', 'last', '5')).toMatch(new RegExp(`^history,lasting,1,\\d+,\\d+,${u},before restart$`));
+        t.send('leave', 'lasting');
+        await t.nextN(2);
+        t.send('join', 'lasting');
+        await t.nextN(2);
+        expect(await t.ask('history', 'lasting', 'last', '5')).toMatch(/,before restart$/);
+        t.close();
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      removeDir(own.data);
+    }
+    expect(data).toBe(srv.data);
+  });
+});
+
+describe('rooms: say and history', () => {
+  it('say stores, pushes msg to every member connection (the sayer first) and answers said', async () => {
+    const r = room();
+    const [a, b, outsider] = await users('a', 'b', 'out');
+    const a1 = await loggedIn(a!);
+    const b1 = await loggedIn(b!);
+    const b2 = await loggedIn(b!);
+    const o = await loggedIn(outsider!);
+    for (const [s, n] of [[a1, 2], [b1, 2]] as const) {
+      s.send('join', r);
+      await s.nextN(n);
+    }
+    await a1.next();
+    await b2.next();
+    expect(await o.ask('say', r, 'hi')).toMatch(err('not_in_room'));
+    const before = Date.now();
+    a1.send('say', r, 'hello, all\\');
+    const [pushed, said] = await a1.nextN(2);
+    const m = /^room,([^,]+),msg,(\d+),(\d+),([^,]+),hello\\, all\\\\$/.exec(pushed!);
+    expect(m).not.toBeNull();
+    const [, rr, id, time, who] = m!;
+    expect([rr, who]).toEqual([r, a]);
+    expect(Number(time)).toBeGreaterThanOrEqual(before - 1);
+    expect(said).toBe(`said,${r},${id},${time}`);
+    expect(await b1.next()).toBe(pushed);
+    expect(await b2.next()).toBe(pushed);
+    await expectSilence(o);
+  });
+
+  it('ids increase; history modes return oldest first with the right windows', async () => {
+    const r = room();
+    const [a] = await users('a');
+    const s = await loggedIn(a!);
+    s.send('join', r);
+    await s.nextN(2);
+    const msgs: { id: number; time: number }[] = [];
+    for (let i = 1; i <= 8; i++) {
+      s.send('say', r, `m${i}`);
+      const said = (await s.nextN(2))[1]!.split(',');
+      msgs.push({ id: Number(said[2]), time: Number(said[3]) });
+      if (i === 4) await new Promise((res) => setTimeout(res, 15));
+    }
+    for (let i = 1; i < msgs.length; i++) expect(msgs[i]!.id).toBeGreaterThan(msgs[i - 1]!.id);
+    const texts = (reply: string) => {
+      const f = reply.split(',');
+      expect(f.slice(0, 2)).toEqual(['history', r]);
+      const n = Number(f[2]);
+      expect(f.length).toBe(3 + 4 * n);
+      return Array.from({ length: n }, (_, i) => f[3 + 4 * i + 3]);
+    };
+    expect(texts(await s.ask('history', r, 'last', '3'))).toEqual(['m6', 'm7', 'm8']);
+    expect(texts(await s.ask('history', r, 'last', '500'))).toEqual(['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8']);
+    expect(texts(await s.ask('history', r, 'after', String(msgs[5]!.id)))).toEqual(['m7', 'm8']);
+    expect(texts(await s.ask('history', r, 'after', '0'))).toHaveLength(8);
+    expect(texts(await s.ask('history', r, 'before', String(msgs[4]!.id), '2'))).toEqual(['m3', 'm4']);
+    expect(texts(await s.ask('history', r, 'since', String(msgs[4]!.time)))).toEqual(['m5', 'm6', 'm7', 'm8']);
+    expect(texts(await s.ask('history', r, 'between', String(msgs[0]!.time), String(msgs[4]!.time)))).toEqual(['m1', 'm2', 'm3', 'm4']);
+    expect(texts(await s.ask('history', r, 'since', String(Date.now() + 100000)))).toEqual([]);
+    const full = (await s.ask('history', r, 'last', '1')).split(',');
+    expect(full).toEqual(['history', r, '1', String(msgs[7]!.id), String(msgs[7]!.time), a, 'm8']);
+  });
+
+  it('history answers syntax for bad modes and numbers, not_in_room for non-members', async () => {
+    const r = room();
+    const [a, b] = await users('a', 'b');
+    const s = await loggedIn(a!);
+    const o = await loggedIn(b!);
+    s.send('join', r);
+    await s.nextN(2);
+    for (const bad of [
+      ['last'],
+      ['last', '0'],
+      ['last', '501'],
+      ['last', '-1'],
+      ['last', 'x'],
+      ['last', '5', '6'],
+      ['since', '-5'],
+      ['after', '1.5'],
+      ['before', '5'],
+      ['before', '5', '0'],
+      ['between', '1'],
+      ['between', 'a', 'b'],
+      ['newest', '5'],
+    ]) {
+      expect(await s.ask('history', r, ...bad)).toMatch(err('syntax'));
+    }
+    expect(await o.ask('history', r, 'last', '5')).toMatch(err('not_in_room'));
+  });
+
+  it('pages at 500: since/after/between return the oldest 500, last/before the newest', async () => {
+    const r = room();
+    const [a] = await users('a');
+    const s = await loggedIn(a!);
+    s.send('join', r);
+    await s.nextN(2);
+    const frames = [];
+    for (let i = 1; i <= 502; i++) frames.push(['say', r, `m${i}`]);
+    for (const f of frames) s.send(...f);
+    const replies = await s.nextN(502 * 2, 20_000);
+    const firstId = Number(replies[1]!.split(',')[2]);
+    const counts = async (...q: string[]) => {
+      const f = (await s.ask('history', r, ...q)).split(',');
+      return [Number(f[2]), f[6], f[f.length - 1]];
+    };
+    expect(await counts('after', '0')).toEqual([500, 'm1', 'm500']);
+    expect(await counts('since', '0')).toEqual([500, 'm1', 'm500']);
+    expect(await counts('between', '0', String(Date.now() + 1000))).toEqual([500, 'm1', 'm500']);
+    expect(await counts('last', '500')).toEqual([500, 'm3', 'm502']);
+    expect(await counts('before', String(firstId + 501), '500')).toEqual([500, 'm2', 'm501']);
+    expect(await counts('after', String(firstId + 499))).toEqual([2, 'm501', 'm502']);
+  });
+});
