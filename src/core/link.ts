@@ -11,8 +11,10 @@ export interface Link {
   write(frame: OutFrame, written?: (err?: Error | null) => void): void;
   /** Bytes queued but not yet handed to the kernel. */
   pendingBytes(): number;
-  pauseReading(): void;
-  resumeReading(): void;
+  /** Stops or restarts reading from the peer (backpressure). */
+  setReading(on: boolean): void;
+  /** Calls `cb` once the queued bytes have been handed to the kernel. */
+  onDrain(cb: () => void): void;
   /** Monotonic ms since a partial frame started arriving, or 0 when none is pending. */
   partialSince(): number;
   /** Flushes what is queued, then closes (`code` is for WebSocket close frames). */

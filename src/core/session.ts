@@ -12,6 +12,8 @@ const CLOSED = 2;
 
 /** Frames queued behind a running request before the transport stops reading. */
 const QUEUE_PAUSE = 256;
+/** Unsent reply bytes past which requests wait (and reading stops) until the client reads. */
+const OUTBOUND_PAUSE = 1024 * 1024;
 
 const EMPTY_REPLY: readonly string[] = Object.freeze([]);
 
@@ -33,7 +35,13 @@ export class Session implements SessionApi {
   #busy = false;
   #queue: Buffer[] = [];
   #pendingLogin: UserRef | null = null;
-  #readPaused = false;
+  #reading = true;
+  /** Waiting for the client to read its replies before running more requests. */
+  #blocked = false;
+  readonly #unblock = () => {
+    this.#blocked = false;
+    this.#pump();
+  };
 
   constructor(core: ServerCore, link: Link) {
     this.#core = core;
@@ -88,15 +96,13 @@ export class Session implements SessionApi {
   receive(payload: Buffer): void {
     if (this.#state !== OPEN) return;
     this.lastActive = performance.now();
-    if (this.#busy) {
+    if (this.#busy || this.#blocked || this.#queue.length > 0) {
       this.#queue.push(payload);
-      if (this.#queue.length >= QUEUE_PAUSE && !this.#readPaused) {
-        this.#readPaused = true;
-        this.link.pauseReading();
-      }
+      if (this.#queue.length >= QUEUE_PAUSE) this.#setReading(false);
       return;
     }
     this.#execute(payload);
+    this.#checkOutbound();
   }
 
   /** Sends a fatal error tuple and closes. */
@@ -159,13 +165,31 @@ export class Session implements SessionApi {
       this.fatal(new CommandError('shutdown'));
       return;
     }
-    while (this.#state === OPEN && !this.#busy && this.#queue.length > 0) {
+    this.#checkOutbound();
+    this.#pump();
+  }
+
+  /** Runs queued requests until one goes asynchronous or the client stops reading. */
+  #pump(): void {
+    while (this.#state === OPEN && !this.#busy && !this.#blocked && this.#queue.length > 0) {
       this.#execute(this.#queue.shift()!);
+      this.#checkOutbound();
     }
-    if (this.#readPaused && this.#queue.length < QUEUE_PAUSE / 2) {
-      this.#readPaused = false;
-      this.link.resumeReading();
-    }
+    this.#setReading(!this.#blocked && this.#queue.length < QUEUE_PAUSE / 2);
+  }
+
+  /** Order and backpressure in one move: no more requests while replies pile up unread. */
+  #checkOutbound(): void {
+    if (this.#blocked || this.link.pendingBytes() <= OUTBOUND_PAUSE || this.#state !== OPEN) return;
+    this.#blocked = true;
+    this.#setReading(false);
+    this.link.onDrain(this.#unblock);
+  }
+
+  #setReading(on: boolean): void {
+    if (this.#reading === on || this.#state === CLOSED) return;
+    this.#reading = on;
+    this.link.setReading(on);
   }
 
   #reply(reply: Reply): void {

@@ -8,13 +8,9 @@ import { OutFrame } from '../core/out-frame.ts';
 import { Session } from '../core/session.ts';
 import type { ServerCore } from '../core/server-core.ts';
 
-/** Outbound bytes past which we stop reading a client that does not read its replies. */
-const READ_PAUSE_BYTES = 1024 * 1024;
 /** How long a closing connection may take to flush before it is destroyed. */
 const CLOSE_GRACE_MS = 2000;
 
-const PAUSED_BY_SESSION = 1;
-const PAUSED_BY_OUTBOUND = 2;
 
 /** A framed byte stream (TCP or TLS socket) as a session's link. */
 class SocketLink implements Link {
@@ -25,7 +21,6 @@ class SocketLink implements Link {
   #session!: Session;
   #corked = false;
   #closed = false;
-  #paused = 0;
   #partialSince = 0;
 
   constructor(socket: net.Socket, transport: string, maxRequest: number) {
@@ -39,7 +34,6 @@ class SocketLink implements Link {
     this.#session = session;
     const socket = this.#socket;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('drain', () => this.#unpause(PAUSED_BY_OUTBOUND));
     socket.on('error', () => session.close());
     socket.on('close', () => session.close());
   }
@@ -55,7 +49,6 @@ class SocketLink implements Link {
       process.nextTick(uncork, this);
     }
     this.#socket.write(frame.bytes, written);
-    if (this.#socket.writableLength > READ_PAUSE_BYTES) this.#pause(PAUSED_BY_OUTBOUND);
   }
 
   flush(): void {
@@ -67,12 +60,15 @@ class SocketLink implements Link {
     return this.#socket.writableLength;
   }
 
-  pauseReading(): void {
-    this.#pause(PAUSED_BY_SESSION);
+  setReading(on: boolean): void {
+    if (this.#closed) return;
+    if (on) this.#socket.resume();
+    else this.#socket.pause();
   }
 
-  resumeReading(): void {
-    this.#unpause(PAUSED_BY_SESSION);
+  onDrain(cb: () => void): void {
+    if (this.#socket.writableLength === 0) queueMicrotask(cb);
+    else this.#socket.once('drain', cb);
   }
 
   partialSince(): number {
@@ -109,16 +105,6 @@ class SocketLink implements Link {
     else if (completed || this.#partialSince === 0) this.#partialSince = performance.now();
   }
 
-  #pause(reason: number): void {
-    if (this.#paused === 0) this.#socket.pause();
-    this.#paused |= reason;
-  }
-
-  #unpause(reason: number): void {
-    if ((this.#paused & reason) === 0) return;
-    this.#paused &= ~reason;
-    if (this.#paused === 0 && !this.#closed) this.#socket.resume();
-  }
 }
 
 function uncork(link: SocketLink): void {

@@ -32,6 +32,10 @@ export class RawConnection {
     );
   }
 
+  static fromSocket(socket: net.Socket): RawConnection {
+    return new RawConnection(socket);
+  }
+
   static open(port: number, host = '127.0.0.1'): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ port, host }, () => resolve(new RawConnection(socket)));
