@@ -91,6 +91,12 @@ export class TextClient extends EventEmitter<TextClientEvents> {
     return new Promise((resolve) => this.once('close', resolve));
   }
 
+  /** Drops the connection at once, as a crashed client would (no reconnect). */
+  destroy(): void {
+    this.#closedByUser = true;
+    this.#socket.resetAndDestroy();
+  }
+
   close(): Promise<void> {
     this.#closedByUser = true;
     const done = this.closed();

@@ -35,6 +35,13 @@ export class ConnectionClosedError extends Error {
 /** First fields that mark a push, as PROTOCOL.md and MODULES.md define them. */
 export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 'presence'];
 
+/**
+ * Commands whose own reply starts with a push word: while one of them is the
+ * oldest outstanding plain call, a frame with that word is taken as its reply.
+ * (`request()` needs no such guess: it matches by id.)
+ */
+const REPLIES_LIKE_PUSHES: Readonly<Record<string, string>> = { presence: 'presence' };
+
 type Pending = { command: string; resolve(fields: string[]): void; reject(err: Error): void };
 
 export type ProtocolEvents = {
@@ -109,7 +116,7 @@ export class ClientProtocol {
       else this.#events.serverError(new ReplyError(fields));
       return;
     }
-    const isPush = first !== undefined && this.#pushWords.has(first) && next?.command !== first;
+    const isPush = first !== undefined && this.#pushWords.has(first) && REPLIES_LIKE_PUSHES[next?.command ?? ''] !== first;
     if (isPush || next === undefined) {
       this.#events.push(fields);
       return;

@@ -22,7 +22,7 @@ export class Hub implements HubApi {
   readonly #events: HubEvents;
   /** Highest mailbox id being written to a connection, per user, so a second login does not repeat it. */
   readonly #inFlight = new Map<number, number>();
-  readonly stats = { pushed: 0, stored: 0 };
+  readonly stats = { pushed: 0, stored: 0, lost: 0 };
 
   constructor(store: Store, mailboxSize: () => number, events: HubEvents) {
     this.#store = store;
@@ -76,11 +76,11 @@ export class Hub implements HubApi {
     return this.pushFrameToUser(userId, OutFrame.of(fields));
   }
 
-  pushFrameToUser(userId: number, frame: OutFrame): number {
+  pushFrameToUser(userId: number, frame: OutFrame, written?: (err?: Error | null) => void): number {
     const set = this.#byUser.get(userId);
     if (set === undefined) return 0;
     let reached = 0;
-    for (const session of set) if (session.pushFrame(frame)) reached++;
+    for (const session of set) if (session.pushFrame(frame, written)) reached++;
     this.stats.pushed += reached;
     return reached;
   }
@@ -94,13 +94,34 @@ export class Hub implements HubApi {
 
   deliver(user: UserRef, fields: readonly string[]): 'pushed' | 'stored' {
     const frame = OutFrame.of(fields);
-    if (this.pushFrameToUser(user.id, frame) > 0) return 'pushed';
+    if (this.#byUser.has(user.id)) {
+      // A write that fails (the connection died under it) falls back to the mailbox.
+      let failed = 0;
+      const reached = this.pushFrameToUser(user.id, frame, (err) => {
+        if (err && ++failed === reached) this.#storeLate(user, frame);
+      });
+      if (reached > 0) return 'pushed';
+    }
+    this.#store1(user, frame.payload);
+    return 'stored';
+  }
+
+  #store1(user: UserRef, payload: string): void {
     if (this.#store.mailboxCount(user.id) >= this.#mailboxSize()) {
       throw new CommandError('mailbox_full', `${user.name} has too many stored messages`);
     }
-    this.#store.mailboxAdd(user.id, frame.payload);
+    this.#store.mailboxAdd(user.id, payload);
     this.stats.stored++;
-    return 'stored';
+  }
+
+  /** After the sender had its `ok`: kept even past the mailbox limit rather than lost. */
+  #storeLate(user: UserRef, frame: OutFrame): void {
+    try {
+      this.#store.mailboxAdd(user.id, frame.payload);
+      this.stats.stored++;
+    } catch {
+      this.stats.lost++;
+    }
   }
 
   /**

@@ -35,6 +35,8 @@ class SocketLink implements Link {
     const socket = this.#socket;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', () => session.close());
+    // the peer is done: stop routing pushes here now, not when the socket finally closes
+    socket.on('end', () => session.close());
     socket.on('close', () => session.close());
   }
 

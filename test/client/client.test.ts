@@ -102,6 +102,16 @@ describe('ClientProtocol matching rules', () => {
     expect(sent).toEqual(['presence,bob']);
   });
 
+  it('never takes a send push for the reply to an outstanding send', async () => {
+    const pushes: string[][] = [];
+    const p = new ClientProtocol(() => {}, { push: (f) => pushes.push(f), serverError: () => {} });
+    const reply = p.call('send', 'me', 'x');
+    p.receive('send,me,x');
+    p.receive('ok');
+    expect(await reply).toEqual(['ok']);
+    expect(pushes).toEqual([['send', 'me', 'x']]);
+  });
+
   it('reports an unsolicited error tuple as a server error', () => {
     const errors: ReplyError[] = [];
     const p = new ClientProtocol(() => {}, { push: () => {}, serverError: (e) => errors.push(e) });

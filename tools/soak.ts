@@ -1,0 +1,171 @@
+#!/usr/bin/env node
+/**
+ * Soak test (`npm run soak -- [--seconds N] [--clients N]`): many clients
+ * register, log in, send, drop their connections abruptly and come back,
+ * against a server process on 127.0.0.1. At the end every user logs in once
+ * more to collect what was stored, and the script checks that every `send`
+ * the server acknowledged was delivered or stored. Reports server RSS at the
+ * start and end and the error counts. Bounded in time and connections.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { connect, ReplyError, type TextClient } from '../src/client/client.ts';
+
+type Flags = { seconds: number; clients: number; fastHash: boolean; rssGrowthMb: number };
+
+function parseFlags(argv: string[]): Flags {
+  const flags: Flags = { seconds: 300, clients: 100, fastHash: false, rssGrowthMb: 64 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--seconds') flags.seconds = Number(argv[++i]);
+    else if (a === '--clients') flags.clients = Math.min(2000, Number(argv[++i]));
+    else if (a === '--fast-hash') flags.fastHash = true;
+    else if (a === '--rss-growth-mb') flags.rssGrowthMb = Number(argv[++i]);
+    else throw new Error(`unknown flag ${a}`);
+  }
+  if (!(flags.seconds > 0 && flags.clients > 1)) throw new Error('--seconds and --clients must be positive');
+  return flags;
+}
+
+const PW = 'soak-password';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function startServer(fastHash: boolean): Promise<{ port: number; pid: number; stop(): Promise<void>; data: string }> {
+  const data = mkdtempSync(join(tmpdir(), 'textserver-soak-'));
+  const args = ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, '../src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--mailbox-size', '1000000', '--max-connections-per-ip', '100000'];
+  if (fastHash) args.push('--argon2-memory-kib', '1024', '--argon2-time', '1');
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      if (line.includes('"msg":"listening"')) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    proc.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return {
+    port,
+    pid: proc.pid!,
+    data,
+    stop: () => new Promise<void>((r) => (proc.on('exit', () => r()), proc.kill('SIGTERM'))),
+  };
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+type Stats = { acked: Map<string, { to: string; at: number }>; resets: Map<string, number[]>; received: Map<string, number>; errors: Map<string, number>; abrupt: number; reconnects: number };
+
+/** One virtual user: log in, chat, drop the connection now and then, come back. */
+async function runUser(i: number, users: string[], port: number, until: number, stats: Stats): Promise<void> {
+  const me = users[i]!;
+  let seq = 0;
+  while (Date.now() < until) {
+    let client: TextClient;
+    try {
+      client = await connect({ port });
+      // listen before logging in: stored messages follow the login's ok in the same read
+      client.on('push', (f) => f[0] === 'send' && f[2] === 'soak' && stats.received.set(f[3]!, (stats.received.get(f[3]!) ?? 0) + 1));
+      await client.call('login', me, PW);
+    } catch (err) {
+      count(stats.errors, err instanceof ReplyError ? err.type : 'connect');
+      await sleep(50);
+      continue;
+    }
+    const sessionEnd = Math.min(until, Date.now() + 200 + Math.random() * 2000);
+    while (Date.now() < sessionEnd && client.connected) {
+      const to = users[Math.floor(Math.random() * users.length)]!;
+      const id = `${me}:${seq++}`;
+      try {
+        await client.call('send', to, 'soak', id);
+        stats.acked.set(id, { to, at: Date.now() });
+      } catch (err) {
+        count(stats.errors, err instanceof ReplyError ? err.type : 'closed');
+      }
+      if (Math.random() < 0.3) await sleep(Math.random() * 20);
+    }
+    stats.reconnects++;
+    if (Math.random() < 0.5) {
+      stats.abrupt++;
+      client.destroy();
+      stats.resets.set(me, [...(stats.resets.get(me) ?? []), Date.now()]);
+    } else {
+      await client.close();
+    }
+    await sleep(Math.random() * 100);
+  }
+}
+
+function count(map: Map<string, number>, key: string): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+/** Logs each user in once more and collects the stored messages. */
+async function drain(users: string[], port: number, stats: Stats): Promise<void> {
+  for (const user of users) {
+    const client = await connect({ port });
+    client.on('push', (f) => f[0] === 'send' && f[2] === 'soak' && stats.received.set(f[3]!, (stats.received.get(f[3]!) ?? 0) + 1));
+    await client.call('login', user, PW);
+    await client.call('nop');
+    await client.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(process.argv.slice(2));
+  const server = await startServer(flags.fastHash);
+  const users = Array.from({ length: flags.clients }, (_, i) => `soak${i}`);
+  const setup = await connect({ port: server.port });
+  for (const u of users) await setup.call('register', u, PW);
+  await setup.close();
+  const stats: Stats = { acked: new Map(), resets: new Map(), received: new Map(), errors: new Map(), abrupt: 0, reconnects: 0 };
+  const until = Date.now() + flags.seconds * 1000;
+  const rssStart = rssMb(server.pid);
+  const samples: number[] = [];
+  const progress = setInterval(() => {
+    samples.push(rssMb(server.pid));
+    const left = Math.max(0, Math.round((until - Date.now()) / 1000));
+    process.stderr.write(`\rsoak: ${stats.acked.size} sends acknowledged, ${stats.reconnects} reconnects, RSS ${samples.at(-1)!.toFixed(1)} MB, ${left}s left   `);
+  }, 1000);
+  await Promise.all(users.map((_, i) => runUser(i, users, server.port, until, stats)));
+  clearInterval(progress);
+  process.stderr.write('\n');
+  await sleep(500);
+  const rssEnd = rssMb(server.pid);
+  await drain(users, server.port, stats);
+  const missing = [...stats.acked.entries()].filter(([id]) => !stats.received.has(id));
+  // Written to the recipient's socket, then thrown away unread by that client's own reset:
+  // delivered as far as the protocol can know (it has no acknowledgements).
+  const atReset = missing.filter(([, m]) => (stats.resets.get(m.to) ?? []).some((t) => t >= m.at - 50 && t <= m.at + 2000));
+  const lost = missing.filter((entry) => !atReset.includes(entry)).map(([id]) => id);
+  const duplicates = [...stats.received.values()].filter((n) => n > 1).length;
+  await server.stop();
+  if (process.env.SOAK_KEEP) console.error(`data kept in ${server.data}`);
+  else rmSync(server.data, { recursive: true, force: true });
+  const growth = rssEnd - rssStart;
+  const report = {
+    seconds: flags.seconds,
+    clients: flags.clients,
+    sendsAcknowledged: stats.acked.size,
+    delivered: stats.acked.size - missing.length,
+    unreadAtClientReset: atReset.length,
+    lost: lost.length,
+    duplicates,
+    reconnects: stats.reconnects,
+    abruptDisconnects: stats.abrupt,
+    errors: Object.fromEntries(stats.errors),
+    rssStartMb: Number(rssStart.toFixed(1)),
+    rssEndMb: Number(rssEnd.toFixed(1)),
+    rssMaxMb: Number(Math.max(rssStart, ...samples).toFixed(1)),
+    rssGrowthBoundMb: flags.rssGrowthMb,
+  };
+  console.log(JSON.stringify(report, null, 2));
+  if (lost.length > 0) console.error(`soak: LOST ${lost.length} acknowledged messages, e.g. ${lost.slice(0, 5).join(' ')}`);
+  if (growth > flags.rssGrowthMb) console.error(`soak: RSS grew ${growth.toFixed(1)} MB, over the bound of ${flags.rssGrowthMb} MB`);
+  process.exitCode = lost.length === 0 && growth <= flags.rssGrowthMb ? 0 : 1;
+}
+
+await main();
