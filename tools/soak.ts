@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { connect, ReplyError, type TextClient } from '../src/client/client.ts';
+import { SERVER_ENV } from './bench/systems.ts';
 
 type Flags = { seconds: number; clients: number; fastHash: boolean; rssGrowthMb: number };
 
@@ -37,7 +38,7 @@ async function startServer(fastHash: boolean): Promise<{ port: number; pid: numb
   const data = mkdtempSync(join(tmpdir(), 'textserver-soak-'));
   const args = ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, '../src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--mailbox-size', '1000000', '--max-connections-per-ip', '100000'];
   if (fastHash) args.push('--argon2-memory-kib', '1024', '--argon2-time', '1');
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, args, { env: SERVER_ENV, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: proc.stdout }).on('line', (line) => {
       if (line.includes('"msg":"listening"')) resolve((JSON.parse(line) as { port: number }).port);
@@ -128,7 +129,9 @@ async function main(): Promise<void> {
   const progress = setInterval(() => {
     samples.push(rssMb(server.pid));
     const left = Math.max(0, Math.round((until - Date.now()) / 1000));
-    process.stderr.write(`\rsoak: ${stats.acked.size} sends acknowledged, ${stats.reconnects} reconnects, RSS ${samples.at(-1)!.toFixed(1)} MB, ${left}s left   `);
+    const line = `soak: ${stats.acked.size} sends acknowledged, ${stats.reconnects} reconnects, RSS ${samples.at(-1)!.toFixed(1)} MB, ${left}s left`;
+    if (process.stderr.isTTY) process.stderr.write(`\r${line}   `);
+    else if (samples.length % 10 === 0) process.stderr.write(`${line}\n`);
   }, 1000);
   await Promise.all(users.map((_, i) => runUser(i, users, server.port, until, stats)));
   clearInterval(progress);

@@ -17,6 +17,19 @@ const OUTBOUND_PAUSE = 1024 * 1024;
 
 const EMPTY_REPLY: readonly string[] = Object.freeze([]);
 
+/** Payloads up to this size are decoded in JS when ASCII: cheaper than a call into C++. */
+const SHORT_TEXT = 32;
+
+function shortText(bytes: Buffer, start: number, end: number): string {
+  let text = '';
+  for (let i = start; i < end; i++) {
+    const c = bytes[i]!;
+    if (c >= 0x80) return bytes.toString('utf8', start, end);
+    text += String.fromCharCode(c);
+  }
+  return text;
+}
+
 /**
  * One client connection, whatever its transport: executes its requests one
  * at a time in arrival order (PROTOCOL.md section 3), writes replies in the
@@ -92,16 +105,18 @@ export class Session implements SessionApi {
     return true;
   }
 
-  /** A decoded payload from the transport. */
-  receive(payload: Buffer): void {
+  /**
+   * A decoded payload from the transport, `bytes[start..end)` (the transport
+   * also keeps `lastActive` up to date, once per read).
+   */
+  receive(bytes: Buffer, start = 0, end = bytes.length): void {
     if (this.#state !== OPEN) return;
-    this.lastActive = performance.now();
     if (this.#busy || this.#blocked || this.#queue.length > 0) {
-      this.#queue.push(payload);
+      this.#queue.push(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end));
       if (this.#queue.length >= QUEUE_PAUSE) this.#setReading(false);
       return;
     }
-    this.#execute(payload);
+    this.#execute(bytes, start, end);
     this.#checkOutbound();
   }
 
@@ -129,10 +144,10 @@ export class Session implements SessionApi {
     this.link.close(reason);
   }
 
-  #execute(payload: Buffer): void {
+  #execute(bytes: Buffer, start: number, end: number): void {
     let result: Reply | Promise<Reply>;
     try {
-      result = this.#dispatch(payload);
+      result = this.#dispatch(bytes, start, end);
     } catch (err) {
       this.#fail(err);
       return;
@@ -148,10 +163,14 @@ export class Session implements SessionApi {
     }
   }
 
-  #dispatch(payload: Buffer): Reply | Promise<Reply> {
-    if (payload.length === 0) return EMPTY_REPLY; // keepalive, answered like nop
-    if (!isUtf8(payload)) throw new CommandError('syntax', 'the payload is not valid UTF-8');
-    const fields = parseFields(payload.toString('utf8'));
+  #dispatch(bytes: Buffer, start: number, end: number): Reply | Promise<Reply> {
+    if (end === start) return EMPTY_REPLY; // keepalive, answered like nop
+    const text = end - start <= SHORT_TEXT ? shortText(bytes, start, end) : bytes.toString('utf8', start, end);
+    // Invalid UTF-8 decodes to U+FFFD; only then is the (rarer) full check worth its cost.
+    if (text.indexOf('\uFFFD') !== -1 && !isUtf8(bytes.subarray(start, end))) {
+      throw new CommandError('syntax', 'the payload is not valid UTF-8');
+    }
+    const fields = parseFields(text);
     if (isFieldsFault(fields)) throw new CommandError('syntax', fields.info);
     return this.#core.invoke(this.ctx, fields);
   }
@@ -172,7 +191,8 @@ export class Session implements SessionApi {
   /** Runs queued requests until one goes asynchronous or the client stops reading. */
   #pump(): void {
     while (this.#state === OPEN && !this.#busy && !this.#blocked && this.#queue.length > 0) {
-      this.#execute(this.#queue.shift()!);
+      const next = this.#queue.shift()!;
+      this.#execute(next, 0, next.length);
       this.#checkOutbound();
     }
     this.#setReading(!this.#blocked && this.#queue.length < QUEUE_PAUSE / 2);

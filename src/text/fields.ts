@@ -14,7 +14,7 @@ const TRAILING_BACKSLASH: FieldsFault = Object.freeze({
 /** Splits a payload into fields. Never throws: a fault comes back as a value. */
 export function parseFields(payload: string): string[] | FieldsFault {
   // Fast path: most payloads carry no escapes at all.
-  if (payload.indexOf('\\') === -1) return payload.split(',');
+  if (payload.indexOf('\\') === -1) return payload.indexOf(',') === -1 ? [payload] : payload.split(',');
   const fields: string[] = [];
   let current = '';
   let runStart = 0;

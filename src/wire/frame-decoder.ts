@@ -5,7 +5,8 @@
  * It never touches a socket and never throws: `read()` hands back the next
  * payload, `undefined` when more bytes are needed, or a `DecodeFault` value
  * once the stream is unusable. The length is checked as soon as the four
- * header bytes are in, so an oversized body is never buffered.
+ * header bytes are in, so an oversized body is never buffered. `next()` is
+ * the allocation-free form the server's hot path uses.
  */
 
 export const HEADER_SIZE = 5;
@@ -15,10 +16,17 @@ export type DecodeFault = {
   readonly info: string;
 };
 
+const EMPTY = Buffer.alloc(0);
+
 export class FrameDecoder {
   readonly maxPayload: number;
+  /** After next() returned true: the frame is frameBuffer[frameStart..frameEnd), valid until the next call. */
+  frameBuffer: Buffer = EMPTY;
+  frameStart = 0;
+  frameEnd = 0;
   #chunks: Buffer[] = [];
-  #buffered = 0;
+  #offset = 0; // read position in #chunks[0]
+  #buffered = 0; // unread bytes in all chunks
   #need = -1; // payload length of the frame being read, -1 while in the header
   #fault: DecodeFault | undefined;
 
@@ -41,42 +49,68 @@ export class FrameDecoder {
     this.#buffered += chunk.length;
   }
 
-  read(): Buffer | DecodeFault | undefined {
-    if (this.#fault !== undefined) return this.#fault;
-    if (this.#need < 0) {
-      if (this.#buffered < 4) return undefined;
-      const n = this.#peekLength();
-      if (n > this.maxPayload) {
-        return this.#fail('request_too_long', `frame of ${n} bytes exceeds the limit of ${this.maxPayload}`);
-      }
-      if (this.#buffered < HEADER_SIZE) return undefined;
-      if (this.#byteAt(4) !== 0) {
-        return this.#fail('syntax', 'the fifth byte of a frame must be 0x00');
-      }
-      this.#skip(HEADER_SIZE);
-      this.#need = n;
-    }
-    if (this.#buffered < this.#need) return undefined;
-    const payload = this.#consume(this.#need);
+  /** True with the next frame in frameBuffer/frameStart/frameEnd; false when more bytes are needed or on a fault. */
+  next(): boolean {
+    if (this.#fault !== undefined || !this.#header()) return false;
+    const n = this.#need;
+    if (this.#buffered < n) return false;
     this.#need = -1;
-    return payload;
+    const first = this.#chunks[0];
+    if (n === 0 || first === undefined) {
+      this.frameBuffer = EMPTY;
+      this.frameStart = this.frameEnd = 0;
+    } else if (first.length - this.#offset >= n) {
+      this.frameBuffer = first;
+      this.frameStart = this.#offset;
+      this.frameEnd = this.#offset + n;
+      this.#skip(n);
+    } else {
+      this.frameBuffer = this.#copy(n);
+      this.frameStart = 0;
+      this.frameEnd = n;
+    }
+    return true;
   }
 
-  #fail(fault: DecodeFault['fault'], info: string): DecodeFault {
+  read(): Buffer | DecodeFault | undefined {
+    if (this.next()) return this.frameBuffer.subarray(this.frameStart, this.frameEnd);
+    return this.#fault;
+  }
+
+  /** Reads and checks the header if the frame's length is not known yet; false when not ready or faulty. */
+  #header(): boolean {
+    if (this.#need >= 0) return true;
+    if (this.#buffered < 4) return false;
+    const n = this.#peekLength();
+    if (n > this.maxPayload) {
+      this.#fail('request_too_long', `frame of ${n} bytes exceeds the limit of ${this.maxPayload}`);
+      return false;
+    }
+    if (this.#buffered < HEADER_SIZE) return false;
+    if (this.#byteAt(4) !== 0) {
+      this.#fail('syntax', 'the fifth byte of a frame must be 0x00');
+      return false;
+    }
+    this.#skip(HEADER_SIZE);
+    this.#need = n;
+    return true;
+  }
+
+  #fail(fault: DecodeFault['fault'], info: string): void {
     this.#fault = { fault, info };
     this.#chunks = [];
+    this.#offset = 0;
     this.#buffered = 0;
-    return this.#fault;
   }
 
   #peekLength(): number {
     const first = this.#chunks[0]!;
-    if (first.length >= 4) return first.readUInt32BE(0);
+    if (first.length - this.#offset >= 4) return first.readUInt32BE(this.#offset);
     return ((this.#byteAt(0) << 24) | (this.#byteAt(1) << 16) | (this.#byteAt(2) << 8) | this.#byteAt(3)) >>> 0;
   }
 
   #byteAt(index: number): number {
-    let i = index;
+    let i = index + this.#offset;
     for (const chunk of this.#chunks) {
       if (i < chunk.length) return chunk[i]!;
       i -= chunk.length;
@@ -85,48 +119,34 @@ export class FrameDecoder {
   }
 
   #skip(n: number): void {
+    this.#buffered -= n;
     let left = n;
     while (left > 0) {
-      const first = this.#chunks[0]!;
-      if (first.length <= left) {
-        this.#chunks.shift();
-        left -= first.length;
-      } else {
-        this.#chunks[0] = first.subarray(left);
-        left = 0;
+      const rest = this.#chunks[0]!.length - this.#offset;
+      if (rest > left) {
+        this.#offset += left;
+        return;
       }
+      left -= rest;
+      this.#chunks.shift();
+      this.#offset = 0;
     }
-    this.#buffered -= n;
   }
 
-  /** A view when the bytes lie in one chunk; a copy only across chunks. */
-  #consume(n: number): Buffer {
-    this.#buffered -= n;
-    const first = this.#chunks[0];
-    if (n === 0 || first === undefined) return EMPTY;
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
+  /** A frame that spans chunks: the one place bytes are copied. */
+  #copy(n: number): Buffer {
     const out = Buffer.allocUnsafe(n);
-    let offset = 0;
-    while (offset < n) {
+    let filled = 0;
+    while (filled < n) {
       const chunk = this.#chunks[0]!;
-      const take = Math.min(chunk.length, n - offset);
-      chunk.copy(out, offset, 0, take);
-      offset += take;
-      if (take === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(take);
+      const take = Math.min(chunk.length - this.#offset, n - filled);
+      chunk.copy(out, filled, this.#offset, this.#offset + take);
+      filled += take;
+      this.#skip(take);
     }
     return out;
   }
 }
-
-const EMPTY = Buffer.alloc(0);
 
 export function isFault(value: Buffer | DecodeFault | undefined): value is DecodeFault {
   return value !== undefined && !(value instanceof Uint8Array);

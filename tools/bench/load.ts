@@ -1,0 +1,113 @@
+/**
+ * Closed-loop load over raw sockets: each connection keeps `pipeline`
+ * requests outstanding and sends a new one per reply. Replies and pushes
+ * have a fixed size per connection, so counting them is a division, and the
+ * generator stays cheap next to the server it measures.
+ */
+import net from 'node:net';
+import hdr from 'hdr-histogram-js';
+
+export type Histogram = ReturnType<typeof hdr.build>;
+
+export function histogram(): Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+}
+
+/** performance.now() in microseconds, fixed width, so a payload carrying it has a fixed size. */
+export const STAMP_WIDTH = 16;
+export function stamp(): string {
+  return Math.round(performance.now() * 1000).toString().padStart(STAMP_WIDTH, '0');
+}
+
+export function openSocket(port: number, localAddress?: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress, noDelay: true }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/** Sends `request` and waits for `replyBytes` bytes back (set-up steps: login, subscribe). */
+export function exchange(socket: net.Socket, request: Buffer, replyBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      got += chunk.length;
+      if (got >= replyBytes) {
+        socket.off('data', onData);
+        const all = Buffer.concat(chunks);
+        if (got > replyBytes) socket.unshift(all.subarray(replyBytes));
+        resolve(all.subarray(0, replyBytes));
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.write(request);
+  });
+}
+
+export type Window = { measuring: boolean; count: number; latency: Histogram };
+
+/** Drives one connection in a closed loop; counts and times replies while `window.measuring`. */
+export function closedLoop(socket: net.Socket, request: Buffer | (() => Buffer), replySize: number, pipeline: number, window: Window): () => void {
+  const next = typeof request === 'function' ? request : () => request;
+  const sentAt: number[] = [];
+  let head = 0;
+  let partial = 0;
+  let stopped = false;
+  const send = (n: number) => {
+    const parts: Buffer[] = [];
+    const now = performance.now();
+    for (let i = 0; i < n; i++) {
+      parts.push(next());
+      sentAt.push(now);
+    }
+    socket.write(n === 1 ? parts[0]! : Buffer.concat(parts));
+  };
+  socket.on('data', (chunk: Buffer) => {
+    partial += chunk.length;
+    const replies = Math.floor(partial / replySize);
+    partial -= replies * replySize;
+    if (replies === 0) return;
+    const now = performance.now();
+    if (window.measuring) {
+      window.count += replies;
+      for (let i = 0; i < replies; i++) window.latency.recordValue(Math.max(1, Math.round((now - sentAt[head + i]!) * 1000)));
+    }
+    head += replies;
+    if (head > 4096) {
+      sentAt.splice(0, head);
+      head = 0;
+    }
+    if (!stopped) send(replies);
+  });
+  socket.on('error', () => {});
+  send(pipeline);
+  return () => {
+    stopped = true;
+  };
+}
+
+/** Counts fixed-size pushes on a receiving connection; latency from the stamp each carries. */
+export function receiver(socket: net.Socket, pushSize: number, stampFromEnd: number, window: Window): void {
+  let carry: Buffer | undefined;
+  socket.on('data', (chunk: Buffer) => {
+    const buf = carry === undefined ? chunk : Buffer.concat([carry, chunk]);
+    const n = Math.floor(buf.length / pushSize);
+    carry = buf.length % pushSize === 0 ? undefined : buf.subarray(n * pushSize);
+    if (!window.measuring || n === 0) return;
+    const now = performance.now() * 1000;
+    window.count += n;
+    for (let i = 0; i < n; i++) {
+      const end = (i + 1) * pushSize - stampFromEnd;
+      const sent = Number(buf.toString('latin1', end - STAMP_WIDTH, end));
+      window.latency.recordValue(Math.max(1, Math.round(now - sent)));
+    }
+  });
+  socket.on('error', () => {});
+}
+
+export function newWindow(): Window {
+  return { measuring: false, count: 0, latency: histogram() };
+}
