@@ -19,7 +19,9 @@ export class Users implements UsersApi {
   readonly #byName: FailureCounter;
   readonly #byIp: FailureCounter;
   readonly #log: Logger;
+  /** Names never change and accounts are never deleted, so look-ups are cached (bounded). */
   readonly #cache = new Map<number, UserRef>();
+  readonly #byKey = new Map<string, UserRef>();
   /** Counters read by metrics. */
   readonly stats = { loginFailures: 0, loginThrottled: 0 };
 
@@ -32,8 +34,15 @@ export class Users implements UsersApi {
   }
 
   find(name: string): UserRef | null {
-    const row = this.#store.findUser(nameKey(name));
-    return row === undefined ? null : this.#ref(row.id, row.name);
+    const key = nameKey(name);
+    const cached = this.#byKey.get(key);
+    if (cached !== undefined) return cached;
+    const row = this.#store.findUser(key);
+    if (row === undefined) return null;
+    const ref = this.#ref(row.id, row.name);
+    if (this.#byKey.size > 100_000) this.#byKey.clear();
+    this.#byKey.set(key, ref);
+    return ref;
   }
 
   byId(id: number): UserRef | null {

@@ -39,11 +39,10 @@ export function isFieldsFault(value: string[] | FieldsFault): value is FieldsFau
   return !Array.isArray(value);
 }
 
-const NEEDS_ESCAPE = /[\\,]/;
 const ESCAPE_ALL = /[\\,]/g;
 
 export function escapeField(field: string): string {
-  return NEEDS_ESCAPE.test(field) ? field.replace(ESCAPE_ALL, '\\$&') : field;
+  return field.indexOf(',') === -1 && field.indexOf('\\') === -1 ? field : field.replace(ESCAPE_ALL, '\\$&');
 }
 
 /** Joins fields into a payload, escaping only `\` and `,`. */

@@ -89,7 +89,12 @@ export function closedLoop(socket: net.Socket, request: Buffer | (() => Buffer),
   };
 }
 
-/** Counts fixed-size pushes on a receiving connection; latency from the stamp each carries. */
+/**
+ * Counts fixed-size pushes on a receiving connection. Latency comes from the
+ * stamp inside the oldest push of each read and is counted for every push of
+ * that read: an upper bound, and it keeps the generator cheap next to the
+ * servers in fan-out.
+ */
 export function receiver(socket: net.Socket, pushSize: number, stampFromEnd: number, window: Window): void {
   let carry: Buffer | undefined;
   socket.on('data', (chunk: Buffer) => {
@@ -97,17 +102,38 @@ export function receiver(socket: net.Socket, pushSize: number, stampFromEnd: num
     const n = Math.floor(buf.length / pushSize);
     carry = buf.length % pushSize === 0 ? undefined : buf.subarray(n * pushSize);
     if (!window.measuring || n === 0) return;
-    const now = performance.now() * 1000;
     window.count += n;
-    for (let i = 0; i < n; i++) {
-      const end = (i + 1) * pushSize - stampFromEnd;
-      const sent = Number(buf.toString('latin1', end - STAMP_WIDTH, end));
-      window.latency.recordValue(Math.max(1, Math.round(now - sent)));
-    }
+    const end = pushSize - stampFromEnd;
+    const sent = Number(buf.toString('latin1', end - STAMP_WIDTH, end));
+    window.latency.recordValueWithCount(Math.max(1, Math.round(performance.now() * 1000 - sent)), n);
   });
   socket.on('error', () => {});
 }
 
 export function newWindow(): Window {
   return { measuring: false, count: 0, latency: histogram() };
+}
+
+/** A latency probe: one request every `intervalMs` (not a flood), timed while the window measures. */
+export function pacedLoop(socket: net.Socket, request: Buffer, replySize: number, intervalMs: number, window: Window): () => void {
+  const sentAt: number[] = [];
+  let partial = 0;
+  socket.on('data', (chunk: Buffer) => {
+    partial += chunk.length;
+    const now = performance.now();
+    while (partial >= replySize) {
+      partial -= replySize;
+      const sent = sentAt.shift()!;
+      if (window.measuring) {
+        window.count++;
+        window.latency.recordValue(Math.max(1, Math.round((now - sent) * 1000)));
+      }
+    }
+  });
+  socket.on('error', () => {});
+  const timer = setInterval(() => {
+    sentAt.push(performance.now());
+    socket.write(request);
+  }, intervalMs);
+  return () => clearInterval(timer);
 }
