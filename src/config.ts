@@ -42,6 +42,9 @@ export const CORE_FLAGS = {
   'argon2-parallelism': { kind: 'int', def: 1, min: 1, help: 'argon2id lanes' },
   'hash-concurrency': { kind: 'int', def: availableParallelism(), min: 1, help: 'argon2 operations at once' },
   'hash-queue': { kind: 'int', def: 1000, min: 0, help: 'argon2 operations waiting before too_many_attempts' },
+  'ws-port': { kind: 'optional-port', def: '', help: 'WebSocket transport port, path /ws (0 picks a free port; off when unset)' },
+  'http-port': { kind: 'optional-port', def: '', help: 'HTTP gateway port (off when unset; on the WebSocket port when only --ws-port is set)' },
+  'ws-origins': { kind: 'list', def: '', help: 'Origins allowed to open the WebSocket (default: the HTTP gateway\'s own origin)' },
   'tls-cert': { kind: 'optional-path', def: '', help: 'PEM certificate: serve TLS' },
   'tls-key': { kind: 'optional-path', def: '', help: 'PEM private key for --tls-cert' },
 } as const satisfies Record<string, FlagSpec>;
@@ -69,6 +72,9 @@ export type ServerOptions = {
   hashConcurrency: number;
   hashQueue: number;
   tls: { cert: string; key: string } | undefined;
+  wsPort: number | undefined;
+  httpPort: number | undefined;
+  wsOrigins: string[];
   /** Every flag's value by flag name, module flags included. */
   values: Record<string, unknown>;
   /** Raw flags not claimed by the core, for the modules' own options. */
@@ -176,6 +182,9 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
     hashConcurrency: v['hash-concurrency'],
     hashQueue: v['hash-queue'],
     tls: cert === '' ? undefined : { cert, key },
+    wsPort: v['ws-port'],
+    httpPort: v['http-port'],
+    wsOrigins: v['ws-origins'],
     values,
     raw,
   };

@@ -46,6 +46,8 @@ const DEFAULT_PLAN: { scenario: string; params: Partial<Params> }[] = [
   { scenario: 'whoami', params: { connections: 50, pipeline: 16 } },
   { scenario: 'send', params: { pairs: 50, pipeline: 1 } },
   { scenario: 'fanout', params: { fanout: 100, pipeline: 8 } },
+  { scenario: 'ws', params: { connections: 50, pipeline: 1 } },
+  { scenario: 'ws', params: { connections: 50, pipeline: 16 } },
   { scenario: 'login', params: {} },
   { scenario: 'idle', params: {} },
   { scenario: 'history', params: {} },

@@ -94,6 +94,11 @@ export interface ServerApi {
   modules(): string[];
   /** Runs a command as if the connection had sent it; failures are CommandErrors. */
   invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply>;
+  /**
+   * A context for running commands on behalf of someone who is not a live
+   * connection (an HTTP request): not online, receives no pushes.
+   */
+  context(user: UserRef | null, remoteAddress: string, transport: string): CommandContext;
   now(): number;
 }
 
@@ -101,6 +106,28 @@ export type OptionSpec =
   | { readonly type: 'boolean'; readonly default: boolean; readonly description: string }
   | { readonly type: 'number'; readonly default: number; readonly min?: number; readonly description: string }
   | { readonly type: 'string'; readonly default: string; readonly description: string };
+
+/** An HTTP request as a module route sees it (the gateway's framework stays out of modules). */
+export type HttpRequest = {
+  readonly method: string;
+  readonly url: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: Readonly<Record<string, string | undefined>>;
+  readonly body: unknown;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly remoteAddress: string;
+};
+
+/** A string body is sent as text/plain, anything else as JSON; no body with 204. */
+export type HttpReply = { readonly status?: number; readonly body?: unknown; readonly headers?: Readonly<Record<string, string>> };
+
+export type HttpRoute = {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS';
+  /** find-my-way syntax: `/api/rooms/:room/messages` */
+  readonly path: string;
+  /** Throw a CommandError to answer `{"error": type, "info": ...}` with the type's status. */
+  readonly handler: (req: HttpRequest, server: ServerApi) => HttpReply | Promise<HttpReply>;
+};
 
 export interface ModuleHooks {
   /** A connection logged in as `user` (after its reply was written). */
@@ -126,6 +153,8 @@ export interface ModuleDefinition {
   /** Error types this module adds to the catalogue. */
   readonly errors?: Readonly<Record<string, ErrorSpec>>;
   readonly hooks?: ModuleHooks;
+  /** HTTP routes this module mounts on the HTTP gateway (`--http-port` or `--ws-port`). */
+  readonly routes?: readonly HttpRoute[];
   /** Called once loaded (after its migrations), before any command runs. */
   init?(server: ServerApi): void | Promise<void>;
   /** Called when the module is unloaded (reload or shutdown): clear timers here. */

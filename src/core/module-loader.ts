@@ -94,6 +94,14 @@ function validate(name: string, value: unknown): ModuleDefinition {
   if (def.migrations !== undefined && (!Array.isArray(def.migrations) || def.migrations.some((m) => typeof m !== 'string'))) {
     throw new ModuleLoadError(name, 'migrations must be an array of SQL strings');
   }
+  if (def.routes !== undefined) {
+    if (!Array.isArray(def.routes)) throw new ModuleLoadError(name, 'routes must be an array');
+    for (const r of def.routes) {
+      if (typeof r?.handler !== 'function' || typeof r.path !== 'string' || !r.path.startsWith('/')) {
+        throw new ModuleLoadError(name, `invalid route ${JSON.stringify(r?.path)}`);
+      }
+    }
+  }
   for (const key of ['init', 'dispose'] as const) {
     if (def[key] !== undefined && typeof def[key] !== 'function') throw new ModuleLoadError(name, `${key} is not a function`);
   }

@@ -8,6 +8,7 @@ import { formatFields } from '../text/fields.ts';
 export class OutFrame {
   readonly payload: string;
   #bytes: Buffer | undefined;
+  #wsBytes: Buffer | undefined;
 
   constructor(payload: string) {
     this.payload = payload;
@@ -22,6 +23,11 @@ export class OutFrame {
     return (this.#bytes ??= encodeFrame(this.payload));
   }
 
+  /** The payload as one unmasked WebSocket text frame (RFC 6455 section 5.2), for the ws transport. */
+  get wsBytes(): Buffer {
+    return (this.#wsBytes ??= encodeWsText(this.payload));
+  }
+
   get byteLength(): number {
     return this.bytes.length;
   }
@@ -30,3 +36,20 @@ export class OutFrame {
 /** Constant replies, encoded once. */
 export const OK_FRAME = new OutFrame('ok');
 export const EMPTY_FRAME = new OutFrame('');
+
+function encodeWsText(payload: string): Buffer {
+  const n = Buffer.byteLength(payload, 'utf8');
+  const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(head + n);
+  frame[0] = 0x81; // FIN, text
+  if (n < 126) frame[1] = n;
+  else if (n < 65536) {
+    frame[1] = 126;
+    frame.writeUInt16BE(n, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeBigUInt64BE(BigInt(n), 2);
+  }
+  frame.write(payload, head, 'utf8');
+  return frame;
+}

@@ -27,10 +27,14 @@ export class ServerCore {
   readonly hub: Hub;
   readonly api: ServerApi;
   readonly sessions = new Set<Session>();
-  readonly metrics = { slowConsumers: 0, commands: new Map<string, { ok: number; error: number }>() };
+  /** Plain counters, cheap enough for the hot path; /metrics reads them when scraped. */
+  readonly counters = { slowConsumers: 0, framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
+  /** Set by the metrics gateway: sees each request's command, outcome and duration. */
+  observer: ((command: string, outcome: string, seconds: number) => void) | undefined;
   readonly #perIp = new Map<string, number>();
   #set: ModuleSet = { modules: [], routes: new Map() };
   #services = new Map<string, object>();
+  readonly #reloadListeners: (() => void)[] = [];
   #loadingServices: Map<string, object> | undefined;
   #sweeper: NodeJS.Timeout | undefined;
 
@@ -71,6 +75,7 @@ export class ServerCore {
         }
       },
       now: () => Date.now(),
+      context: (user, remoteAddress, transport) => detachedContext(this.api, user, remoteAddress, transport),
     };
   }
 
@@ -197,6 +202,7 @@ export class ServerCore {
     this.#set = { modules, routes };
     this.#services = services;
     for (const m of old.modules) safely(() => m.def.dispose?.());
+    for (const listener of this.#reloadListeners) listener();
   }
 
   /** SIGHUP: reload without dropping connections; a failure keeps the old set. */
@@ -211,9 +217,19 @@ export class ServerCore {
     }
   }
 
+  /** Command names for metric labels: loaded ones, or `other` (labels stay bounded). */
+  commandLabel(name: string): string {
+    return this.#set.routes.has(name) ? name : 'other';
+  }
+
   /** Flags declared by the loaded modules. */
   moduleFlags(): Set<string> {
     return new Set(this.#set.modules.flatMap((m) => Object.keys(m.def.options ?? {})));
+  }
+
+  /** Called after every successful (re)load: the HTTP gateway rebuilds its routes. */
+  onModulesLoaded(listener: () => void): void {
+    this.#reloadListeners.push(listener);
   }
 
   disposeModules(): void {
@@ -235,6 +251,25 @@ export class ServerCore {
       }
     }
   }
+}
+
+/** A request context for someone without a live connection: pushes go nowhere. */
+function detachedContext(server: ServerApi, user: UserRef | null, remoteAddress: string, transport: string): CommandContext {
+  const session = {
+    id: 0,
+    transport,
+    remoteAddress,
+    user,
+    requireUser(): UserRef {
+      if (session.user === null) throw new CommandError('not_logged_in');
+      return session.user;
+    },
+    push: () => false,
+    loginAs(u: UserRef) {
+      session.user = u;
+    },
+  };
+  return { session, server };
 }
 
 function buildRoutes(modules: readonly LoadedModule[]): Map<string, Route> {

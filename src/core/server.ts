@@ -5,11 +5,15 @@ import { CommandError } from './errors.ts';
 import { ConfigError, unknownFlags, CORE_FLAGS, type ServerOptions } from '../config.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { listenTcp, type TcpListener } from '../transport/tcp.ts';
+import { startGateways, type Gateways } from '../transport/http.ts';
 
 export type Server = {
   readonly core: ServerCore;
   readonly port: number;
   readonly host: string;
+  /** WebSocket and HTTP listeners, when enabled. */
+  readonly wsPort: number | undefined;
+  readonly httpPort: number | undefined;
   /** true once listening, false again while draining */
   readonly ready: boolean;
   /** SIGHUP: reloads the modules; false when the reload failed (old set kept). */
@@ -30,21 +34,25 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
   const store = new SqliteStore(options.data);
   const core = new ServerCore(options, store, log, packageVersion());
   let tcp: TcpListener;
+  let gateways: Gateways;
+  let ready = false;
   try {
     await core.loadModules();
     const known = new Set([...Object.keys(CORE_FLAGS), ...core.moduleFlags()]);
     const unknown = unknownFlags(options.raw, known);
     if (unknown.length > 0) throw new ConfigError(`unknown flag --${unknown[0]}`);
     tcp = await listenTcp(core);
+    gateways = await startGateways(core, () => ready);
   } catch (err) {
     core.disposeModules();
     store.close();
     throw err;
   }
   core.startSweeper();
-  let ready = true;
+  ready = true;
   let closing: Promise<void> | undefined;
   log.info({ transport: tcp.transport, host: options.host, port: tcp.port, modules: core.api.modules() }, 'listening');
+  for (const l of gateways.listeners) log.info({ transport: l.transport, host: options.host, port: l.port }, 'listening');
 
   async function close(): Promise<void> {
     ready = false;
@@ -54,6 +62,7 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     while (core.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const session of core.sessions) session.fatal(new CommandError('shutdown'));
     core.stopSweeper();
+    await gateways.close();
     core.disposeModules();
     store.close();
     log.info('stopped');
@@ -63,6 +72,8 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     core,
     port: tcp.port,
     host: options.host,
+    wsPort: gateways.listeners.find((l) => l.transport === 'ws')?.port,
+    httpPort: gateways.listeners.find((l) => l.transport === 'http')?.port,
     get ready() {
       return ready;
     },

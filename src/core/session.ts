@@ -48,6 +48,9 @@ export class Session implements SessionApi {
   #busy = false;
   #queue: Buffer[] = [];
   #pendingLogin: UserRef | null = null;
+  /** The running request's command and start, for metrics. */
+  #command = '';
+  #started = 0;
   #reading = true;
   /** Waiting for the client to read its replies before running more requests. */
   #blocked = false;
@@ -61,6 +64,11 @@ export class Session implements SessionApi {
     this.link = link;
     this.ctx = { session: this, server: core.api };
     this.lastActive = performance.now();
+  }
+
+  /** The server's traffic counters, for transports to add to. */
+  get counters(): ServerCore['counters'] {
+    return this.#core.counters;
   }
 
   get transport(): string {
@@ -97,7 +105,7 @@ export class Session implements SessionApi {
     if (this.#state === CLOSED) return false;
     const pending = this.link.pendingBytes();
     if (pending + frame.payload.length > this.#core.options.maxOutbound) {
-      this.#core.metrics.slowConsumers++;
+      this.#core.counters.slowConsumers++;
       this.fatal(new CommandError('slow_consumer', String(pending)));
       return false;
     }
@@ -146,6 +154,8 @@ export class Session implements SessionApi {
 
   #execute(bytes: Buffer, start: number, end: number): void {
     let result: Reply | Promise<Reply>;
+    this.#core.counters.framesIn++;
+    if (this.#core.observer !== undefined) this.#started = performance.now();
     try {
       result = this.#dispatch(bytes, start, end);
     } catch (err) {
@@ -172,6 +182,7 @@ export class Session implements SessionApi {
     }
     const fields = parseFields(text);
     if (isFieldsFault(fields)) throw new CommandError('syntax', fields.info);
+    this.#command = fields[0]!;
     return this.#core.invoke(this.ctx, fields);
   }
 
@@ -212,7 +223,14 @@ export class Session implements SessionApi {
     this.link.setReading(on);
   }
 
+  #observe(outcome: string): void {
+    const observer = this.#core.observer;
+    if (observer !== undefined) observer(this.#core.commandLabel(this.#command), outcome, (performance.now() - this.#started) / 1000);
+    this.#command = '';
+  }
+
   #reply(reply: Reply): void {
+    this.#observe('ok');
     if (this.#state === CLOSED) return;
     if (reply === undefined) this.link.write(OK_FRAME);
     else if (reply.length === 0) this.link.write(EMPTY_FRAME);
@@ -227,6 +245,7 @@ export class Session implements SessionApi {
   #fail(err: unknown): void {
     this.#pendingLogin = null;
     const error = this.#core.toCommandError(err, this);
+    this.#observe(error.type);
     if (error.fatal) this.fatal(error);
     else if (this.#state !== CLOSED) this.link.write(OutFrame.of(error.fields()));
   }

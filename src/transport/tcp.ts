@@ -71,6 +71,9 @@ class SocketLink implements Link {
     this.#batchBytes = 0;
     this.#callbacks = undefined;
     const bytes = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
+    const counters = this.#session.counters;
+    counters.framesOut += batch.length;
+    counters.bytesOut += bytes.length;
     if (callbacks === undefined) this.#socket.write(bytes);
     else this.#socket.write(bytes, (err) => callbacks.forEach((cb) => cb(err)));
   }
@@ -110,6 +113,7 @@ class SocketLink implements Link {
     const decoder = this.#decoder;
     const session = this.#session;
     decoder.push(chunk);
+    session.counters.bytesIn += chunk.length;
     let completed = false;
     this.#inData = true;
     while (decoder.next()) {

@@ -148,7 +148,7 @@ describe('slow consumers', () => {
     }
     const elapsed = performance.now() - started;
     expect(s.server.core.hub.isOnline(s.server.core.users.find(slow!)!.id)).toBe(false);
-    expect(s.server.core.metrics.slowConsumers).toBe(1);
+    expect(s.server.core.counters.slowConsumers).toBe(1);
     expect(elapsed / sent).toBeLessThan(20); // each round trip stayed fast
     await client.call('nop');
     expect(fastGot).toBe(sent);

@@ -10,6 +10,7 @@ const FEATURES: Record<string, string[][]> = {
   friends: [['friend_request', 'x'], ['friend_accept', 'x'], ['friend_deny', 'x'], ['friend_remove', 'x'], ['friends'], ['friend_requests']],
   presence: [['presence', 'x'], ['typing', 'r', 'start']],
   info: [['version'], ['commands'], ['modules']],
+  api: [['token', 'x']],
 };
 
 const allModules = readFileSync(join(ROOT, 'modules.txt'), 'utf8')

@@ -207,4 +207,52 @@ const fanout: Scenario = {
   },
 };
 
-export const SCENARIOS: Record<string, Scenario> = { nop, whoami, send, fanout };
+/** A WebSocket client socket after a raw handshake: the generator stays as cheap as on TCP. */
+async function wsSocket(port: number): Promise<net.Socket> {
+  const s = await openSocket(port);
+  const request = Buffer.from(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  await new Promise<void>((resolve) => {
+    let head = '';
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString('latin1');
+      if (head.includes('\r\n\r\n')) {
+        s.off('data', onData);
+        resolve();
+      }
+    };
+    s.on('data', onData);
+    s.write(request);
+  });
+  return s;
+}
+
+/** A masked client text frame (RFC 6455) with a fixed mask: the bytes are the same every time. */
+function wsFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const mask = Buffer.from([1, 2, 3, 4]);
+  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
+  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, masked]);
+}
+
+const ws: Scenario = {
+  name: 'ws',
+  unit: 'req/s',
+  describe: (p) => `nop round trips over WebSocket vs TCP, C=${p.connections}, P=${p.pipeline}`,
+  contenders: () => {
+    const start = textserver(undefined, ['--ws-port', '0']);
+    return [
+      roundTrips('textserver tcp', start, frame('nop'), EMPTY_SIZE, true),
+      {
+        label: 'textserver ws',
+        baseline: false,
+        start,
+        async load(system, window, { connections, pipeline }) {
+          const sockets = await Promise.all(Array.from({ length: connections }, () => wsSocket(system.wsPort!)));
+          return closeAll(sockets, sockets.map((s) => closedLoop(s, wsFrame('nop'), 2, pipeline, window)));
+        },
+      },
+    ];
+  },
+};
+
+export const SCENARIOS: Record<string, Scenario> = { nop, whoami, send, fanout, ws };

@@ -18,6 +18,8 @@ export type System = {
   readonly name: string;
   readonly port: number;
   readonly pid: number;
+  /** textserver's WebSocket port, when started with --ws-port. */
+  readonly wsPort?: number;
   stop(): Promise<void>;
 };
 
@@ -35,12 +37,15 @@ export function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-function waitListening(proc: ChildProcess, what: string): Promise<number> {
+function waitListening(proc: ChildProcess, what: string, onLine?: (line: string) => void): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const lines: string[] = [];
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       lines.push(line);
-      if (line.includes('"msg":"listening"')) resolvePort((JSON.parse(line) as { port: number }).port);
+      onLine?.(line);
+      if (line.includes('"msg":"listening"') && !line.includes('"transport":"ws"') && !line.includes('"transport":"http"')) {
+        setTimeout(() => resolvePort((JSON.parse(line) as { port: number }).port), 50); // the gateway lines follow at once
+      }
     });
     proc.on('exit', (code) => reject(new Error(`${what} exited with ${code}: ${lines.slice(-5).join('\n')}`)));
   });
@@ -70,8 +75,11 @@ export async function startTextserver(options: TextserverOptions = {}): Promise<
   if (options.fastHash) args.push('--argon2-memory-kib', '256', '--argon2-time', '1');
   args.push(...(options.args ?? []));
   const proc = spawn(process.execPath, args, { cwd: ROOT, env: SERVER_ENV, stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await waitListening(proc, 'textserver');
-  return { name: 'textserver', port, pid: proc.pid!, data, stop: stopper(proc, options.data ? undefined : () => rmSync(data, { recursive: true, force: true })) };
+  let wsPort: number | undefined;
+  const port = await waitListening(proc, 'textserver', (line) => {
+    if (line.includes('"transport":"ws"')) wsPort = (JSON.parse(line) as { port: number }).port;
+  });
+  return { name: 'textserver', port, wsPort, pid: proc.pid!, data, stop: stopper(proc, options.data ? undefined : () => rmSync(data, { recursive: true, force: true })) };
 }
 
 export async function startMinServer(relay: boolean): Promise<System> {

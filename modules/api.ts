@@ -1,0 +1,203 @@
+/**
+ * The HTTP API (GATEWAYS.md section 2) and token logins. Every route is a
+ * thin translation onto the same commands a TCP client sends (`register`,
+ * `rooms`, `join`, `say`, `history`, `send`, ...), run through
+ * `server.invoke` for the bearer token's user. Also the `token,<token>`
+ * command, so a browser that logged in over HTTP needs no password again.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { StatementSync } from 'node:sqlite';
+import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+
+type Tokens = { insert: StatementSync; find: StatementSync; remove: StatementSync; purge: StatementSync };
+let tokens: Tokens | undefined;
+
+const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+
+function issueToken(server: ServerApi, user: UserRef): string {
+  const token = randomBytes(32).toString('base64url'); // 256 bits; only its hash is stored
+  const ttl = (server.options['token-ttl'] as number) * 1000;
+  tokens!.insert.run(hashToken(token), user.id, Date.now(), Date.now() + ttl);
+  return token;
+}
+
+function userOfToken(server: ServerApi, token: string): UserRef | null {
+  const row = tokens!.find.get(hashToken(token), Date.now()) as { user_id: number } | undefined;
+  return row === undefined ? null : server.users.byId(Number(row.user_id));
+}
+
+function bearer(req: HttpRequest): string {
+  const header = req.headers.authorization;
+  const m = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{16,256})$/.exec(header) : null;
+  if (m === null) throw new CommandError('not_logged_in', 'send Authorization: Bearer <token>');
+  return m[1]!;
+}
+
+function authed(req: HttpRequest, server: ServerApi): CommandContext {
+  const user = userOfToken(server, bearer(req));
+  if (user === null) throw new CommandError('not_logged_in', 'the token is unknown or expired');
+  return server.context(user, req.remoteAddress, 'http');
+}
+
+/** Runs one command and hands back its reply fields (failures stay CommandErrors). */
+async function run(ctx: CommandContext, ...fields: string[]): Promise<string[]> {
+  const reply: Reply = await ctx.server.invoke(ctx, fields);
+  return reply === undefined ? ['ok'] : [...reply];
+}
+
+function stringField(body: unknown, key: string): string {
+  const value = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[key] : undefined;
+  if (typeof value !== 'string') throw new CommandError('syntax', `the JSON body needs a string "${key}"`);
+  return value;
+}
+
+const NO_CONTENT: HttpReply = { status: 204 };
+
+/** `?last=n`, `?since=ms`, `?after=id` or `?before=id&n=` as a history query (last 50 without one). */
+function historyQuery(query: HttpRequest['query']): string[] {
+  if (query.last !== undefined) return ['last', query.last];
+  if (query.since !== undefined) return ['since', query.since];
+  if (query.after !== undefined) return ['after', query.after];
+  if (query.before !== undefined) return ['before', query.before, query.n ?? '50'];
+  return ['last', '50'];
+}
+
+function messages(fields: string[]): { id: number; time: number; user: string; text: string }[] {
+  const out = [];
+  for (let i = 3; i + 3 < fields.length; i += 4) {
+    out.push({ id: Number(fields[i]), time: Number(fields[i + 1]), user: fields[i + 2]!, text: fields[i + 3]! });
+  }
+  return out;
+}
+
+const routes: HttpRoute[] = [
+  {
+    method: 'POST',
+    path: '/api/register',
+    async handler(req, server) {
+      const user = stringField(req.body, 'user');
+      await run(server.context(null, req.remoteAddress, 'http'), 'register', user, stringField(req.body, 'password'));
+      return { status: 201, body: { user: server.users.find(user)?.name ?? user } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/login',
+    async handler(req, server) {
+      const user = await server.users.authenticate(stringField(req.body, 'user'), stringField(req.body, 'password'), req.remoteAddress);
+      return { body: { user: user.name, token: issueToken(server, user) } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/logout',
+    handler(req, server) {
+      authed(req, server);
+      tokens!.remove.run(hashToken(bearer(req)));
+      return NO_CONTENT;
+    },
+  },
+  { method: 'GET', path: '/api/me', handler: (req, server) => ({ body: { user: authed(req, server).session.requireUser().name } }) },
+  {
+    method: 'GET',
+    path: '/api/rooms',
+    async handler(req, server) {
+      return { body: { rooms: (await run(authed(req, server), 'rooms')).slice(1) } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/rooms/:room/join',
+    async handler(req, server) {
+      await run(authed(req, server), 'join', req.params.room!);
+      return NO_CONTENT;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/rooms/:room/leave',
+    async handler(req, server) {
+      await run(authed(req, server), 'leave', req.params.room!);
+      return NO_CONTENT;
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/rooms/:room/messages',
+    async handler(req, server) {
+      const fields = await run(authed(req, server), 'history', req.params.room!, ...historyQuery(req.query));
+      return { body: { room: fields[1], messages: messages(fields) } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/rooms/:room/messages',
+    async handler(req, server) {
+      const said = await run(authed(req, server), 'say', req.params.room!, stringField(req.body, 'text'));
+      return { status: 201, body: { id: Number(said[2]), time: Number(said[3]) } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/send/:user',
+    async handler(req, server) {
+      const ctx = authed(req, server);
+      const body = req.body as { args?: unknown } | null;
+      const args = body?.args ?? [];
+      if (!Array.isArray(args) || args.some((a) => typeof a !== 'string')) throw new CommandError('syntax', '"args" must be an array of strings');
+      await run(ctx, 'send', req.params.user!, stringField(req.body, 'command'), ...(args as string[]));
+      return NO_CONTENT;
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/users/:user',
+    async handler(req, server) {
+      const ctx = authed(req, server);
+      const user = server.users.find(req.params.user!);
+      if (user === null) throw new CommandError('user_not_found', `no user ${req.params.user}`);
+      if (server.hub.isOnline(user.id)) return { body: { user: user.name, online: true, lastSeen: null } };
+      let lastSeen = 0;
+      try {
+        lastSeen = Number((await run(ctx, 'presence', user.name))[3] ?? 0); // the presence module keeps last-seen times
+      } catch {
+        // without the presence module there is no last-seen time
+      }
+      return { body: { user: user.name, online: false, lastSeen } };
+    },
+  },
+];
+
+export default defineModule({
+  description: 'HTTP API with bearer tokens, and token logins over any transport',
+  options: {
+    'token-ttl': { type: 'number', default: 30 * 24 * 3600, min: 0.001, description: 'seconds a token from POST /api/login stays valid' },
+  },
+  migrations: [
+    `CREATE TABLE api_tokens (hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+     CREATE INDEX api_tokens_expiry ON api_tokens(expires_at);`,
+  ],
+  init(api) {
+    const p = (sql: string) => api.db.prepare(sql);
+    tokens = {
+      insert: p('INSERT INTO api_tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)'),
+      find: p('SELECT user_id FROM api_tokens WHERE hash = ? AND expires_at > ?'),
+      remove: p('DELETE FROM api_tokens WHERE hash = ?'),
+      purge: p('DELETE FROM api_tokens WHERE expires_at <= ?'),
+    };
+    tokens.purge.run(Date.now());
+  },
+  dispose() {
+    tokens = undefined;
+  },
+  routes,
+  commands: {
+    /** `token,<token>`: log in with a token from POST /api/login. */
+    token(ctx, args) {
+      expectArgs(args, 1, 'token,<token>');
+      const user = userOfToken(ctx.server, args[0]!);
+      if (user === null) throw new CommandError('wrong_user_or_password', 'the token is unknown or expired');
+      ctx.session.loginAs(user);
+    },
+  },
+});
