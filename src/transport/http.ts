@@ -42,7 +42,8 @@ export const STATUS: Readonly<Record<string, number>> = {
   shutdown: 503,
 };
 
-const WEB_ROOT = resolve(import.meta.dirname, '../../web/dist');
+const WEB_DIR = resolve(import.meta.dirname, '../../web');
+const WEB_BUILD = join(WEB_DIR, 'dist');
 const WEB_TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.map': 'application/json', '.svg': 'image/svg+xml', '.png': 'image/png' };
 
 const QUIET = new Set(['error', 'fatal', 'silent']);
@@ -170,15 +171,18 @@ function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusC
   return reply.code(500).send({ error: 'unhandled', info: 'internal server error' });
 }
 
-/** The browser client's built files (web/dist), when they have been built. */
+/** The browser client: web/index.html, web/app.css and the built modules under web/dist (served as /js/...). */
 function mountWebClient(app: FastifyInstance): void {
-  const serve = (file: string) => (_req: FastifyRequest, reply: FastifyReply) => {
-    const path = join(WEB_ROOT, file);
+  const send = (reply: FastifyReply, path: string) => {
     if (!existsSync(path)) return reply.code(404).send({ error: 'command_not_found', info: 'the browser client is not built (npm run build:web)' });
-    const ext = file.slice(file.lastIndexOf('.'));
+    const ext = path.slice(path.lastIndexOf('.'));
     return reply.type(WEB_TYPES[ext] ?? 'application/octet-stream').header('cache-control', 'no-cache').send(readFileSync(path));
   };
-  app.get('/', serve('index.html'));
-  app.get('/app.js', serve('app.js'));
-  app.get('/app.css', serve('app.css'));
+  app.get('/', (_req, reply) => send(reply, join(WEB_DIR, 'index.html')));
+  app.get('/app.css', (_req, reply) => send(reply, join(WEB_DIR, 'app.css')));
+  app.get('/js/*', (req, reply) => {
+    const path = resolve(WEB_BUILD, (req.params as { '*': string })['*']);
+    if (!path.startsWith(`${WEB_BUILD}/`) || !path.endsWith('.js')) return reply.code(404).send({ error: 'command_not_found', info: 'no such file' });
+    return send(reply, path);
+  });
 }

@@ -1,0 +1,344 @@
+/**
+ * The browser client: register and log in, rooms with history and live
+ * messages, direct messages, friends, presence and typing, over the
+ * WebSocket transport with the shared client protocol.
+ */
+import { Connection, ReplyError } from './connection.ts';
+import { byId, el, formatTime, inlineForm } from './dom.ts';
+import { parseHistory, State, type Message, type Room } from './state.ts';
+
+const PAGE = 50;
+const TYPING_REPEAT_MS = 3000;
+
+const state = new State();
+let conn: Connection;
+let typingSentAt = 0;
+
+function showError(err: unknown): void {
+  const text = err instanceof ReplyError ? `${err.type.replace(/_/g, ' ')}: ${err.info}` : err instanceof Error ? err.message : String(err);
+  const box = byId('error');
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout((box as unknown as { timer?: number }).timer);
+  (box as unknown as { timer?: number }).timer = window.setTimeout(() => (box.hidden = true), 6000);
+}
+
+async function attempt(fn: () => Promise<unknown>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    showError(err);
+    throw err;
+  }
+}
+
+// ---- login -----------------------------------------------------------------
+
+function renderLogin(): void {
+  const user = el('input', { attrs: { id: 'login-user', autocomplete: 'username', 'aria-label': 'User name', placeholder: 'user name', required: '' } });
+  const password = el('input', { attrs: { id: 'login-password', type: 'password', autocomplete: 'current-password', 'aria-label': 'Password', placeholder: 'password', required: '' } });
+  const form = el(
+    'form',
+    { class: 'login', attrs: { 'aria-label': 'Log in' } },
+    el('h1', { text: 'textserver' }),
+    user,
+    password,
+    el('div', { class: 'row' }, el('button', { text: 'Log in', attrs: { type: 'submit', id: 'login-button' } }), el('button', { text: 'Register', attrs: { type: 'button', id: 'register-button' } })),
+  );
+  const login = () => attempt(() => logIn(user.value.trim(), password.value)).catch(() => password.select());
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void login();
+  });
+  form.querySelector('#register-button')!.addEventListener('click', () => {
+    void attempt(async () => {
+      await conn.request('register', user.value.trim(), password.value);
+      await logIn(user.value.trim(), password.value);
+    }).catch(() => undefined);
+  });
+  byId('app').replaceChildren(form);
+  user.focus();
+}
+
+async function logIn(user: string, password: string): Promise<void> {
+  const res = await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
+  const body = (await res.json()) as { user?: string; token?: string; error?: string; info?: string };
+  if (!res.ok || body.token === undefined) throw new ReplyError(['error', 'nonfatal', body.error ?? 'unhandled', body.info ?? `HTTP ${res.status}`]);
+  sessionStorage.setItem('textserver-token', body.token);
+  await conn.useToken(body.token);
+  state.me = body.user;
+  await loadAll();
+  renderMain();
+}
+
+// ---- loading ---------------------------------------------------------------
+
+async function loadAll(): Promise<void> {
+  const [rooms, friends, requests] = await Promise.all([conn.request('rooms'), conn.request('friends'), conn.request('friend_requests')]);
+  state.friends = friends.slice(1);
+  state.requests = requests.slice(1);
+  await Promise.all(rooms.slice(1).map((r) => loadRoom(r)));
+  await Promise.all(state.friends.map((f) => refreshPresence(f)));
+  if (state.view === undefined && state.rooms.size > 0) state.view = { kind: 'room', name: [...state.rooms.keys()][0]! };
+}
+
+async function loadRoom(name: string): Promise<void> {
+  const room = state.room(name);
+  const [history, members] = await Promise.all([conn.request('history', name, 'last', String(PAGE)), conn.request('members', name)]);
+  const messages = parseHistory(history);
+  room.complete = messages.length < PAGE;
+  State.merge(room, messages);
+  room.members = new Set(members.slice(2));
+  await Promise.all([...room.members].filter((m) => m !== state.me).map((m) => refreshPresence(m)));
+}
+
+async function refreshPresence(user: string): Promise<void> {
+  const reply = await conn.request('presence', user).catch(() => undefined);
+  if (reply !== undefined) state.online.set(user.toLowerCase(), reply[2] === 'online');
+}
+
+/** After a reconnect: what was said while we were away, per room, with `history,after`. */
+async function catchUp(): Promise<void> {
+  for (const room of state.rooms.values()) {
+    const after = State.lastId(room);
+    const missed = parseHistory(await conn.request('history', room.name, 'after', String(after)));
+    State.merge(room, missed);
+  }
+  render();
+}
+
+async function loadOlder(room: Room): Promise<void> {
+  const first = State.firstId(room);
+  if (room.complete || first === undefined) return;
+  const older = parseHistory(await conn.request('history', room.name, 'before', String(first), String(PAGE)));
+  if (older.length < PAGE) room.complete = true;
+  const list = document.querySelector<HTMLElement>('.messages');
+  const fromBottom = list === null ? 0 : list.scrollHeight - list.scrollTop;
+  State.merge(room, older);
+  render();
+  const again = document.querySelector<HTMLElement>('.messages');
+  if (again !== null) again.scrollTop = again.scrollHeight - fromBottom;
+}
+
+// ---- pushes ----------------------------------------------------------------
+
+function onPush(f: string[]): void {
+  const [kind, a = '', b = '', ...rest] = f;
+  if (kind === 'room') {
+    const room = state.room(a);
+    if (b === 'msg') {
+      const [id, time, user, text] = rest;
+      State.merge(room, [{ id: Number(id), time: Number(time), user: user!, text: text! }]);
+      room.typing.delete(user!);
+      if (!isViewing('room', a)) room.unread++;
+    } else if (b === 'joined' || b === 'left') {
+      const user = rest[0]!;
+      if (b === 'joined') room.members.add(user);
+      else room.members.delete(user);
+      room.messages.push({ id: 0, time: Date.now(), user, text: `${user} ${b} the room`, system: true });
+      if (b === 'left' && user === state.me) {
+        state.rooms.delete(a);
+        if (isViewing('room', a)) state.view = undefined;
+      }
+    } else if (b === 'typing') {
+      if (rest[1] === 'start') room.typing.add(rest[0]!);
+      else room.typing.delete(rest[0]!);
+    }
+  } else if (kind === 'send') {
+    const convo = state.dm(a);
+    convo.messages.push({ id: 0, time: Date.now(), user: a, text: b === 'msg' ? rest.join(', ') : [b, ...rest].join(', ') });
+    if (!isViewing('dm', a)) convo.unread++;
+  } else if (kind === 'friend') {
+    void conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
+      state.requests = r.slice(1);
+      return refreshPresence(b);
+    }).then(render);
+    return;
+  } else if (kind === 'presence') {
+    state.online.set(a.toLowerCase(), b === 'online');
+  }
+  render();
+}
+
+function isViewing(kind: 'room' | 'dm', name: string): boolean {
+  return state.view?.kind === kind && state.view.name.toLowerCase() === name.toLowerCase();
+}
+
+// ---- the main view -----------------------------------------------------------
+
+function dot(user: string): HTMLElement {
+  const on = state.online.get(user.toLowerCase()) === true;
+  return el('span', { class: `dot ${on ? 'on' : 'off'}`, attrs: { title: on ? 'online' : 'offline', 'aria-label': on ? 'online' : 'offline', 'data-testid': `presence-${user}` } });
+}
+
+function navButton(kind: 'room' | 'dm', name: string, label: string, unread: number, extra?: Node): HTMLElement {
+  const current = isViewing(kind, name);
+  const button = el('button', { class: `nav${current ? ' current' : ''}`, attrs: { 'data-testid': `${kind}-${name}`, ...(current ? { 'aria-current': 'page' } : {}) }, on: { click: () => open(kind, name) } });
+  if (extra !== undefined) button.append(extra);
+  button.append(label);
+  if (unread > 0) button.append(el('span', { class: 'badge', text: String(unread) }));
+  return el('li', {}, button);
+}
+
+function open(kind: 'room' | 'dm', name: string): void {
+  state.view = { kind, name };
+  if (kind === 'room') state.room(name).unread = 0;
+  else state.dm(name).unread = 0;
+  document.body.classList.remove('menu-open');
+  render();
+  byId('composer-input').focus();
+}
+
+function sidebar(): HTMLElement {
+  const rooms = el('ul', {}, ...[...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name)).map((r) => navButton('room', r.name, `# ${r.name}`, r.unread)));
+  const dms = el('ul', {}, ...[...state.dms.values()].map((c) => navButton('dm', c.user, c.user, c.unread, dot(c.user))));
+  const friends = el('ul', {}, ...state.friends.map((f) => navButton('dm', f, f, 0, dot(f))));
+  const requests = el(
+    'ul',
+    {},
+    ...state.requests.map((r) =>
+      el(
+        'li',
+        { class: 'request' },
+        el('span', { text: r }),
+        el('button', { text: 'Accept', attrs: { 'data-testid': `accept-${r}` }, on: { click: () => void attempt(() => conn.request('friend_accept', r)).catch(() => undefined) } }),
+        el('button', { text: 'Deny', on: { click: () => void attempt(() => conn.request('friend_deny', r)).catch(() => undefined) } }),
+      ),
+    ),
+  );
+  return el(
+    'nav',
+    { class: 'sidebar', attrs: { 'aria-label': 'Rooms, messages and friends' } },
+    el('h2', { text: 'Rooms' }),
+    rooms,
+    inlineForm('Join a room', 'room name', 'Join', (name) => attempt(async () => {
+      await conn.request('join', name);
+      await loadRoom(name);
+      open('room', name);
+    }), 'join'),
+    el('h2', { text: 'Direct messages' }),
+    dms,
+    inlineForm('Message a user', 'user name', 'Open', async (name) => {
+      const found = await conn.request('presence', name).catch((err: unknown) => (showError(err), undefined));
+      if (found === undefined) return;
+      state.online.set(found[1]!.toLowerCase(), found[2] === 'online');
+      state.dm(found[1]!);
+      open('dm', found[1]!);
+    }, 'dm'),
+    el('h2', { text: 'Friends' }),
+    friends,
+    state.requests.length > 0 ? el('h3', { text: 'Requests' }) : '',
+    requests,
+    inlineForm('Add a friend', 'user name', 'Add', (name) => attempt(() => conn.request('friend_request', name)), 'friend'),
+  );
+}
+
+function messageItem(m: Message): HTMLElement {
+  if (m.system) return el('li', { class: 'system', text: m.text });
+  return el('li', { class: m.user === state.me ? 'mine' : '' }, el('span', { class: 'who', text: m.user }), el('time', { text: formatTime(m.time), attrs: { datetime: new Date(m.time).toISOString() } }), el('p', { text: m.text }));
+}
+
+function conversation(): HTMLElement {
+  const view = state.view;
+  if (view === undefined) return el('main', { class: 'empty' }, el('p', { text: 'Join a room or open a conversation to start chatting.' }));
+  const room = view.kind === 'room' ? state.room(view.name) : undefined;
+  const messages = room?.messages ?? state.dm(view.name).messages;
+  const list = el('ol', { class: 'messages', attrs: { 'aria-live': 'polite', 'data-testid': 'messages', tabindex: '0' } }, ...messages.map(messageItem));
+  if (room !== undefined) list.addEventListener('scroll', () => list.scrollTop < 40 && void loadOlder(room).catch(showError));
+  const typing = room === undefined ? [] : [...room.typing].filter((u) => u !== state.me);
+  const title = room === undefined ? el('h2', {}, dot(view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
+  const input = el('input', { attrs: { id: 'composer-input', 'aria-label': 'Message', placeholder: `Message ${room === undefined ? view.name : `#${view.name}`}`, autocomplete: 'off', maxlength: '4000' } });
+  if (room !== undefined) {
+    input.addEventListener('input', () => {
+      if (input.value !== '' && Date.now() - typingSentAt > TYPING_REPEAT_MS) {
+        typingSentAt = Date.now();
+        void conn.request('typing', room.name, 'start').catch(() => undefined);
+      } else if (input.value === '' && typingSentAt !== 0) {
+        typingSentAt = 0;
+        void conn.request('typing', room.name, 'stop').catch(() => undefined);
+      }
+    });
+  }
+  const composer = el('form', { class: 'composer' }, input, el('button', { text: 'Send', attrs: { type: 'submit' } }));
+  composer.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = input.value;
+    if (text.trim() === '') return;
+    typingSentAt = 0;
+    void attempt(async () => {
+      if (room !== undefined) await conn.request('say', room.name, text);
+      else {
+        await conn.request('send', view.name, 'msg', text);
+        state.dm(view.name).messages.push({ id: 0, time: Date.now(), user: state.me!, text });
+      }
+      const current = byId<HTMLInputElement>('composer-input'); // a push may have re-rendered the form meanwhile
+      current.value = '';
+      render();
+      byId('composer-input').focus();
+    }).catch(() => undefined);
+  });
+  const leave = room === undefined ? '' : el('button', { text: 'Leave', class: 'leave', on: { click: () => void attempt(() => conn.request('leave', room.name)).catch(() => undefined) } });
+  return el(
+    'main',
+    {},
+    el('header', { class: 'conversation-header' }, title, leave),
+    list,
+    el('p', { class: 'typing', attrs: { 'data-testid': 'typing', 'aria-live': 'polite' }, text: typing.length === 0 ? '' : `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…` }),
+    composer,
+  );
+}
+
+function renderMain(): void {
+  render();
+}
+
+function render(): void {
+  if (state.me === undefined) return;
+  const active = document.activeElement as HTMLInputElement | null;
+  const keep = active?.id === 'composer-input' ? { value: active.value, at: active.selectionStart } : undefined;
+  const header = el(
+    'header',
+    { class: 'top' },
+    el('button', { class: 'menu', text: '☰', attrs: { 'aria-label': 'Menu' }, on: { click: () => document.body.classList.toggle('menu-open') } }),
+    el('span', { class: 'me', text: state.me, attrs: { 'data-testid': 'me' } }),
+    el('span', { class: `state ${conn.open ? 'on' : 'off'}`, text: conn.open ? 'connected' : 'reconnecting…', attrs: { 'data-testid': 'connection' } }),
+  );
+  byId('app').replaceChildren(header, el('div', { class: 'layout' }, sidebar(), conversation()));
+  const list = document.querySelector<HTMLElement>('.messages');
+  if (list !== null) list.scrollTop = list.scrollHeight;
+  if (keep !== undefined) {
+    const input = byId<HTMLInputElement>('composer-input');
+    input.value = keep.value;
+    input.focus();
+    if (keep.at !== null) input.setSelectionRange(keep.at, keep.at);
+  }
+}
+
+// ---- start -------------------------------------------------------------------
+
+async function boot(): Promise<void> {
+  const info = (await (await fetch('/api/info')).json()) as { ws: { port: number; path: string } | null };
+  if (info.ws === null) throw new Error('this server has no WebSocket transport (start it with --ws-port)');
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  conn = new Connection(`${scheme}://${location.hostname}:${info.ws.port}${info.ws.path}`, {
+    push: onPush,
+    state: () => render(),
+    resumed: () => void catchUp().catch(showError),
+  });
+  await conn.start();
+  const token = sessionStorage.getItem('textserver-token');
+  if (token !== null) {
+    try {
+      await conn.useToken(token);
+      state.me = (await conn.request('whoami'))[1];
+      await loadAll();
+      renderMain();
+      return;
+    } catch {
+      sessionStorage.removeItem('textserver-token');
+    }
+  }
+  renderLogin();
+}
+
+void boot().catch(showError);
