@@ -211,7 +211,7 @@ describe.skipIf(!available)('browser client', () => {
     await p.keyboard.press('Tab');
     await p.keyboard.press('Enter'); // Register
     await p.waitForSelector('[data-testid=me]');
-    const width = await p.evaluate(() => document.documentElement.scrollWidth);
+    const width = (await p.evaluate('document.documentElement.scrollWidth')) as number;
     expect(width).toBeLessThanOrEqual(375);
     await p.click('.menu');
     await joinRoom(p, 'lobby');
