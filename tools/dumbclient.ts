@@ -25,7 +25,9 @@ export async function runScript(flags: ToolFlags, lines: AsyncIterable<string> |
     if (!flags.hex) out(formatLine(fields, flags.json));
   };
   if (flags.hex) client.on('frame', (dir, frame) => out(hexLine(dir, frame)));
+  // Replies and pushes print as they arrive, so the output keeps the wire's order.
   client.on('push', print);
+  client.on('reply', print);
   client.on('serverError', (err) => {
     sawError = true;
     print(err.fields);
@@ -35,15 +37,13 @@ export async function runScript(flags: ToolFlags, lines: AsyncIterable<string> |
     if (line.trim() === '') continue;
     if (lost) break;
     try {
-      print(await client.callPayload(line));
+      await client.callPayload(line);
     } catch (err) {
-      const fields = errorFields(err);
-      if (fields === undefined) {
+      if (errorFields(err) === undefined) {
         process.stderr.write(`dumbclient: connection closed by the server\n`);
         return sawError ? 1 : 2;
       }
       sawError = true;
-      print(fields);
     }
   }
   if (flags.waitSeconds > 0 && !lost) {

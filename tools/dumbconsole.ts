@@ -10,6 +10,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { TextClient } from '../src/client/client.ts';
+import { AUTO_ID } from '../src/client/protocol.ts';
 import { isFieldsFault, parseFields } from '../src/text/fields.ts';
 import { connectFromFlags, errorFields, hexLine, parseToolFlags, UsageError, type ToolFlags } from './cli-common.ts';
 import { runScript, stdinLines } from './dumbclient.ts';
@@ -52,6 +53,10 @@ async function interactive(flags: ToolFlags): Promise<number> {
     }
   };
   client.on('push', (fields) => above(style.push(describeReply(fields, style))));
+  // replies print as they arrive, so a login's ok comes before the stored messages that follow it
+  client.on('reply', (fields) => {
+    if (fields[0] !== 'req' || !String(fields[1]).startsWith(AUTO_ID)) console.log(describeReply(fields, style)); // not the console's own look-ups
+  });
   client.on('serverError', (err) => above(describeReply(err.fields, style)));
   client.on('frame', (dir, frame) => raw && above(style.dim(hexLine(dir, frame))));
   client.on('close', () => {
@@ -77,7 +82,7 @@ async function interactive(flags: ToolFlags): Promise<number> {
     else if (text.startsWith(':')) console.log(style.error(`unknown console command ${text}; try :help`));
     else if (text !== '') {
       const reply = await send(client, text, wrap);
-      console.log(describeReply(reply, style));
+      if (reply[2] === 'connection') console.log(describeReply(reply, style));
       if (isLogin(text) && (reply[0] === 'ok' || (reply[0] === 'req' && reply[2] === 'ok'))) {
         user = (await client.request('whoami').catch(() => ['user', '?']))[1];
       }

@@ -29,6 +29,8 @@ export interface TextClientEvents {
   push: [fields: string[]];
   /** An unsolicited error tuple, e.g. `error,fatal,timeout`. */
   serverError: [err: ReplyError];
+  /** Every reply's fields as it arrives, in wire order with the pushes (before its call resolves). */
+  reply: [fields: string[]];
   /** Every raw frame payload, both directions (`in` or `out`), for --hex views. */
   frame: [direction: 'in' | 'out', frame: Buffer];
   close: [];
@@ -117,7 +119,7 @@ export class TextClient extends EventEmitter<TextClientEvents> {
         if (this.listenerCount('frame') > 0) this.emit('frame', 'out', frame);
         socket.write(frame);
       },
-      { push: (fields) => this.emit('push', fields), serverError: (err) => this.emit('serverError', err) },
+      { push: (fields) => this.emit('push', fields), serverError: (err) => this.emit('serverError', err), reply: (fields) => this.emit('reply', fields) },
       this.options.pushWords ?? DEFAULT_PUSH_WORDS,
     );
     this.#protocol = protocol;

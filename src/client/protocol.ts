@@ -42,12 +42,17 @@ export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 
  */
 const REPLIES_LIKE_PUSHES: Readonly<Record<string, string>> = { presence: 'presence' };
 
+/** Automatic request ids start with this, so they never collide with ids a person types. */
+export const AUTO_ID = '~';
+
 type Pending = { command: string; resolve(fields: string[]): void; reject(err: Error): void };
 
 export type ProtocolEvents = {
   push(fields: string[]): void;
   /** An unsolicited error tuple (a fatal error such as `timeout` or `shutdown`). */
   serverError(err: ReplyError): void;
+  /** Every reply as it arrives, in wire order with the pushes (printing tools use it). */
+  reply?(fields: string[]): void;
 };
 
 export class ClientProtocol {
@@ -93,7 +98,7 @@ export class ClientProtocol {
   request(...fields: string[]): Promise<string[]> {
     return new Promise((resolve, reject) => {
       if (this.#closed) return reject(this.#closed);
-      const id = String(this.#nextId++);
+      const id = `${AUTO_ID}${this.#nextId++}`;
       this.#requests.set(id, { command: fields[0] ?? '', resolve, reject });
       this.#send(formatFields(['req', id, ...fields]));
     });
@@ -107,13 +112,16 @@ export class ClientProtocol {
     if (first === 'req' && fields.length >= 2 && this.#requests.has(fields[1]!)) {
       const pending = this.#requests.get(fields[1]!)!;
       this.#requests.delete(fields[1]!);
+      this.#events.reply?.(fields);
       settle(pending, fields.slice(2));
       return;
     }
     const next = this.#calls[0];
     if (first === 'error') {
-      if (next !== undefined) settle(this.#calls.shift()!, fields);
-      else this.#events.serverError(new ReplyError(fields));
+      if (next !== undefined) {
+        this.#events.reply?.(fields);
+        settle(this.#calls.shift()!, fields);
+      } else this.#events.serverError(new ReplyError(fields));
       return;
     }
     const isPush = first !== undefined && this.#pushWords.has(first) && REPLIES_LIKE_PUSHES[next?.command ?? ''] !== first;
@@ -121,6 +129,7 @@ export class ClientProtocol {
       this.#events.push(fields);
       return;
     }
+    this.#events.reply?.(fields);
     settle(this.#calls.shift()!, fields);
   }
 
