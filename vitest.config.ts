@@ -8,5 +8,6 @@ export default defineConfig({
     hookTimeout: 20_000,
     fileParallelism: true,
     maxWorkers: 2,
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
