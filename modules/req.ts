@@ -14,7 +14,7 @@ export default defineModule({
       if (id === undefined || id === '' || id.length > MAX_ID) {
         throw new CommandError('syntax', `req needs an id of 1 to ${MAX_ID} characters`);
       }
-      if (args.length < 2) throw wrap(id, new CommandError('syntax', 'req needs a command after the id'));
+      if (args.length < 2 || args[1] === '') throw wrap(id, new CommandError('syntax', 'req needs a command after the id'));
       let result: Reply | Promise<Reply>;
       try {
         result = ctx.server.invoke(ctx, args.slice(1));

@@ -56,9 +56,9 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
   const { wsPort, httpPort, host, tls } = core.options;
   if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, close: async () => {} };
   const registry = createMetrics(core);
-  const ws = wsPort === undefined ? undefined : wsAcceptor(core);
   const servers: http.Server[] = [];
   const listeners: Listener[] = [];
+  const ws = wsPort === undefined ? undefined : wsAcceptor(core, () => listeners.filter((l) => l.transport === 'http').map((l) => l.port));
   let app: { instance: FastifyInstance; handler: Handler } | undefined;
   const info = { wsPort: undefined as number | undefined };
   const rebuild = async () => {

@@ -104,13 +104,20 @@ function flushLink(link: WsLink): void {
   link.flush();
 }
 
-/** Is this browser origin allowed? No Origin header (not a browser) is always allowed. */
-export function originAllowed(req: IncomingMessage, allowed: readonly string[]): boolean {
+/**
+ * Is this browser origin allowed? No Origin header (not a browser) is always
+ * allowed. Without --ws-origins, only pages of the HTTP gateway itself: the
+ * host the client asked for, on the gateway's port (or this port).
+ */
+export function originAllowed(req: IncomingMessage, allowed: readonly string[], gatewayPorts: readonly number[]): boolean {
   const origin = req.headers.origin;
   if (origin === undefined) return true;
   if (allowed.length > 0) return allowed.includes(origin) || allowed.includes('*');
   try {
-    return new URL(origin).host === req.headers.host;
+    const from = new URL(origin);
+    const asked = new URL(`http://${req.headers.host ?? ''}`);
+    const port = Number(from.port || (from.protocol === 'https:' ? 443 : 80));
+    return from.hostname === asked.hostname && (gatewayPorts.includes(port) || from.host === req.headers.host);
   } catch {
     return false;
   }
@@ -119,7 +126,7 @@ export function originAllowed(req: IncomingMessage, allowed: readonly string[]):
 export type WsAcceptor = { handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void; close(): void };
 
 /** Upgrades `/ws` requests into sessions; anything else is refused with an HTTP status. */
-export function wsAcceptor(core: ServerCore): WsAcceptor {
+export function wsAcceptor(core: ServerCore, gatewayPorts: () => readonly number[]): WsAcceptor {
   const { maxRequest, wsOrigins } = core.options;
   const wss = new WebSocketServer({
     noServer: true,
@@ -137,7 +144,7 @@ export function wsAcceptor(core: ServerCore): WsAcceptor {
       socket.on('error', () => {});
       const path = (req.url ?? '/').split('?')[0];
       if (path !== WS_PATH) return refuse(socket, '404 Not Found');
-      if (!originAllowed(req, wsOrigins)) return refuse(socket, '403 Forbidden');
+      if (!originAllowed(req, wsOrigins, gatewayPorts())) return refuse(socket, '403 Forbidden');
       wss.handleUpgrade(req, socket, head, (ws) => accept(core, ws, socket, req.socket.remoteAddress ?? 'unknown', maxRequest));
     },
     close() {

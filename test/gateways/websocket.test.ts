@@ -128,6 +128,26 @@ describe('across transports', () => {
   });
 });
 
+describe('origins with a separate HTTP port', () => {
+  it("allows the HTTP gateway's pages and refuses others by default; --ws-origins replaces the default", async () => {
+    const own = await startServer(['--ws-port', '0', '--http-port', '0']);
+    const url = `ws://127.0.0.1:${own.server.wsPort}/ws`;
+    const page = await WsConnection.open(url, { origin: `http://127.0.0.1:${own.server.httpPort}` });
+    expect(await page.ask('nop')).toBe('');
+    page.close();
+    await expect(WsConnection.open(url, { origin: 'http://127.0.0.1:1' })).rejects.toThrow(/403/);
+    await own.stop();
+    removeDir(own.data);
+    const listed = await startServer(['--ws-port', '0', '--ws-origins', 'https://chat.example,https://other.example']);
+    const lurl = `ws://127.0.0.1:${listed.server.wsPort}/ws`;
+    const ok = await WsConnection.open(lurl, { origin: 'https://chat.example' });
+    ok.close();
+    await expect(WsConnection.open(lurl, { origin: `http://127.0.0.1:${listed.server.wsPort}` })).rejects.toThrow(/403/);
+    await listed.stop();
+    removeDir(listed.data);
+  });
+});
+
 describe('shutdown over WebSocket', () => {
   it('sends error,fatal,shutdown and closes with 1001', async () => {
     const own = await startServer(['--ws-port', '0']);

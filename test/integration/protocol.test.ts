@@ -115,6 +115,7 @@ describe('req', () => {
   it('answers a wrapped syntax error when only the command is missing', async () => {
     const c = await conn();
     expect(await c.ask('req', '5')).toMatch(/^req,5,error,nonfatal,syntax(,.*)?$/);
+    expect(await c.ask('req', '6', '')).toMatch(/^req,6,error,nonfatal,syntax(,.*)?$/);
   });
 
   it('nests', async () => {
