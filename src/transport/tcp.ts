@@ -6,6 +6,7 @@ import { CommandError } from '../core/errors.ts';
 import type { Link } from '../core/link.ts';
 import { OutFrame } from '../core/out-frame.ts';
 import { Session } from '../core/session.ts';
+import { WriteBatch } from './write-batch.ts';
 import type { ServerCore } from '../core/server-core.ts';
 
 /** How long a closing connection may take to flush before it is destroyed. */
@@ -19,13 +20,7 @@ class SocketLink implements Link {
   readonly #socket: net.Socket;
   readonly #decoder: FrameDecoder;
   #session!: Session;
-  /** Frames of this event-loop turn, written together in one write. */
-  #batch: Buffer[] = [];
-  #batchBytes = 0;
-  #callbacks: ((err?: Error | null) => void)[] | undefined;
-  #scheduled = false;
-  /** Inside #onData: replies written now leave with one write at its end, no tick needed. */
-  #inData = false;
+  #batch!: WriteBatch;
   #closed = false;
   #partialSince = 0;
 
@@ -39,6 +34,7 @@ class SocketLink implements Link {
   start(session: Session): void {
     this.#session = session;
     const socket = this.#socket;
+    this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), session.counters);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', () => session.close());
     // the peer is done: stop routing pushes here now, not when the socket finally closes
@@ -51,35 +47,11 @@ class SocketLink implements Link {
       written?.(new Error('connection closed'));
       return;
     }
-    const bytes = frame.bytes;
-    this.#batch.push(bytes);
-    this.#batchBytes += bytes.length;
-    if (written !== undefined) (this.#callbacks ??= []).push(written);
-    if (!this.#scheduled && !this.#inData) {
-      this.#scheduled = true;
-      process.nextTick(flushLink, this);
-    }
-  }
-
-  /** One write for everything queued this turn (what separates 1.1 x Redis from 0.2 x in fan-out). */
-  flush(): void {
-    this.#scheduled = false;
-    const batch = this.#batch;
-    if (batch.length === 0) return;
-    const callbacks = this.#callbacks;
-    this.#batch = [];
-    this.#batchBytes = 0;
-    this.#callbacks = undefined;
-    const bytes = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
-    const counters = this.#session.counters;
-    counters.framesOut += batch.length;
-    counters.bytesOut += bytes.length;
-    if (callbacks === undefined) this.#socket.write(bytes);
-    else this.#socket.write(bytes, (err) => callbacks.forEach((cb) => cb(err)));
+    this.#batch.add(frame.bytes, written);
   }
 
   pendingBytes(): number {
-    return this.#socket.writableLength + this.#batchBytes;
+    return this.#socket.writableLength + this.#batch.bytes;
   }
 
   setReading(on: boolean): void {
@@ -89,7 +61,7 @@ class SocketLink implements Link {
   }
 
   onDrain(cb: () => void): void {
-    this.flush();
+    this.#batch.flush();
     if (this.#socket.writableLength === 0) queueMicrotask(cb);
     else this.#socket.once('drain', cb);
   }
@@ -100,7 +72,7 @@ class SocketLink implements Link {
 
   close(): void {
     if (this.#closed) return;
-    this.flush();
+    this.#batch.flush();
     this.#closed = true;
     const socket = this.#socket;
     socket.resume(); // read and discard until the peer goes, so our last frame is not reset away
@@ -115,14 +87,16 @@ class SocketLink implements Link {
     decoder.push(chunk);
     session.counters.bytesIn += chunk.length;
     let completed = false;
-    this.#inData = true;
+    // replies to this read leave with one write at its end, no tick needed
+    const batch = this.#batch;
+    batch.holding = true;
     while (decoder.next()) {
       completed = true;
       session.receive(decoder.frameBuffer, decoder.frameStart, decoder.frameEnd);
       if (this.#closed) break;
     }
-    this.#inData = false;
-    if (!this.#scheduled) this.flush();
+    batch.holding = false;
+    if (!batch.scheduled) batch.flush();
     if (this.#closed) return;
     const fault = decoder.fault;
     if (fault !== undefined) {
@@ -133,10 +107,6 @@ class SocketLink implements Link {
     if (decoder.pending === 0) this.#partialSince = 0;
     else if (completed || this.#partialSince === 0) this.#partialSince = performance.now();
   }
-}
-
-function flushLink(link: SocketLink): void {
-  link.flush();
 }
 
 export type TcpListener = { readonly server: net.Server; readonly port: number; readonly transport: string };

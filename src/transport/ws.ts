@@ -10,6 +10,7 @@ import { CommandError } from '../core/errors.ts';
 import type { Link } from '../core/link.ts';
 import { OutFrame } from '../core/out-frame.ts';
 import { Session } from '../core/session.ts';
+import { WriteBatch } from './write-batch.ts';
 import type { ServerCore } from '../core/server-core.ts';
 
 export const WS_PATH = '/ws';
@@ -27,18 +28,14 @@ class WsLink implements Link {
   readonly remoteAddress: string;
   readonly #ws: WebSocket;
   readonly #socket: Duplex;
-  readonly #counters: { framesOut: number; bytesOut: number };
-  #batch: Buffer[] = [];
-  #batchBytes = 0;
-  #callbacks: ((err?: Error | null) => void)[] | undefined;
-  #scheduled = false;
+  readonly #batch: WriteBatch;
   #closed = false;
 
   constructor(ws: WebSocket, socket: Duplex, remoteAddress: string, counters: { framesOut: number; bytesOut: number }) {
     this.#ws = ws;
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
-    this.#counters = counters;
+    this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), counters);
   }
 
   write(frame: OutFrame, written?: (err?: Error | null) => void): void {
@@ -46,33 +43,11 @@ class WsLink implements Link {
       written?.(new Error('connection closed'));
       return;
     }
-    const bytes = frame.wsBytes;
-    this.#batch.push(bytes);
-    this.#batchBytes += bytes.length;
-    if (written !== undefined) (this.#callbacks ??= []).push(written);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      process.nextTick(flushLink, this);
-    }
-  }
-
-  flush(): void {
-    this.#scheduled = false;
-    const batch = this.#batch;
-    if (batch.length === 0) return;
-    const callbacks = this.#callbacks;
-    this.#batch = [];
-    this.#batchBytes = 0;
-    this.#callbacks = undefined;
-    const bytes = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
-    this.#counters.framesOut += batch.length;
-    this.#counters.bytesOut += bytes.length;
-    if (callbacks === undefined) this.#socket.write(bytes);
-    else this.#socket.write(bytes, (err?: Error | null) => callbacks.forEach((cb) => cb(err)));
+    this.#batch.add(frame.wsBytes, written);
   }
 
   pendingBytes(): number {
-    return this.#ws.bufferedAmount + this.#batchBytes;
+    return this.#ws.bufferedAmount + this.#batch.bytes;
   }
 
   setReading(on: boolean): void {
@@ -82,7 +57,7 @@ class WsLink implements Link {
   }
 
   onDrain(cb: () => void): void {
-    this.flush();
+    this.#batch.flush();
     if (this.#ws.bufferedAmount === 0) queueMicrotask(cb);
     else this.#socket.once('drain', cb);
   }
@@ -93,15 +68,11 @@ class WsLink implements Link {
 
   close(reason: 'fatal' | 'shutdown' | 'normal'): void {
     if (this.#closed) return;
-    this.flush();
+    this.#batch.flush();
     this.#closed = true;
     this.#ws.close(CLOSE_CODES[reason]);
     setTimeout(() => this.#ws.terminate(), CLOSE_GRACE_MS).unref();
   }
-}
-
-function flushLink(link: WsLink): void {
-  link.flush();
 }
 
 /**

@@ -1,0 +1,58 @@
+/**
+ * Frames queued for one connection and written together: everything of one
+ * event-loop turn (or one read, for the TCP link) leaves in one write,
+ * which is what makes fan-out cheap. Write callbacks (a stored message that
+ * must be kept if its write fails) ride on that one write.
+ */
+type Written = (err?: Error | null) => void;
+type Sink = (bytes: Buffer, done?: Written) => void;
+
+export class WriteBatch {
+  readonly #sink: Sink;
+  readonly #counters: { framesOut: number; bytesOut: number };
+  #parts: Buffer[] = [];
+  #callbacks: Written[] | undefined;
+  #scheduled = false;
+  /** Bytes queued here, not yet handed to the socket. */
+  bytes = 0;
+  /** While true, add() does not schedule a flush: the owner flushes itself (end of a read). */
+  holding = false;
+
+  constructor(sink: Sink, counters: { framesOut: number; bytesOut: number }) {
+    this.#sink = sink;
+    this.#counters = counters;
+  }
+
+  get scheduled(): boolean {
+    return this.#scheduled;
+  }
+
+  add(frame: Buffer, written?: Written): void {
+    this.#parts.push(frame);
+    this.bytes += frame.length;
+    if (written !== undefined) (this.#callbacks ??= []).push(written);
+    if (!this.#scheduled && !this.holding) {
+      this.#scheduled = true;
+      process.nextTick(flushBatch, this);
+    }
+  }
+
+  flush(): void {
+    this.#scheduled = false;
+    const parts = this.#parts;
+    if (parts.length === 0) return;
+    const callbacks = this.#callbacks;
+    this.#parts = [];
+    this.bytes = 0;
+    this.#callbacks = undefined;
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    this.#counters.framesOut += parts.length;
+    this.#counters.bytesOut += bytes.length;
+    if (callbacks === undefined) this.#sink(bytes);
+    else this.#sink(bytes, (err) => callbacks.forEach((cb) => cb(err)));
+  }
+}
+
+function flushBatch(batch: WriteBatch): void {
+  batch.flush();
+}
