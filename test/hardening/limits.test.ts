@@ -3,7 +3,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
-import { removeDir, startServer, type TestServer } from '../helpers/server.ts';
+import { nodeArgs, removeDir, startServer, type TestServer } from '../helpers/server.ts';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 import { RawConnection } from '../helpers/raw.ts';
 import { freshUsers, loggedIn, PW } from '../helpers/users.ts';
 import { makeCertificate } from '../helpers/tls.ts';
@@ -202,5 +206,33 @@ describe('TLS', () => {
     plain.write('nop');
     await plain.waitClosed();
     expect(plain.frames).toEqual([]);
+    // the tools speak TLS too
+    const [cmd, argv] = nodeArgs('tools/dumbclient.ts', ['--port', String(s.port), '--tls', '--insecure', 'nop', 'login,tlsuser,' + PW, 'whoami']);
+    const { stdout: out } = await execFileAsync(cmd, argv, { encoding: 'utf8' }); // async: the server runs in this process
+    expect(out.split('\n')).toEqual(['', 'ok', 'user,tlsuser', '']);
+  });
+});
+
+describe('store failures', () => {
+  it('answers unhandled (never ok) when the store cannot write, logs it, and keeps serving', async () => {
+    const s = await server([]);
+    const [from, to] = await freshUsers(s.port, 'sf', 'st');
+    const c = await loggedIn(s.port, from!);
+    closers.push(() => c.close());
+    const store = s.server.core.store;
+    const original = store.mailboxAdd.bind(store);
+    store.mailboxAdd = () => {
+      throw new Error('SQLITE_FULL: database or disk is full');
+    };
+    expect(await c.ask('send', to!, 'msg', 'not stored')).toMatch(/^error,nonfatal,unhandled,[^\n]*$/);
+    expect(await c.ask('nop')).toBe('');
+    store.mailboxAdd = original;
+    expect(await c.ask('send', to!, 'msg', 'stored')).toBe('ok');
+    const r = await RawConnection.open(s.port);
+    closers.push(() => r.close());
+    r.send('login', to!, PW);
+    expect(await r.nextN(2)).toEqual(['ok', `send,${from},msg,stored`]);
+    await new Promise((res) => setTimeout(res, 100));
+    expect(r.frames).toHaveLength(2); // the failed one was never acknowledged, and is not there
   });
 });
