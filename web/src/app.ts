@@ -107,10 +107,13 @@ async function catchUp(): Promise<void> {
   render();
 }
 
+const loadingOlder = new Set<string>();
+
 async function loadOlder(room: Room): Promise<void> {
   const first = State.firstId(room);
-  if (room.complete || first === undefined) return;
-  const older = parseHistory(await conn.request('history', room.name, 'before', String(first), String(PAGE)));
+  if (room.complete || first === undefined || loadingOlder.has(room.name)) return;
+  loadingOlder.add(room.name);
+  const older = parseHistory(await conn.request('history', room.name, 'before', String(first), String(PAGE)).finally(() => loadingOlder.delete(room.name)));
   if (older.length < PAGE) room.complete = true;
   const list = document.querySelector<HTMLElement>('.messages');
   const fromBottom = list === null ? 0 : list.scrollHeight - list.scrollTop;
