@@ -15,16 +15,17 @@ import { createInterface } from 'node:readline';
 import { connect, ReplyError, type TextClient } from '../src/client/client.ts';
 import { SERVER_ENV } from './bench/systems.ts';
 
-type Flags = { seconds: number; clients: number; fastHash: boolean; rssGrowthMb: number };
+type Flags = { seconds: number; clients: number; fastHash: boolean; rssGrowthMb: number; serverHeapMb: number };
 
 function parseFlags(argv: string[]): Flags {
-  const flags: Flags = { seconds: 300, clients: 100, fastHash: false, rssGrowthMb: 64 };
+  const flags: Flags = { seconds: 300, clients: 100, fastHash: false, rssGrowthMb: 64, serverHeapMb: 96 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') flags.seconds = Number(argv[++i]);
     else if (a === '--clients') flags.clients = Math.min(2000, Number(argv[++i]));
     else if (a === '--fast-hash') flags.fastHash = true;
     else if (a === '--rss-growth-mb') flags.rssGrowthMb = Number(argv[++i]);
+    else if (a === '--server-heap-mb') flags.serverHeapMb = Number(argv[++i]);
     else throw new Error(`unknown flag ${a}`);
   }
   if (!(flags.seconds > 0 && flags.clients > 1)) throw new Error('--seconds and --clients must be positive');
@@ -34,9 +35,15 @@ function parseFlags(argv: string[]): Flags {
 const PW = 'soak-password';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function startServer(fastHash: boolean): Promise<{ port: number; pid: number; stop(): Promise<void>; data: string }> {
+/**
+ * The server's V8 old space is capped (--server-heap-mb, 0 for Node's default):
+ * uncapped, V8 lets the heap grow lazily towards its default limit before it
+ * collects hard, which looks like growth but is not a leak. Capped, a leak
+ * shows as growth (or a crash), and the RSS figures mean something.
+ */
+async function startServer(fastHash: boolean, heapMb: number): Promise<{ port: number; pid: number; stop(): Promise<void>; data: string }> {
   const data = mkdtempSync(join(tmpdir(), 'textserver-soak-'));
-  const args = ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, '../src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--mailbox-size', '1000000', '--max-connections-per-ip', '100000'];
+  const args = [...(heapMb > 0 ? [`--max-old-space-size=${heapMb}`] : []), '--disable-warning=ExperimentalWarning', join(import.meta.dirname, '../src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--mailbox-size', '1000000', '--max-connections-per-ip', '100000'];
   if (fastHash) args.push('--argon2-memory-kib', '1024', '--argon2-time', '1');
   const proc = spawn(process.execPath, args, { env: SERVER_ENV, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
@@ -117,7 +124,7 @@ async function drain(users: string[], port: number, stats: Stats): Promise<void>
 
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2));
-  const server = await startServer(flags.fastHash);
+  const server = await startServer(flags.fastHash, flags.serverHeapMb);
   const users = Array.from({ length: flags.clients }, (_, i) => `soak${i}`);
   const setup = await connect({ port: server.port });
   for (const u of users) await setup.call('register', u, PW);
@@ -164,6 +171,7 @@ async function main(): Promise<void> {
     rssEndMb: Number(rssEnd.toFixed(1)),
     rssMaxMb: Number(Math.max(rssStart, ...samples).toFixed(1)),
     rssGrowthBoundMb: flags.rssGrowthMb,
+    serverHeapMb: flags.serverHeapMb === 0 ? 'node default' : flags.serverHeapMb,
   };
   console.log(JSON.stringify(report, null, 2));
   if (lost.length > 0) console.error(`soak: LOST ${lost.length} acknowledged messages, e.g. ${lost.slice(0, 5).join(' ')}`);
