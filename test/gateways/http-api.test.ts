@@ -247,7 +247,7 @@ describe('health and metrics', () => {
 
   it('/readyz turns 503 while a SIGTERM drain is in progress', async () => {
     const data = tempDir();
-    const s = await spawnServer(['--data', data, '--http-port', '0', '--argon2-memory-kib', '65536', '--argon2-time', '4']);
+    const s = await spawnServer(['--data', data, '--http-port', '0', '--argon2-memory-kib', '65536', '--argon2-time', '12']);
     const httpLine = await s.waitForLine(/"transport":"http"/);
     const b = `http://127.0.0.1:${(JSON.parse(httpLine) as { port: number }).port}`;
     expect((await fetch(`${b}/readyz`)).status).toBe(200);
@@ -255,8 +255,8 @@ describe('health and metrics', () => {
     c.send('register', 'slowhash', PW); // in flight: the drain waits for it
     await new Promise((r) => setTimeout(r, 20));
     s.proc.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 30));
-    expect((await fetch(`${b}/readyz`)).status).toBe(503);
+    await s.waitForLine(/shutting down/);
+    expect((await fetch(`${b}/readyz`)).status).toBe(503); // the hash (about a second) is still running
     expect((await fetch(`${b}/healthz`)).status).toBe(200);
     expect(await c.nextN(2, 10_000)).toEqual(['ok', expect.stringMatching(/^error,fatal,shutdown/)]);
     expect(await s.exited).toBe(0);
