@@ -64,6 +64,18 @@ export function parseToolFlags(argv: readonly string[]): ToolFlags {
   return flags;
 }
 
+/** Parses the flags, or prints the problem and the usage and sets exit code 2 (undefined then). */
+export function flagsOrUsage(tool: string, usage: string, argv: readonly string[]): ToolFlags | undefined {
+  try {
+    return parseToolFlags(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`${tool}: ${err.message}\n${usage}\n`);
+    process.exitCode = 2;
+    return undefined;
+  }
+}
+
 export function connectFromFlags(flags: ToolFlags, reconnect = false): Promise<TextClient> {
   return connect({
     host: flags.host,

@@ -6,7 +6,7 @@
  */
 import { createInterface } from 'node:readline';
 import type { TextClient } from '../src/client/client.ts';
-import { connectFromFlags, errorFields, formatLine, hexLine, parseToolFlags, UsageError, type ToolFlags } from './cli-common.ts';
+import { connectFromFlags, errorFields, flagsOrUsage, formatLine, hexLine, type ToolFlags } from './cli-common.ts';
 
 const USAGE = 'usage: dumbclient [--host H] [--port P] [--tls [--insecure]] [--wait SECONDS] [--json] [--hex] [request ...]';
 
@@ -62,15 +62,8 @@ export async function* stdinLines(): AsyncIterable<string> {
 }
 
 async function main(): Promise<void> {
-  let flags: ToolFlags;
-  try {
-    flags = parseToolFlags(process.argv.slice(2));
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`dumbclient: ${err.message}\n${USAGE}\n`);
-    process.exitCode = 2;
-    return;
-  }
+  const flags = flagsOrUsage('dumbclient', USAGE, process.argv.slice(2));
+  if (flags === undefined) return;
   const lines = flags.rest.length > 0 ? flags.rest : stdinLines();
   process.exitCode = await runScript(flags, lines, (line) => process.stdout.write(`${line}\n`));
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { TextClient } from '../src/client/client.ts';
 import { AUTO_ID } from '../src/client/protocol.ts';
 import { isFieldsFault, parseFields } from '../src/text/fields.ts';
-import { connectFromFlags, errorFields, hexLine, parseToolFlags, UsageError, type ToolFlags } from './cli-common.ts';
+import { connectFromFlags, errorFields, flagsOrUsage, hexLine, type ToolFlags } from './cli-common.ts';
 import { runScript, stdinLines } from './dumbclient.ts';
 import { BUILTIN_COMMANDS, HELP, complete, describeReply, pickStyle, printAbove, promptFor } from './console-view.ts';
 
@@ -128,15 +128,8 @@ function appendHistory(line: string): void {
 }
 
 async function main(): Promise<void> {
-  let flags: ToolFlags;
-  try {
-    flags = parseToolFlags(process.argv.slice(2));
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`dumbconsole: ${err.message}\nusage: dumbconsole [--host H] [--port P] [--tls [--insecure]]\n`);
-    process.exitCode = 2;
-    return;
-  }
+  const flags = flagsOrUsage('dumbconsole', 'usage: dumbconsole [--host H] [--port P] [--tls [--insecure]]', process.argv.slice(2));
+  if (flags === undefined) return;
   if (process.stdin.isTTY !== true) {
     process.exitCode = await runScript(flags, stdinLines(), (l) => process.stdout.write(`${l}\n`));
     return;

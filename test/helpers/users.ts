@@ -1,6 +1,7 @@
 /** Fresh accounts and logged-in raw connections, so tests do not see each other's traffic. */
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { RawConnection } from './raw.ts';
+import { removeDir, startServer, type TestServer } from './server.ts';
 
 export const PW = 'password1';
 let unique = 0;
@@ -30,3 +31,33 @@ export async function expectSilence(c: RawConnection, ms = 150): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
   expect(c.frames.slice(before)).toEqual([]);
 }
+
+/**
+ * One in-process server for a test file, started before its tests and
+ * stopped (with every connection the helpers opened) after them.
+ */
+export function serverFixture(args: string[] = []) {
+  const opened: RawConnection[] = [];
+  const fixture = {
+    srv: undefined as unknown as TestServer,
+    opened,
+    loggedIn: (user: string) => loggedIn(fixture.srv.port, user, opened),
+    users: (...prefixes: string[]) => freshUsers(fixture.srv.port, ...prefixes),
+    async open(): Promise<RawConnection> {
+      const c = await RawConnection.open(fixture.srv.port);
+      opened.push(c);
+      return c;
+    },
+  };
+  beforeAll(async () => {
+    fixture.srv = await startServer(args);
+  });
+  afterAll(async () => {
+    for (const c of opened) c.close();
+    await fixture.srv.stop();
+    removeDir(fixture.srv.data);
+  });
+  return fixture;
+}
+
+export const errorOf = (type: string) => new RegExp(`^error,nonfatal,${type}(,.*)?$`);

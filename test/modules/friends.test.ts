@@ -1,29 +1,16 @@
 /** MODULES.md friends: every row and push, offline delivery, --friends-only. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
+import { describe, expect, it } from 'vitest';
+import { startServer, removeDir, tempDir } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
-import { expectSilence, freshUsers, loggedIn as login, PW } from '../helpers/users.ts';
+import { errorOf as err, expectSilence, freshUsers, loggedIn as login, PW, serverFixture } from '../helpers/users.ts';
 
-let srv: TestServer;
-const opened: RawConnection[] = [];
-const loggedIn = (u: string) => login(srv.port, u, opened);
-const users = (...p: string[]) => freshUsers(srv.port, ...p);
-const err = (type: string) => new RegExp(`^error,nonfatal,${type}(,.*)?$`);
-
-beforeAll(async () => {
-  srv = await startServer();
-});
-
-afterAll(async () => {
-  for (const c of opened) c.close();
-  await srv.stop();
-  removeDir(srv.data);
-});
+const fx = serverFixture();
+const loggedIn = (u: string) => fx.loggedIn(u);
+const users = (...p: string[]) => fx.users(...p);
 
 describe('friends', () => {
   it('needs a login and the right number of arguments', async () => {
-    const c = await RawConnection.open(srv.port);
-    opened.push(c);
+    const c = await fx.open();
     expect(await c.ask('friends')).toMatch(err('not_logged_in'));
     expect(await c.ask('friend_request', 'x')).toMatch(err('not_logged_in'));
     const [a] = await users('a');
@@ -107,8 +94,8 @@ describe('friends', () => {
       expect(await s.ask('friend_request', me!)).toBe('ok');
       s.close();
     }
-    const s = await RawConnection.open(srv.port);
-    opened.push(s);
+    const s = await RawConnection.open(fx.srv.port);
+    fx.opened.push(s);
     s.send('login', me!, PW);
     expect(await s.nextN(4)).toEqual(['ok', `friend,request,${z}`, `friend,request,${m}`, `friend,request,${x}`]);
     expect(await s.ask('friend_requests')).toBe(`friend_requests,${z},${m},${x}`);
@@ -123,8 +110,8 @@ describe('friends', () => {
     const [a, b] = await users('a', 'b');
     const sa = await loggedIn(a!);
     expect(await sa.ask('friend_request', b!)).toBe('ok');
-    const sb = await RawConnection.open(srv.port);
-    opened.push(sb);
+    const sb = await RawConnection.open(fx.srv.port);
+    fx.opened.push(sb);
     sb.send('login', b!, PW);
     expect(await sb.nextN(2)).toEqual(['ok', `friend,request,${a}`]);
     sb.send('friend_accept', a!);
@@ -136,14 +123,14 @@ describe('friends', () => {
     expect(await sb.next()).toBe(`presence,${a},offline`); // friends hear presence changes
     sb.send('friend_remove', a!);
     expect(await sb.nextN(2)).toEqual([`friend,removed,${a}`, 'ok']);
-    const back = await RawConnection.open(srv.port);
-    opened.push(back);
+    const back = await RawConnection.open(fx.srv.port);
+    fx.opened.push(back);
     back.send('login', a!, PW);
     expect(await back.nextN(2)).toEqual(['ok', `friend,removed,${b}`]);
   });
 
   it('friendship survives a restart', async () => {
-    const own = await startServer([], (await import('../helpers/server.ts')).tempDir());
+    const own = await startServer([], tempDir());
     const [a, b] = await freshUsers(own.port, 'a', 'b');
     const sa = await login(own.port, a!);
     expect(await sa.ask('friend_request', b!)).toBe('ok');

@@ -1,31 +1,18 @@
 /** MODULES.md rooms: every row and push rule, several users with several connections. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
+import { describe, expect, it } from 'vitest';
+import { startServer, removeDir, tempDir } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
-import { expectSilence, freshUsers, loggedIn as login } from '../helpers/users.ts';
+import { errorOf as err, expectSilence, freshUsers, loggedIn as login, PW, serverFixture } from '../helpers/users.ts';
 
-let srv: TestServer;
-const opened: RawConnection[] = [];
-const loggedIn = (u: string) => login(srv.port, u, opened);
-const users = (...p: string[]) => freshUsers(srv.port, ...p);
+const fx = serverFixture();
+const loggedIn = (u: string) => fx.loggedIn(u);
+const users = (...p: string[]) => fx.users(...p);
 let roomNo = 0;
 const room = () => `room-${++roomNo}`;
-const err = (type: string) => new RegExp(`^error,nonfatal,${type}(,.*)?$`);
-
-beforeAll(async () => {
-  srv = await startServer();
-});
-
-afterAll(async () => {
-  for (const c of opened) c.close();
-  await srv.stop();
-  removeDir(srv.data);
-});
 
 describe('rooms: membership', () => {
   it('needs a login and the right number of arguments', async () => {
-    const c = await RawConnection.open(srv.port);
-    opened.push(c);
+    const c = await fx.open();
     for (const req of [['join', 'r'], ['leave', 'r'], ['say', 'r', 'x'], ['rooms'], ['members', 'r'], ['history', 'r', 'last', '5']]) {
       expect(await c.ask(...req)).toMatch(err('not_logged_in'));
     }
@@ -106,8 +93,8 @@ describe('rooms: membership', () => {
   });
 
   it('membership lasts across reconnects and restarts; the room and its history stay when empty', async () => {
-    const data = srv.data;
-    const own = await startServer([], (await import('../helpers/server.ts')).tempDir());
+    const data = fx.srv.data;
+    const own = await startServer([], tempDir());
     try {
       const [u] = await freshUsers(own.port, 'keep');
       const s = await login(own.port, u!);
@@ -134,7 +121,7 @@ describe('rooms: membership', () => {
     } finally {
       removeDir(own.data);
     }
-    expect(data).toBe(srv.data);
+    expect(data).toBe(fx.srv.data);
   });
 });
 
