@@ -6,7 +6,6 @@
 import { ConfigError, coreFlagHelp, resolveOptions } from './config.ts';
 import { createLogger } from './log.ts';
 import { createServer } from './core/server.ts';
-import { ModuleLoadError } from './core/module-loader.ts';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
@@ -25,9 +24,8 @@ async function main(): Promise<void> {
   try {
     server = await createServer(options, log);
   } catch (err) {
-    if (err instanceof ConfigError) return exitWith(2, err);
-    if (err instanceof ModuleLoadError) return exitWith(1, err);
-    return exitWith(1, err);
+    // a bad flag is a usage error (2); a module that fails to load, or anything else, is 1
+    return exitWith(err instanceof ConfigError ? 2 : 1, err);
   }
   const stop = (signal: string) => {
     log.info({ signal }, 'shutting down');

@@ -77,7 +77,3 @@ export class CommandError extends Error {
 export function fail(type: string, info?: string): never {
   throw new CommandError(type, info);
 }
-
-export function isCommandError(value: unknown): value is CommandError {
-  return value instanceof CommandError;
-}

@@ -30,10 +30,6 @@ export class Hub implements HubApi {
     this.#events = events;
   }
 
-  get onlineCount(): number {
-    return this.#byUser.size;
-  }
-
   attach(session: Session, user: UserRef): void {
     if (session.user?.id === user.id) return;
     if (session.user !== null) this.detach(session);
@@ -102,11 +98,11 @@ export class Hub implements HubApi {
       });
       if (reached > 0) return 'pushed';
     }
-    this.#store1(user, frame.payload);
+    this.#storeNow(user, frame.payload);
     return 'stored';
   }
 
-  #store1(user: UserRef, payload: string): void {
+  #storeNow(user: UserRef, payload: string): void {
     if (this.#store.mailboxCount(user.id) >= this.#mailboxSize()) {
       throw new CommandError('mailbox_full', `${user.name} has too many stored messages`);
     }

@@ -92,9 +92,9 @@ export function createMetrics(core: ServerCore): Registry {
     labelNames: ['direction'],
     values: () => [[{ direction: 'in' }, c.bytesIn], [{ direction: 'out' }, c.bytesOut]],
   });
-  total(registry, 'textserver_pushes_total', 'Pushes delivered to a connection or stored for a later login', () => 0, {
+  total(registry, 'textserver_pushes_total', 'Pushes delivered to a connection, stored for a later login, or lost (their write failed and the store refused them)', () => 0, {
     labelNames: ['result'],
-    values: () => [[{ result: 'delivered' }, core.hub.stats.pushed], [{ result: 'stored' }, core.hub.stats.stored]],
+    values: () => [[{ result: 'delivered' }, core.hub.stats.pushed], [{ result: 'stored' }, core.hub.stats.stored], [{ result: 'lost' }, core.hub.stats.lost]],
   });
   total(registry, 'textserver_slow_consumer_disconnects_total', 'Connections cut for not reading', () => c.slowConsumers);
   total(registry, 'textserver_login_failures_total', 'Failed logins', () => core.users.stats.loginFailures);

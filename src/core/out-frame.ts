@@ -28,9 +28,6 @@ export class OutFrame {
     return (this.#wsBytes ??= encodeWsText(this.payload));
   }
 
-  get byteLength(): number {
-    return this.bytes.length;
-  }
 }
 
 /** Constant replies, encoded once. */

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { CommandError, errorCatalogue, registerErrorType } from './errors.ts';
+import { CommandError, registerErrorType } from './errors.ts';
 import { Hub } from './hub.ts';
 import { loadModules, ModuleLoadError, type LoadedModule } from './module-loader.ts';
 import type { CommandContext, Filter, Handler, ModuleHooks, Reply, ServerApi, UserRef } from './module-api.ts';
@@ -108,10 +108,6 @@ export class ServerCore {
   add(session: Session): void {
     this.sessions.add(session);
     this.#perIp.set(session.remoteAddress, (this.#perIp.get(session.remoteAddress) ?? 0) + 1);
-  }
-
-  attach(session: Session, user: UserRef): void {
-    this.hub.attach(session, user);
   }
 
   /** Called once by a closing session. */
@@ -234,10 +230,6 @@ export class ServerCore {
 
   disposeModules(): void {
     for (const m of this.#set.modules) safely(() => m.def.dispose?.());
-  }
-
-  errorTypes(): string[] {
-    return [...errorCatalogue().keys()];
   }
 
   #emit<K extends keyof ModuleHooks>(hook: K, ...args: Parameters<NonNullable<ModuleHooks[K]>>): void {

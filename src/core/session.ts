@@ -238,7 +238,7 @@ export class Session implements SessionApi {
     if (this.#pendingLogin !== null) {
       const user = this.#pendingLogin;
       this.#pendingLogin = null;
-      this.#core.attach(this, user);
+      this.#core.hub.attach(this, user);
     }
   }
 
