@@ -7,6 +7,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { StatementSync } from 'node:sqlite';
+import { parseHistory } from '../src/client/protocol.ts';
 import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 
 type Tokens = { insert: StatementSync; find: StatementSync; remove: StatementSync; purge: StatementSync };
@@ -60,14 +61,6 @@ function historyQuery(query: HttpRequest['query']): string[] {
   if (query.after !== undefined) return ['after', query.after];
   if (query.before !== undefined) return ['before', query.before, query.n ?? '50'];
   return ['last', '50'];
-}
-
-function messages(fields: string[]): { id: number; time: number; user: string; text: string }[] {
-  const out = [];
-  for (let i = 3; i + 3 < fields.length; i += 4) {
-    out.push({ id: Number(fields[i]), time: Number(fields[i + 1]), user: fields[i + 2]!, text: fields[i + 3]! });
-  }
-  return out;
 }
 
 const routes: HttpRoute[] = [
@@ -126,7 +119,7 @@ const routes: HttpRoute[] = [
     path: '/api/rooms/:room/messages',
     async handler(req, server) {
       const fields = await run(authed(req, server), 'history', req.params.room!, ...historyQuery(req.query));
-      return { body: { room: fields[1], messages: messages(fields) } };
+      return { body: { room: fields[1], messages: parseHistory(fields) } };
     },
   },
   {

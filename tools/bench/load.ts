@@ -26,7 +26,11 @@ export function openSocket(port: number, localAddress?: string): Promise<net.Soc
   });
 }
 
-/** Sends `request` and waits for `replyBytes` bytes back (set-up steps: login, subscribe). */
+/**
+ * Sends `request` and waits for exactly `replyBytes` bytes back (set-up
+ * steps: login, subscribe). More bytes than that is a broken set-up and
+ * rejects, rather than being pushed back into the stream.
+ */
 export function exchange(socket: net.Socket, request: Buffer, replyBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -36,9 +40,8 @@ export function exchange(socket: net.Socket, request: Buffer, replyBytes: number
       got += chunk.length;
       if (got >= replyBytes) {
         socket.off('data', onData);
-        const all = Buffer.concat(chunks);
-        if (got > replyBytes) socket.unshift(all.subarray(replyBytes));
-        resolve(all.subarray(0, replyBytes));
+        if (got > replyBytes) reject(new Error(`expected ${replyBytes} bytes in reply, got ${got}`));
+        else resolve(Buffer.concat(chunks));
       }
     };
     socket.on('data', onData);

@@ -1,6 +1,9 @@
 /** What the page knows: rooms with their messages, conversations, friends, presence. */
+import type { HistoryMessage } from '../../src/client/protocol.ts';
 
-export type Message = { id: number; time: number; user: string; text: string; system?: boolean };
+export { parseHistory } from '../../src/client/protocol.ts';
+
+export type Message = HistoryMessage & { system?: boolean };
 
 export type Room = {
   name: string;
@@ -63,13 +66,4 @@ export class State {
     const real = room.messages.filter((m) => !m.system);
     return real.length === 0 ? undefined : Math.min(...real.map((m) => m.id));
   }
-}
-
-/** `history,<room>,<count>,<id>,<time>,<user>,<text>...` as messages. */
-export function parseHistory(fields: string[]): Message[] {
-  const out: Message[] = [];
-  for (let i = 3; i + 3 < fields.length; i += 4) {
-    out.push({ id: Number(fields[i]), time: Number(fields[i + 1]), user: fields[i + 2]!, text: fields[i + 3]! });
-  }
-  return out;
 }
