@@ -6,11 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import net from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { ROOT, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { PW } from '../helpers/users.ts';
+import { freePort } from '../../tools/bench/systems.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);
@@ -24,14 +24,6 @@ let wsPort: number;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
 let unique = 0;
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const serverArgs = () => ['--port', String(tcpPort), '--ws-port', String(wsPort)];
 
