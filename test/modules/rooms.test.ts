@@ -70,6 +70,19 @@ describe('rooms: membership', () => {
     expect(await sc.ask('members', ra)).toMatch(err('not_in_room'));
   });
 
+  it('compares room names case-sensitively: Room and room are two rooms', async () => {
+    const [a] = await users('case');
+    const s = await loggedIn(a!);
+    const r = room();
+    const upper = r.toUpperCase();
+    s.send('join', r);
+    await s.nextN(2);
+    expect(await s.ask('say', upper, 'x')).toMatch(err('not_in_room'));
+    s.send('join', upper);
+    expect(await s.nextN(2)).toEqual([`room,${upper},joined,${a}`, 'ok']);
+    expect(await s.ask('rooms')).toBe(`rooms,${[r, upper].sort().join(',')}`);
+  });
+
   it('leave pushes left to the members and to the leaver; leaving twice is not_in_room', async () => {
     const r = room();
     const [a, b] = await users('a', 'b');
@@ -100,7 +113,9 @@ describe('rooms: membership', () => {
       s.send('join', 'lasting');
       await s.nextN(2);
       s.send('say', 'lasting', 'before restart');
-      expect((await s.nextN(2))[1]).toMatch(/^said,lasting,\d+,\d+$/);
+      const said = (await s.nextN(2))[1]!;
+      expect(said).toMatch(/^said,lasting,\d+,\d+$/);
+      const firstId = Number(said.split(',')[2]);
       s.close();
       await own.stop();
       const again = await startServer([], own.data);
@@ -113,6 +128,9 @@ describe('rooms: membership', () => {
         t.send('join', 'lasting');
         await t.nextN(2);
         expect(await t.ask('history', 'lasting', 'last', '5')).toMatch(/,before restart$/);
+        t.send('say', 'lasting', 'after restart');
+        const next = Number((await t.nextN(2))[1]!.split(',')[2]);
+        expect(next).toBeGreaterThan(firstId); // ids keep increasing across restarts, never reused
         t.close();
       } finally {
         await again.stop();
