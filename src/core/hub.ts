@@ -22,11 +22,15 @@ export class Hub implements HubApi {
   readonly #events: HubEvents;
   /** Highest mailbox id being written to a connection, per user, so a second login does not repeat it. */
   readonly #inFlight = new Map<number, number>();
+  /** Mailbox drains waiting for a connection to read; ended when it goes away. */
+  readonly #drains = new Map<Session, () => void>();
+  readonly #drainWindow: () => number;
   readonly stats = { pushed: 0, stored: 0, lost: 0 };
 
-  constructor(store: Store, mailboxSize: () => number, events: HubEvents) {
+  constructor(store: Store, mailboxSize: () => number, drainWindow: () => number, events: HubEvents) {
     this.#store = store;
     this.#mailboxSize = mailboxSize;
+    this.#drainWindow = drainWindow;
     this.#events = events;
   }
 
@@ -47,6 +51,7 @@ export class Hub implements HubApi {
   }
 
   detach(session: Session): void {
+    this.#drains.get(session)?.();
     const user = session.user;
     if (user === null) return;
     session.user = null;
@@ -130,21 +135,59 @@ export class Hub implements HubApi {
     if (rows.length === 0) return;
     const lastId = rows[rows.length - 1]!.id;
     this.#inFlight.set(user.id, lastId);
-    let delivered = 0;
-    for (let i = 0; i < rows.length; i++) {
-      const last = i === rows.length - 1;
-      const ok = session.pushFrame(new OutFrame(rows[i]!.payload), last ? (err) => this.#written(user.id, lastId, err) : undefined);
-      if (!ok) break;
-      delivered++;
-    }
-    if (delivered < rows.length) this.#written(user.id, lastId, new Error('connection closed'));
+    // Delete exactly what reached the connection, once every write has settled:
+    // a drain cut short (slow consumer, a dropped connection) repeats nothing
+    // that was written and loses nothing that was not. `pending` counts the
+    // writes in flight plus one for the drain itself until it has finished.
+    let pending = 1;
+    let writtenUpTo = 0;
+    let next = 0;
+    let unsettledBytes = 0; // pushed but not yet handed to the kernel
+    let waiting = false;
+    const settle = () => {
+      if (--pending > 0) return;
+      if (this.#inFlight.get(user.id) === lastId) this.#inFlight.delete(user.id);
+      if (writtenUpTo > 0) this.#deleteUpTo(user.id, writtenUpTo);
+    };
+    const finish = () => {
+      if (this.#drains.get(session) !== finish) return;
+      this.#drains.delete(session);
+      settle();
+    };
+    // Pushed as the kernel takes them, like any other traffic: a big mailbox
+    // must not outrun the outbound bound by itself. Each settled write lets
+    // the next rows go.
+    const pushMore = () => {
+      waiting = false;
+      while (next < rows.length && this.#drains.get(session) === finish) {
+        if (unsettledBytes > 0 && unsettledBytes + rows[next]!.payload.length > this.#drainWindow()) {
+          waiting = true;
+          return;
+        }
+        const row = rows[next++]!;
+        const size = row.payload.length;
+        pending++;
+        unsettledBytes += size;
+        const ok = session.pushFrame(new OutFrame(row.payload), (err) => {
+          if (!err && row.id > writtenUpTo) writtenUpTo = row.id;
+          unsettledBytes -= size;
+          if (waiting) pushMore();
+          settle();
+        });
+        if (!ok) {
+          pending--;
+          break;
+        }
+      }
+      finish();
+    };
+    this.#drains.set(session, finish);
+    pushMore();
   }
 
-  #written(userId: number, lastId: number, err: Error | null | undefined): void {
-    if (this.#inFlight.get(userId) === lastId) this.#inFlight.delete(userId);
-    if (err) return; // kept for the next login
+  #deleteUpTo(userId: number, id: number): void {
     try {
-      this.#store.mailboxDeleteUpTo(userId, lastId);
+      this.#store.mailboxDeleteUpTo(userId, id);
     } catch {
       // Still stored: delivered again at the next login rather than lost.
     }

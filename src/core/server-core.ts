@@ -44,7 +44,8 @@ export class ServerCore {
     this.log = log;
     const hasher = new PasswordHasher(options.argon2, options.hashConcurrency, options.hashQueue);
     this.users = new Users(store, hasher, options, log);
-    this.hub = new Hub(store, () => this.options.mailboxSize, {
+    // a mailbox drain keeps at most half the outbound bound unread at a time
+    this.hub = new Hub(store, () => this.options.mailboxSize, () => this.options.maxOutbound / 2, {
       login: (session, user) => this.#emit('login', session, user),
       logout: (session, user) => this.#emit('logout', session, user),
       online: (user) => this.#emit('online', user),

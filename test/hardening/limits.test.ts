@@ -168,6 +168,45 @@ describe('slow consumers', () => {
     expect(await back.nextN(3)).toEqual(['ok', `send,${sender},msg,${text}`, `send,${sender},msg,after the cut`]);
   });
 
+  it('drains a big mailbox as the client reads, and one cut short deletes exactly what was written', async () => {
+    const s = await server(['--max-outbound', '65536']);
+    const [sender, slow] = await freshUsers(s.port, 'dsnd', 'dslow');
+    const c = await loggedIn(s.port, sender!);
+    closers.push(() => c.close());
+    const text = 'z'.repeat(32 * 1024);
+    const total = 400; // 12.8 MB stored: 200 times the outbound bound, more than the kernel's buffers hold
+    for (let i = 0; i < total; i++) c.send('send', slow!, 'n', String(i), text);
+    await c.nextN(total, 30_000);
+    const numbers = (frames: string[]) => frames.filter((f) => f.startsWith('send,')).map((f) => Number(f.split(',')[3]));
+    // 1. a client that stops reading mid-drain and leaves: not cut as a slow consumer, and
+    //    everything written to it is gone from the mailbox, nothing else
+    const first = await RawConnection.open(s.port);
+    closers.push(() => first.close());
+    first.send('login', slow!, PW);
+    await first.next();
+    first.socket.pause();
+    await new Promise((r) => setTimeout(r, 300)); // the drain fills the socket and waits
+    expect(s.server.core.counters.slowConsumers).toBe(0);
+    first.socket.end(); // leaves; keeps reading what was already sent
+    first.socket.resume();
+    await first.waitClosed(10_000);
+    const seen = numbers(first.frames);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.length).toBeLessThan(total);
+    await new Promise((r) => setTimeout(r, 100)); // rows are deleted once their write settled
+    // 2. the next login gets exactly the rest, in order, at full size, without a cut
+    const second = await RawConnection.open(s.port);
+    closers.push(() => second.close());
+    second.send('login', slow!, PW);
+    const frames = await second.waitFrames(1 + total - seen.length, 30_000);
+    const again = numbers(frames);
+    expect(again.filter((n) => seen.includes(n))).toEqual([]); // nothing repeated
+    expect([...seen, ...again]).toEqual(Array.from({ length: total }, (_, i) => i)); // nothing lost, in order
+    second.send('nop');
+    expect((await second.waitFrames(frames.length + 1)).at(-1)).toBe('');
+    expect(s.server.core.counters.slowConsumers).toBe(0);
+  }, 60_000);
+
   it('stops reading from a client that does not read its replies', async () => {
     const s = await server([]);
     const [u] = await freshUsers(s.port, 'reader');
