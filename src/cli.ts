@@ -5,7 +5,7 @@
  */
 import { ConfigError, coreFlagHelp, resolveOptions } from './config.ts';
 import { createLogger } from './log.ts';
-import { createServer } from './core/server.ts';
+import { createServer } from './server.ts';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);

@@ -1,14 +1,20 @@
 /**
- * The one catalogue of wire error types (PROTOCOL.md section 4). Modules add
- * their own types with `registerErrorType`; the README table lists them all.
+ * The one catalogue of wire error types (PROTOCOL.md section 4). The core's
+ * types are fixed; the loaded modules' types are swapped in as one set when
+ * a module set is activated (`useModuleErrorTypes`), so a failed reload
+ * leaves none behind. The README table lists them all.
  */
 
 export type ErrorSpec = { readonly fatal: boolean; readonly info: string };
 
-const catalogue = new Map<string, ErrorSpec & { readonly origin: string }>();
+export type CatalogueEntry = ErrorSpec & { readonly origin: string };
+
+const core = new Map<string, CatalogueEntry>();
+let catalogue = new Map<string, CatalogueEntry>();
 
 function define(origin: string, types: Record<string, ErrorSpec>): void {
-  for (const [type, spec] of Object.entries(types)) catalogue.set(type, { ...spec, origin });
+  for (const [type, spec] of Object.entries(types)) core.set(type, { ...spec, origin });
+  catalogue = new Map(core);
 }
 
 define('protocol', {
@@ -34,16 +40,28 @@ define('server', {
   shutdown: { fatal: true, info: 'the server is stopping' },
 });
 
-/** Lets a module add error types; a type defined twice with another fatality is refused. */
-export function registerErrorType(origin: string, type: string, spec: ErrorSpec): void {
-  const known = catalogue.get(type);
-  if (known !== undefined && known.fatal !== spec.fatal) {
-    throw new Error(`error type ${type} is already defined by ${known.origin} with another fatality`);
+/**
+ * Adds a module's error types to a candidate set (not yet in force); a type
+ * defined twice with another fatality is refused.
+ */
+export function addErrorTypes(into: Map<string, CatalogueEntry>, origin: string, types: Readonly<Record<string, ErrorSpec>>): void {
+  for (const [type, spec] of Object.entries(types)) {
+    const known = core.get(type) ?? into.get(type);
+    if (known !== undefined && known.fatal !== spec.fatal) {
+      throw new Error(`error type ${type} is already defined by ${known.origin} with another fatality`);
+    }
+    if (known === undefined) into.set(type, { ...spec, origin });
   }
-  if (known === undefined) catalogue.set(type, { ...spec, origin });
 }
 
-export function errorCatalogue(): ReadonlyMap<string, ErrorSpec & { readonly origin: string }> {
+/** Puts a module set's error types in force, replacing the previous set's. */
+export function useModuleErrorTypes(types: ReadonlyMap<string, CatalogueEntry>): void {
+  const next = new Map(core);
+  for (const [type, entry] of types) if (!next.has(type)) next.set(type, entry);
+  catalogue = next;
+}
+
+export function errorCatalogue(): ReadonlyMap<string, CatalogueEntry> {
   return catalogue;
 }
 

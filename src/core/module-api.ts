@@ -5,7 +5,9 @@
  * get a per-connection context and the request's argument fields, and return
  * reply fields (or nothing, which means `ok`). They never touch sockets;
  * they reach other users through `server.hub` and keep data in their own
- * tables through `server.db`.
+ * tables through `server.db`. What needs the running server (timers, a
+ * repository, services for other modules) is built in `setup(ctx)`, which
+ * gets a typed context, so module files hold no server state of their own.
  */
 import type { StatementSync } from 'node:sqlite';
 import type { Logger } from 'pino';
@@ -107,6 +109,21 @@ export type OptionSpec =
   | { readonly type: 'number'; readonly default: number; readonly min?: number; readonly description: string }
   | { readonly type: 'string'; readonly default: string; readonly description: string };
 
+export type OptionSpecs = Readonly<Record<string, OptionSpec>>;
+
+/** A module's option values, typed from its `options` declaration. */
+export type OptionValues<O extends OptionSpecs> = {
+  readonly [K in keyof O]: O[K] extends { type: 'boolean' } ? boolean : O[K] extends { type: 'number' } ? number : string;
+};
+
+/** What `setup` gets: the server, and this module's own options and logger. */
+export interface ModuleContext<O extends OptionSpecs = OptionSpecs> {
+  readonly server: ServerApi;
+  readonly options: OptionValues<O>;
+  /** The server's logger with `module: <name>`. */
+  readonly log: Logger;
+}
+
 /** An HTTP request as a module route sees it (the gateway's framework stays out of modules). */
 export type HttpRequest = {
   readonly method: string;
@@ -140,29 +157,43 @@ export interface ModuleHooks {
   offline?(user: UserRef, time: number): void;
 }
 
-export interface ModuleDefinition {
-  /** Defaults to the file name. */
-  readonly name?: string;
-  readonly description?: string;
+/** The parts of a module that work at run time; declared directly, or returned by `setup`. */
+export interface ModuleRuntime {
   readonly commands?: Readonly<Record<string, Handler>>;
+  /** Run before the named command (another module's or this one's); throw to refuse. */
   readonly filters?: Readonly<Record<string, Filter>>;
-  /** SQL scripts applied once each, in order, versioned per module. */
-  readonly migrations?: readonly string[];
-  /** Command-line flags (`--name`) and `TEXTSERVER_NAME` variables this module reads. */
-  readonly options?: Readonly<Record<string, OptionSpec>>;
-  /** Error types this module adds to the catalogue. */
-  readonly errors?: Readonly<Record<string, ErrorSpec>>;
   readonly hooks?: ModuleHooks;
   /** HTTP routes this module mounts on the HTTP gateway (`--http-port` or `--ws-port`). */
   readonly routes?: readonly HttpRoute[];
-  /** Called once loaded (after its migrations), before any command runs. */
-  init?(server: ServerApi): void | Promise<void>;
+  /** Services offered to other modules by name (see ServicesApi). */
+  readonly services?: Readonly<Record<string, object>>;
   /** Called when the module is unloaded (reload or shutdown): clear timers here. */
   dispose?(): void;
 }
 
-/** Identity helper that types a module's default export. */
-export function defineModule<const T extends ModuleDefinition>(definition: T): T {
+export interface ModuleDefinition<O extends OptionSpecs = OptionSpecs> extends ModuleRuntime {
+  /** Defaults to the file name. */
+  readonly name?: string;
+  readonly description?: string;
+  /** SQL scripts applied once each, in order, versioned per module. */
+  readonly migrations?: readonly string[];
+  /** Command-line flags (`--name`) and `TEXTSERVER_NAME` variables this module reads. */
+  readonly options?: O;
+  /** Error types this module adds to the catalogue. */
+  readonly errors?: Readonly<Record<string, ErrorSpec>>;
+  /** Services other modules must provide (by name) for this one to load. */
+  readonly requires?: readonly string[];
+  /**
+   * Called once loaded (after its migrations), before any command runs; what
+   * it returns joins the declared commands, hooks, routes and services.
+   */
+  setup?(ctx: ModuleContext<O>): ModuleRuntime | void | Promise<ModuleRuntime | void>;
+  /** The older form of `setup`: gets the server only. */
+  init?(server: ServerApi): void | Promise<void>;
+}
+
+/** Identity helper that types a module's default export (and `setup`'s options from `options`). */
+export function defineModule<const O extends OptionSpecs = Record<never, OptionSpec>>(definition: ModuleDefinition<O>): ModuleDefinition<O> {
   return definition;
 }
 

@@ -1,9 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { registerHooks } from 'node:module';
+import { dirname, join, resolve, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ModuleDefinition } from './module-api.ts';
 
-export type LoadedModule = { readonly name: string; readonly file: string; readonly def: ModuleDefinition };
+/** A module file as imported: its definition, not yet set up. */
+export type ImportedModule = { readonly name: string; readonly file: string; readonly def: ModuleDefinition };
 
 /** A module that cannot be loaded; the message names it. */
 export class ModuleLoadError extends Error {
@@ -37,37 +40,74 @@ export function readModuleList(listFile: string): string[] {
   return names;
 }
 
-let generation = 0;
+const VERSION_PARAM = 'modules-version';
 
 /**
- * Imports every listed module. A reload imports fresh copies (the URL carries
- * a generation), so an edited file takes effect on SIGHUP.
+ * The version of a modules folder: a hash of every source file in it. Module
+ * URLs carry it, so a reload after an edit imports fresh copies, while a
+ * reload with nothing changed gets the very same module instances back:
+ * Node never frees an imported ES module, so fresh copies on every SIGHUP
+ * would grow memory with each reload.
  */
-export async function loadModules(listFile: string, dir: string): Promise<LoadedModule[]> {
-  const names = readModuleList(listFile);
-  generation++;
-  const loaded: LoadedModule[] = [];
-  const owners = new Map<string, string>();
-  for (const name of names) {
-    const mod = await importModule(name, dir, generation);
-    for (const command of Object.keys(mod.def.commands ?? {})) {
-      const owner = owners.get(command);
-      if (owner !== undefined) {
-        throw new ModuleLoadError(name, `command ${command} is already defined by module ${owner}`);
-      }
-      owners.set(command, name);
+export function folderVersion(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const path = join(d, name);
+      const stat = statSync(path, { throwIfNoEntry: false }); // follows links
+      if (stat?.isDirectory() === true && name !== 'node_modules') walk(path);
+      else if (stat?.isFile() === true && /\.(ts|js|mjs|json)$/.test(name)) hash.update(path).update('\0').update(readFileSync(path)).update('\0');
     }
-    loaded.push(mod);
-  }
+  };
+  walk(dir);
+  return hash.digest('hex').slice(0, 16);
+}
+
+let hooked = false;
+
+/**
+ * A module's own helper files (`./rooms-store.ts`) are imported under the
+ * same version as the module, so an edited helper takes effect on reload
+ * too. Files outside the module's folder (the module API in src/) are never
+ * versioned: every generation must share one CommandError class.
+ */
+function versionHelperImports(): void {
+  if (hooked) return;
+  hooked = true;
+  registerHooks({
+    resolve(specifier, context, nextResolve) {
+      const resolved = nextResolve(specifier, context);
+      const parent = context.parentURL === undefined ? undefined : new URL(context.parentURL);
+      const version = parent?.searchParams.get(VERSION_PARAM);
+      if (version === null || version === undefined || !resolved.url.startsWith('file:') || resolved.url.includes('?')) return resolved;
+      const folder = dirname(fileURLToPath(parent!)) + sep;
+      if (!fileURLToPath(resolved.url).startsWith(folder)) return resolved;
+      return { ...resolved, url: `${resolved.url}?${VERSION_PARAM}=${version}` };
+    },
+  });
+}
+
+/**
+ * Imports every listed module at the folder's current version (see
+ * folderVersion): an edited file, or an edited helper it imports, takes
+ * effect on SIGHUP. `owner` keeps the instances of two servers in one
+ * process (tests) apart, since a module file may hold state.
+ */
+export async function loadModules(listFile: string, dir: string, owner: number): Promise<ImportedModule[]> {
+  const names = readModuleList(listFile);
+  versionHelperImports();
+  const version = `${owner}-${folderVersion(dir)}`;
+  const loaded: ImportedModule[] = [];
+  for (const name of names) loaded.push(await importModule(name, dir, version));
   return loaded;
 }
 
-async function importModule(name: string, dir: string, gen: number): Promise<LoadedModule> {
+async function importModule(name: string, dir: string, version: string): Promise<ImportedModule> {
   const file = ['.ts', '.js'].map((ext) => resolve(join(dir, name + ext))).find((f) => existsSync(f));
   if (file === undefined) throw new ModuleLoadError(name, `no file ${name}.ts or ${name}.js in ${dir}`);
   let exported: unknown;
   try {
-    exported = ((await import(`${pathToFileURL(file).href}?generation=${gen}`)) as { default?: unknown }).default;
+    exported = ((await import(`${pathToFileURL(file).href}?${VERSION_PARAM}=${version}`)) as { default?: unknown }).default;
   } catch (err) {
     throw new ModuleLoadError(name, `failed to load ${file}: ${(err as Error).message}`);
   }
@@ -102,8 +142,18 @@ function validate(name: string, value: unknown): ModuleDefinition {
       }
     }
   }
-  for (const key of ['init', 'dispose'] as const) {
+  for (const key of ['init', 'setup', 'dispose'] as const) {
     if (def[key] !== undefined && typeof def[key] !== 'function') throw new ModuleLoadError(name, `${key} is not a function`);
   }
+  if (def.requires !== undefined && (!Array.isArray(def.requires) || def.requires.some((r) => typeof r !== 'string'))) {
+    throw new ModuleLoadError(name, 'requires must be an array of service names');
+  }
   return def;
+}
+
+/** The same checks for what a module's `setup` returned. */
+export function validateRuntime(name: string, runtime: unknown): void {
+  if (runtime === undefined) return;
+  if (typeof runtime !== 'object' || runtime === null) throw new ModuleLoadError(name, 'setup must return an object (or nothing)');
+  validate(name, runtime);
 }

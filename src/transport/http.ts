@@ -122,7 +122,7 @@ async function buildApp(core: ServerCore, registry: Registry, isReady: () => boo
   mountWebClient(app);
   const seen = new Set<string>();
   for (const m of core.modules) {
-    for (const route of m.def.routes ?? []) {
+    for (const route of m.runtime.routes) {
       const key = `${route.method} ${route.path}`;
       if (seen.has(key)) {
         core.log.error({ module: m.name, route: key }, 'route already mounted by another module; skipped');

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { resolveOptions } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
-import { createServer, type Server } from '../../src/core/server.ts';
+import { createServer, type Server } from '../../src/server.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { ServerCore } from './server-core.ts';
-import { CommandError } from './errors.ts';
-import { ConfigError, unknownFlags, CORE_FLAGS, type ServerOptions } from '../config.ts';
-import { SqliteStore } from '../store/sqlite-store.ts';
-import { listenTcp, type TcpListener } from '../transport/tcp.ts';
-import { startGateways, type Gateways } from '../transport/http.ts';
+import { ServerCore } from './core/server-core.ts';
+import { CommandError } from './core/errors.ts';
+import { ConfigError, unknownFlags, CORE_FLAGS, type ServerOptions } from './config.ts';
+import { SqliteStore } from './store/sqlite-store.ts';
+import { listenTcp, type TcpListener } from './transport/tcp.ts';
+import { startGateways, type Gateways } from './transport/http.ts';
 
 export type Server = {
   readonly core: ServerCore;
@@ -25,7 +25,7 @@ export type Server = {
 const DRAIN_LIMIT_MS = 8000;
 
 export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
