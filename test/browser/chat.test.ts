@@ -1,81 +1,12 @@
-/**
- * The browser client in a real Chromium (Debian's, driven by playwright-core;
- * never a downloaded browser). Skipped with a message when /usr/bin/chromium
- * is missing: `apt-get install -y chromium` enables them (.ci/run does).
- */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { ROOT, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.ts';
+/** The browser client in a real Chromium: chat, history, direct messages, presence, reconnects, a phone screen. */
+import { describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { PW } from '../helpers/users.ts';
-import { freePort } from '../../tools/bench/systems.ts';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available) console.warn(`browser tests skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
-
-const ARTIFACTS = join(ROOT, 'test-artifacts');
-let srv: TestServer;
-let data: string;
-let tcpPort: number;
-let wsPort: number;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
-let unique = 0;
-
-const serverArgs = () => ['--port', String(tcpPort), '--ws-port', String(wsPort)];
-
-async function page(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
-  contexts.push(context);
-  const p = await context.newPage();
-  await p.goto(`http://127.0.0.1:${wsPort}/`);
-  return p;
-}
-
-async function register(p: Page, name: string): Promise<void> {
-  await p.fill('#login-user', name);
-  await p.fill('#login-password', PW);
-  await p.click('#register-button');
-  await p.waitForSelector('[data-testid=me]');
-}
-
-async function joinRoom(p: Page, room: string): Promise<void> {
-  await p.fill('[data-testid=join-input]', room);
-  await p.press('[data-testid=join-input]', 'Enter');
-  await p.waitForSelector(`[data-testid="room-${room}"][aria-current=page]`);
-}
-
-async function say(p: Page, text: string): Promise<void> {
-  await p.fill('#composer-input', text);
-  await p.press('#composer-input', 'Enter');
-}
-
-const messages = (p: Page) => p.locator('[data-testid=messages]');
-const shot = (p: Page, name: string) => p.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
-const name = (prefix: string) => `${prefix}${++unique}`;
+import { available, browserFixture, joinRoom, messages, name, register, say, shot } from './harness.ts';
 
 describe.skipIf(!available)('browser client', () => {
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    data = tempDir();
-    tcpPort = await freePort();
-    wsPort = await freePort();
-    srv = await startServer(serverArgs(), data);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const c of contexts) await c.close().catch(() => undefined);
-    await browser?.close();
-    await srv?.stop();
-    removeDir(data);
-  });
+  const fx = browserFixture();
+  const page = () => fx.page();
 
   it('two browsers register and chat in a room, each seeing the other live', async () => {
     const [a, b] = [name('ann'), name('ben')];
@@ -97,7 +28,7 @@ describe.skipIf(!available)('browser client', () => {
     const u = name('tcpfan');
     await register(p, u);
     await joinRoom(p, 'mixed');
-    const tcp = await RawConnection.open(tcpPort);
+    const tcp = await RawConnection.open(fx.tcpPort);
     expect(await tcp.ask('register', 'tcp_' + u, PW)).toBe('ok');
     expect(await tcp.ask('login', 'tcp_' + u, PW)).toBe('ok');
     tcp.send('join', 'mixed');
@@ -115,7 +46,7 @@ describe.skipIf(!available)('browser client', () => {
 
   it('pages backwards through history on scroll', async () => {
     const room = name('long');
-    const tcp = await RawConnection.open(tcpPort);
+    const tcp = await RawConnection.open(fx.tcpPort);
     const writer = 'w_' + room;
     expect(await tcp.ask('register', writer, PW)).toBe('ok');
     expect(await tcp.ask('login', writer, PW)).toBe('ok');
@@ -164,7 +95,7 @@ describe.skipIf(!available)('browser client', () => {
     await pa.type('#composer-input', 'x');
     await pa.press('#composer-input', 'Backspace');
     await expect.poll(() => pb.locator('[data-testid=typing]').innerText()).toBe('');
-    await contexts.at(-2)!.close(); // dana goes away
+    await fx.contexts.at(-2)!.close(); // dana goes away
     await expect.poll(() => pb.locator(`[data-testid="presence-${a}"]`).first().getAttribute('title')).toBe('offline');
   });
 
@@ -176,11 +107,11 @@ describe.skipIf(!available)('browser client', () => {
     await joinRoom(p, room);
     await say(p, 'before the restart');
     await expect.poll(() => messages(p).innerText()).toContain('before the restart');
-    await srv.stop();
+    await fx.srv.stop();
     await expect.poll(() => p.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
-    srv = await startServer(serverArgs(), data);
+    await fx.restart();
     // said before the page is back: it must come from history,after
-    const tcp = await RawConnection.open(tcpPort);
+    const tcp = await RawConnection.open(fx.tcpPort);
     expect(await tcp.ask('register', 'r_' + u, PW)).toBe('ok');
     expect(await tcp.ask('login', 'r_' + u, PW)).toBe('ok');
     tcp.send('join', room);
@@ -194,10 +125,7 @@ describe.skipIf(!available)('browser client', () => {
   });
 
   it('fits a phone screen and works from the keyboard', async () => {
-    const context = await browser.newContext({ viewport: { width: 375, height: 700 }, isMobile: true });
-    contexts.push(context);
-    const p = await context.newPage();
-    await p.goto(`http://127.0.0.1:${wsPort}/`);
+    const p = await fx.page({ width: 375, height: 700 }, true);
     await p.waitForSelector('#login-user:focus'); // the form takes the focus once connected
     await p.keyboard.type(name('phone'));
     await p.keyboard.press('Tab');
