@@ -89,7 +89,8 @@ export async function register(p: Page, user: string): Promise<void> {
 export async function joinRoom(p: Page, room: string): Promise<void> {
   await p.fill('[data-testid=join-input]', room);
   await p.press('[data-testid=join-input]', 'Enter');
-  await p.waitForSelector(`[data-testid="room-${room}"][aria-current=page]`);
+  // attached, not visible: on a phone the menu holding the room list closes once the room is open
+  await p.waitForSelector(`[data-testid="room-${room}"][aria-current=page]`, { state: 'attached' });
 }
 
 export async function say(p: Page, text: string): Promise<void> {
