@@ -2,9 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { PW } from '../helpers/users.ts';
-import { available, browserFixture, joinRoom, messages, name, register, say, shot } from './harness.ts';
+import { available, BROWSER_TEST_TIMEOUT, browserFixture, joinRoom, messages, name, register, say, shot, poll } from './harness.ts';
 
-describe.skipIf(!available)('browser client', () => {
+describe.skipIf(!available)('browser client', { timeout: BROWSER_TEST_TIMEOUT }, () => {
   const fx = browserFixture();
   const page = () => fx.page();
 
@@ -17,9 +17,9 @@ describe.skipIf(!available)('browser client', () => {
     await joinRoom(pa, 'lobby');
     await joinRoom(pb, 'lobby');
     await say(pa, 'hello from ann');
-    await expect.poll(() => messages(pb).innerText()).toContain('hello from ann');
+    await poll(() => messages(pb).innerText()).toContain('hello from ann');
     await say(pb, 'hi ann, ben here');
-    await expect.poll(() => messages(pa).innerText()).toContain('hi ann, ben here');
+    await poll(() => messages(pa).innerText()).toContain('hi ann, ben here');
     await shot(pa, 'room');
   });
 
@@ -34,13 +34,13 @@ describe.skipIf(!available)('browser client', () => {
     tcp.send('join', 'mixed');
     await tcp.nextN(2);
     tcp.send('say', 'mixed', 'from a dumbconsole, with a comma');
-    await expect.poll(() => messages(p).innerText()).toContain('from a dumbconsole, with a comma');
+    await poll(() => messages(p).innerText()).toContain('from a dumbconsole, with a comma');
     tcp.close();
     const other = await page();
     await other.fill('#login-user', u);
     await other.fill('#login-password', 'not-the-password');
     await other.click('#login-button');
-    await expect.poll(() => other.locator('#error').innerText()).toMatch(/wrong user or password/i);
+    await poll(() => other.locator('#error').innerText()).toMatch(/wrong user or password/i);
     await shot(other, 'login-error');
   });
 
@@ -58,14 +58,14 @@ describe.skipIf(!available)('browser client', () => {
     const p = await page();
     await register(p, name('reader'));
     await joinRoom(p, room);
-    await expect.poll(() => messages(p).innerText()).toContain('line 120');
+    await poll(() => messages(p).innerText()).toContain('line 120');
     expect(await messages(p).innerText()).not.toContain('line 1\n');
     expect(await messages(p).innerText()).not.toContain('line 70');
     await messages(p).evaluate((node) => (node.scrollTop = 0));
-    await expect.poll(() => messages(p).innerText()).toContain('line 21\n'); // the page before: 21 to 70
+    await poll(() => messages(p).innerText()).toContain('line 21\n'); // the page before: 21 to 70
     expect(await messages(p).innerText()).not.toContain('line 20\n');
     await messages(p).evaluate((node) => (node.scrollTop = 0));
-    await expect.poll(() => messages(p).innerText()).toContain('line 1\n'); // and the first 20
+    await poll(() => messages(p).innerText()).toContain('line 1\n'); // and the first 20
   });
 
   it('sends a direct message that arrives as a push, with presence dots and a typing indicator', async () => {
@@ -78,25 +78,25 @@ describe.skipIf(!available)('browser client', () => {
     await pa.fill('[data-testid=friend-input]', b);
     await pa.press('[data-testid=friend-input]', 'Enter');
     await pb.click(`[data-testid="accept-${a}"]`);
-    await expect.poll(() => pa.locator(`[data-testid="presence-${b}"]`).first().getAttribute('title')).toBe('online');
+    await poll(() => pa.locator(`[data-testid="presence-${b}"]`).first().getAttribute('title')).toBe('online');
     await pa.click(`[data-testid="dm-${b}"]`);
     await say(pa, 'a private hello');
-    await expect.poll(() => pb.locator(`[data-testid="dm-${a}"]`).count()).toBeGreaterThan(0);
+    await poll(() => pb.locator(`[data-testid="dm-${a}"]`).count()).toBeGreaterThan(0);
     await pb.locator(`[data-testid="dm-${a}"]`).first().click();
-    await expect.poll(() => messages(pb).innerText()).toContain('a private hello');
+    await poll(() => messages(pb).innerText()).toContain('a private hello');
     const room = name('typing');
     await joinRoom(pa, room);
     await joinRoom(pb, room);
     await pa.fill('#composer-input', 'I am typ');
     await pa.type('#composer-input', 'ing');
-    await expect.poll(() => pb.locator('[data-testid=typing]').innerText()).toContain(`${a} is typing`);
+    await poll(() => pb.locator('[data-testid=typing]').innerText()).toContain(`${a} is typing`);
     await shot(pb, 'typing');
     await pa.fill('#composer-input', '');
     await pa.type('#composer-input', 'x');
     await pa.press('#composer-input', 'Backspace');
-    await expect.poll(() => pb.locator('[data-testid=typing]').innerText()).toBe('');
+    await poll(() => pb.locator('[data-testid=typing]').innerText()).toBe('');
     await fx.contexts.at(-2)!.close(); // dana goes away
-    await expect.poll(() => pb.locator(`[data-testid="presence-${a}"]`).first().getAttribute('title')).toBe('offline');
+    await poll(() => pb.locator(`[data-testid="presence-${a}"]`).first().getAttribute('title')).toBe('offline');
   });
 
   it('reconnects after a server restart and fetches what it missed', async () => {
@@ -106,9 +106,9 @@ describe.skipIf(!available)('browser client', () => {
     const room = name('restart');
     await joinRoom(p, room);
     await say(p, 'before the restart');
-    await expect.poll(() => messages(p).innerText()).toContain('before the restart');
+    await poll(() => messages(p).innerText()).toContain('before the restart');
     await fx.srv.stop();
-    await expect.poll(() => p.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
+    await poll(() => p.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
     await fx.restart();
     // said before the page is back: it must come from history,after
     const tcp = await RawConnection.open(fx.tcpPort);
@@ -119,8 +119,8 @@ describe.skipIf(!available)('browser client', () => {
     tcp.send('say', room, 'while you were away');
     await tcp.nextN(2);
     tcp.close();
-    await expect.poll(() => p.locator('[data-testid=connection]').innerText(), { timeout: 15_000 }).toBe('connected');
-    await expect.poll(() => messages(p).innerText(), { timeout: 10_000 }).toContain('while you were away');
+    await poll(() => p.locator('[data-testid=connection]').innerText(), 15_000).toBe('connected');
+    await poll(() => messages(p).innerText(), 10_000).toContain('while you were away');
     await shot(p, 'after-restart');
   });
 

@@ -20,6 +20,9 @@ if (!available) console.warn(`browser tests skipped: no Chromium at ${CHROMIUM} 
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 let unique = 0;
 
+/** A safety net, not a measure: a browser test does a lot of work, and 2 loaded cores are slow at it. */
+export const BROWSER_TEST_TIMEOUT = 60_000;
+
 export type Viewport = { width: number; height: number };
 
 /** Starts the server and the browser around the tests of the calling `describe`. */
@@ -76,6 +79,9 @@ export function browserFixture() {
   });
   return fx;
 }
+
+/** expect.poll with room for a loaded machine (its default gives up after 1 s). */
+export const poll = <T>(fn: () => T | Promise<T>, timeout = 5000) => expect.poll(fn, { timeout });
 
 export const name = (prefix: string) => `${prefix}${++unique}`;
 

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { RawConnection } from '../helpers/raw.ts';
 import { PW } from '../helpers/users.ts';
-import { available, browserFixture, collectErrors, joinRoom, messages, name, register, say, shot } from './harness.ts';
+import { available, BROWSER_TEST_TIMEOUT, browserFixture, collectErrors, joinRoom, messages, name, register, say, shot, poll } from './harness.ts';
 
 /** What has the keyboard focus: `sidebar:<what>` for anything inside the sidebar. */
 const focused = (p: Page) =>
@@ -29,7 +29,7 @@ async function tabStops(p: Page, count: number): Promise<string[]> {
   return stops;
 }
 
-describe.skipIf(!available)('browser client, usability', () => {
+describe.skipIf(!available)('browser client, usability', { timeout: BROWSER_TEST_TIMEOUT }, () => {
   const fx = browserFixture();
 
   it('shows typing again when the user types after sending a message', async () => {
@@ -44,10 +44,10 @@ describe.skipIf(!available)('browser client, usability', () => {
     const typing = pb.locator('[data-testid=typing]');
     for (const text of ['first message', 'second message']) {
       await pa.type('#composer-input', text.slice(0, 5));
-      await expect.poll(() => typing.innerText()).toBe(`${a} is typing…`);
+      await poll(() => typing.innerText()).toBe(`${a} is typing…`);
       await pa.type('#composer-input', text.slice(5));
       await pa.press('#composer-input', 'Enter');
-      await expect.poll(() => messages(pb).innerText()).toContain(text);
+      await poll(() => messages(pb).innerText()).toContain(text);
       expect(await typing.innerText()).toBe(''); // the message ends the typing
     }
   });
@@ -62,7 +62,7 @@ describe.skipIf(!available)('browser client, usability', () => {
     await register(p, name('reader'));
     await joinRoom(p, room);
     const list = messages(p);
-    await expect.poll(() => list.innerText()).toContain('line 60');
+    await poll(() => list.innerText()).toContain('line 60');
     const geometry = () => list.evaluate((n) => ({ top: n.scrollTop, bottom: n.scrollHeight - n.clientHeight }));
     const atBottom = async () => {
       const g = await geometry();
@@ -72,7 +72,7 @@ describe.skipIf(!available)('browser client, usability', () => {
     const live = async (text: string) => {
       tcp.send('say', room, text);
       await tcp.nextN(2);
-      await expect.poll(() => list.innerText()).toContain(text);
+      await poll(() => list.innerText()).toContain(text);
     };
 
     // at the bottom, new messages keep the list at the bottom, with no marker
@@ -85,26 +85,26 @@ describe.skipIf(!available)('browser client, usability', () => {
     await list.evaluate((n) => (n.scrollTop = 300));
     await live('live 2');
     const other = await fx.tcpMember(`o_${room}`, room); // a join and a presence update too
-    await expect.poll(() => list.innerText()).toContain(`o_${room} joined`);
+    await poll(() => list.innerText()).toContain(`o_${room} joined`);
     await live('live 3');
     expect((await geometry()).top).toBe(300);
-    await expect.poll(() => marker.isVisible()).toBe(true);
+    await poll(() => marker.isVisible()).toBe(true);
     expect(await marker.innerText()).toMatch(/new messages/i);
     await shot(p, 'new-messages');
 
     // the marker scrolls down and goes away
     await marker.click();
-    await expect.poll(atBottom).toBe(true);
-    await expect.poll(() => marker.isVisible()).toBe(false);
+    await poll(atBottom).toBe(true);
+    await poll(() => marker.isVisible()).toBe(false);
     await live('live 4');
     expect(await atBottom()).toBe(true);
 
     // scrolling down by hand also clears it
     await list.evaluate((n) => (n.scrollTop = 300));
     await live('live 5');
-    await expect.poll(() => marker.isVisible()).toBe(true);
+    await poll(() => marker.isVisible()).toBe(true);
     await list.evaluate((n) => (n.scrollTop = n.scrollHeight));
-    await expect.poll(() => marker.isVisible()).toBe(false);
+    await poll(() => marker.isVisible()).toBe(false);
     expect(errors).toEqual([]);
     tcp.close();
     other.close();
@@ -128,14 +128,14 @@ describe.skipIf(!available)('browser client, usability', () => {
     await p.waitForSelector('#login-user:focus');
     expect(await stored(p)).toBe(0); // forgotten here
     expect(await watcher.ask('token', before!)).toMatch(/^error,nonfatal,wrong_user_or_password/); // and by the server
-    await expect.poll(() => watcher.ask('presence', u)).toMatch(new RegExp(`^presence,${u},offline,`)); // the connection closed
+    await poll(() => watcher.ask('presence', u)).toMatch(new RegExp(`^presence,${u},offline,`)); // the connection closed
     await p.reload();
     await p.waitForSelector('#login-user:focus'); // no way back in without the password
 
     await p.fill('#login-user', u);
     await p.fill('#login-password', 'not-the-password');
     await p.press('#login-password', 'Enter');
-    await expect.poll(() => p.locator('#error').isVisible()).toBe(true);
+    await poll(() => p.locator('#error').isVisible()).toBe(true);
     expect(await p.locator('#error').innerText()).toBe('wrong user or password');
     await p.fill('#login-password', PW);
     await p.press('#login-password', 'Enter');
@@ -143,7 +143,7 @@ describe.skipIf(!available)('browser client, usability', () => {
     expect(await p.locator('[data-testid=me]').innerText()).toBe(u);
     expect(await p.locator('#error').isVisible()).toBe(false);
     await say(p, 'back again');
-    await expect.poll(() => messages(p).innerText()).toContain('back again');
+    await poll(() => messages(p).innerText()).toContain('back again');
     expect(errors.filter((e) => !e.includes('401'))).toEqual([]); // the browser logs the refused login itself
     watcher.close();
   });
@@ -155,17 +155,17 @@ describe.skipIf(!available)('browser client, usability', () => {
     const banner = p.locator('#error');
     await p.fill('[data-testid=join-input]', 'no spaces');
     await p.press('[data-testid=join-input]', 'Enter');
-    await expect.poll(() => banner.innerText()).toMatch(/^invalid room: room names are/);
+    await poll(() => banner.innerText()).toMatch(/^invalid room: room names are/);
     expect(await p.inputValue('[data-testid=join-input]')).toBe('no spaces'); // kept, to be corrected
     await p.fill('[data-testid=friend-input]', 'nobody-at-all');
     await p.press('[data-testid=friend-input]', 'Enter');
-    await expect.poll(() => banner.innerText()).toMatch(/^user not found/);
+    await poll(() => banner.innerText()).toMatch(/^user not found/);
     await p.fill('[data-testid=dm-input]', 'nobody-else');
     await p.press('[data-testid=dm-input]', 'Enter');
-    await expect.poll(() => banner.innerText()).toMatch(/^user not found: .*nobody-else/);
+    await poll(() => banner.innerText()).toMatch(/^user not found: .*nobody-else/);
     const room = name('fixed');
     await joinRoom(p, room);
-    await expect.poll(() => p.inputValue('[data-testid=join-input]')).toBe(''); // cleared once it worked
+    await poll(() => p.inputValue('[data-testid=join-input]')).toBe(''); // cleared once it worked
     await p.evaluate(() => new Promise((r) => setTimeout(r, 0))); // any unhandled rejection has been reported by now
     expect(errors).toEqual([]);
   });
