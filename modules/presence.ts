@@ -2,10 +2,11 @@
  * Presence and typing (MODULES.md, presence). Online means at least one
  * logged-in connection; friends (from the `friends` service) and room
  * co-members (from the `rooms` service) hear of each change once. Typing
- * stops by itself after `--typing-timeout` seconds or when the user goes offline.
+ * stops by itself after `--typing-timeout` seconds or when the user goes offline,
+ * and ends quietly when the user says something in the room (a filter on `say`).
  */
 import type { StatementSync } from 'node:sqlite';
-import { CommandError, defineModule, expectArgs, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import type { RoomsService } from './rooms.ts';
 import type { FriendsService } from './friends.ts';
 
@@ -31,6 +32,22 @@ function stopTyping(key: string): void {
   clearTimeout(t.timer);
   typing.delete(key);
   pushTyping(t.user, t.room, 'stop');
+}
+
+/**
+ * A `say` that will be posted ends the sayer's typing in that room without a
+ * `stop` push (the members see the message instead), so their next `start` is
+ * pushed again. Runs before the rooms handler, hence the checks that make the
+ * say succeed: well-formed and from a member.
+ */
+function endTypingOnSay(ctx: CommandContext, args: string[]): void {
+  const user = ctx.session.user;
+  if (user === null || args.length !== 2) return;
+  const key = `${user.id} ${args[0]!}`;
+  const t = typing.get(key);
+  if (t === undefined || roomsService()?.isMember(t.room, user.id) !== true) return;
+  clearTimeout(t.timer);
+  typing.delete(key);
 }
 
 function pushTyping(user: UserRef, room: string, state: 'start' | 'stop'): void {
@@ -67,6 +84,7 @@ export default defineModule({
       server!.hub.pushToUsers(audience(user), ['presence', user.name, 'offline']);
     },
   },
+  filters: { say: endTypingOnSay },
   commands: {
     presence(ctx, args) {
       ctx.session.requireUser();

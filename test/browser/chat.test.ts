@@ -1,81 +1,12 @@
-/**
- * The browser client in a real Chromium (Debian's, driven by playwright-core;
- * never a downloaded browser). Skipped with a message when /usr/bin/chromium
- * is missing: `apt-get install -y chromium` enables them (.ci/run does).
- */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { ROOT, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.ts';
+/** The browser client in a real Chromium: chat, history, direct messages, presence, reconnects, a phone screen. */
+import { describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { PW } from '../helpers/users.ts';
-import { freePort } from '../../tools/bench/systems.ts';
+import { available, BROWSER_TEST_TIMEOUT, browserFixture, joinRoom, messages, name, register, say, shot, poll } from './harness.ts';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available) console.warn(`browser tests skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
-
-const ARTIFACTS = join(ROOT, 'test-artifacts');
-let srv: TestServer;
-let data: string;
-let tcpPort: number;
-let wsPort: number;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
-let unique = 0;
-
-const serverArgs = () => ['--port', String(tcpPort), '--ws-port', String(wsPort)];
-
-async function page(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
-  contexts.push(context);
-  const p = await context.newPage();
-  await p.goto(`http://127.0.0.1:${wsPort}/`);
-  return p;
-}
-
-async function register(p: Page, name: string): Promise<void> {
-  await p.fill('#login-user', name);
-  await p.fill('#login-password', PW);
-  await p.click('#register-button');
-  await p.waitForSelector('[data-testid=me]');
-}
-
-async function joinRoom(p: Page, room: string): Promise<void> {
-  await p.fill('[data-testid=join-input]', room);
-  await p.press('[data-testid=join-input]', 'Enter');
-  await p.waitForSelector(`[data-testid="room-${room}"][aria-current=page]`);
-}
-
-async function say(p: Page, text: string): Promise<void> {
-  await p.fill('#composer-input', text);
-  await p.press('#composer-input', 'Enter');
-}
-
-const messages = (p: Page) => p.locator('[data-testid=messages]');
-const shot = (p: Page, name: string) => p.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
-const name = (prefix: string) => `${prefix}${++unique}`;
-
-describe.skipIf(!available)('browser client', () => {
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    data = tempDir();
-    tcpPort = await freePort();
-    wsPort = await freePort();
-    srv = await startServer(serverArgs(), data);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const c of contexts) await c.close().catch(() => undefined);
-    await browser?.close();
-    await srv?.stop();
-    removeDir(data);
-  });
+describe.skipIf(!available)('browser client', { timeout: BROWSER_TEST_TIMEOUT }, () => {
+  const fx = browserFixture();
+  const page = () => fx.page();
 
   it('two browsers register and chat in a room, each seeing the other live', async () => {
     const [a, b] = [name('ann'), name('ben')];
@@ -86,9 +17,9 @@ describe.skipIf(!available)('browser client', () => {
     await joinRoom(pa, 'lobby');
     await joinRoom(pb, 'lobby');
     await say(pa, 'hello from ann');
-    await expect.poll(() => messages(pb).innerText()).toContain('hello from ann');
+    await poll(() => messages(pb).innerText()).toContain('hello from ann');
     await say(pb, 'hi ann, ben here');
-    await expect.poll(() => messages(pa).innerText()).toContain('hi ann, ben here');
+    await poll(() => messages(pa).innerText()).toContain('hi ann, ben here');
     await shot(pa, 'room');
   });
 
@@ -97,25 +28,25 @@ describe.skipIf(!available)('browser client', () => {
     const u = name('tcpfan');
     await register(p, u);
     await joinRoom(p, 'mixed');
-    const tcp = await RawConnection.open(tcpPort);
+    const tcp = await RawConnection.open(fx.tcpPort);
     expect(await tcp.ask('register', 'tcp_' + u, PW)).toBe('ok');
     expect(await tcp.ask('login', 'tcp_' + u, PW)).toBe('ok');
     tcp.send('join', 'mixed');
     await tcp.nextN(2);
     tcp.send('say', 'mixed', 'from a dumbconsole, with a comma');
-    await expect.poll(() => messages(p).innerText()).toContain('from a dumbconsole, with a comma');
+    await poll(() => messages(p).innerText()).toContain('from a dumbconsole, with a comma');
     tcp.close();
     const other = await page();
     await other.fill('#login-user', u);
     await other.fill('#login-password', 'not-the-password');
     await other.click('#login-button');
-    await expect.poll(() => other.locator('#error').innerText()).toMatch(/wrong user or password/i);
+    await poll(() => other.locator('#error').innerText()).toMatch(/wrong user or password/i);
     await shot(other, 'login-error');
   });
 
   it('pages backwards through history on scroll', async () => {
     const room = name('long');
-    const tcp = await RawConnection.open(tcpPort);
+    const tcp = await RawConnection.open(fx.tcpPort);
     const writer = 'w_' + room;
     expect(await tcp.ask('register', writer, PW)).toBe('ok');
     expect(await tcp.ask('login', writer, PW)).toBe('ok');
@@ -127,14 +58,14 @@ describe.skipIf(!available)('browser client', () => {
     const p = await page();
     await register(p, name('reader'));
     await joinRoom(p, room);
-    await expect.poll(() => messages(p).innerText()).toContain('line 120');
+    await poll(() => messages(p).innerText()).toContain('line 120');
     expect(await messages(p).innerText()).not.toContain('line 1\n');
     expect(await messages(p).innerText()).not.toContain('line 70');
     await messages(p).evaluate((node) => (node.scrollTop = 0));
-    await expect.poll(() => messages(p).innerText()).toContain('line 21\n'); // the page before: 21 to 70
+    await poll(() => messages(p).innerText()).toContain('line 21\n'); // the page before: 21 to 70
     expect(await messages(p).innerText()).not.toContain('line 20\n');
     await messages(p).evaluate((node) => (node.scrollTop = 0));
-    await expect.poll(() => messages(p).innerText()).toContain('line 1\n'); // and the first 20
+    await poll(() => messages(p).innerText()).toContain('line 1\n'); // and the first 20
   });
 
   it('sends a direct message that arrives as a push, with presence dots and a typing indicator', async () => {
@@ -147,25 +78,25 @@ describe.skipIf(!available)('browser client', () => {
     await pa.fill('[data-testid=friend-input]', b);
     await pa.press('[data-testid=friend-input]', 'Enter');
     await pb.click(`[data-testid="accept-${a}"]`);
-    await expect.poll(() => pa.locator(`[data-testid="presence-${b}"]`).first().getAttribute('title')).toBe('online');
+    await poll(() => pa.locator(`[data-testid="presence-${b}"]`).first().getAttribute('title')).toBe('online');
     await pa.click(`[data-testid="dm-${b}"]`);
     await say(pa, 'a private hello');
-    await expect.poll(() => pb.locator(`[data-testid="dm-${a}"]`).count()).toBeGreaterThan(0);
+    await poll(() => pb.locator(`[data-testid="dm-${a}"]`).count()).toBeGreaterThan(0);
     await pb.locator(`[data-testid="dm-${a}"]`).first().click();
-    await expect.poll(() => messages(pb).innerText()).toContain('a private hello');
+    await poll(() => messages(pb).innerText()).toContain('a private hello');
     const room = name('typing');
     await joinRoom(pa, room);
     await joinRoom(pb, room);
     await pa.fill('#composer-input', 'I am typ');
     await pa.type('#composer-input', 'ing');
-    await expect.poll(() => pb.locator('[data-testid=typing]').innerText()).toContain(`${a} is typing`);
+    await poll(() => pb.locator('[data-testid=typing]').innerText()).toContain(`${a} is typing`);
     await shot(pb, 'typing');
     await pa.fill('#composer-input', '');
     await pa.type('#composer-input', 'x');
     await pa.press('#composer-input', 'Backspace');
-    await expect.poll(() => pb.locator('[data-testid=typing]').innerText()).toBe('');
-    await contexts.at(-2)!.close(); // dana goes away
-    await expect.poll(() => pb.locator(`[data-testid="presence-${a}"]`).first().getAttribute('title')).toBe('offline');
+    await poll(() => pb.locator('[data-testid=typing]').innerText()).toBe('');
+    await fx.contexts.at(-2)!.close(); // dana goes away
+    await poll(() => pb.locator(`[data-testid="presence-${a}"]`).first().getAttribute('title')).toBe('offline');
   });
 
   it('reconnects after a server restart and fetches what it missed', async () => {
@@ -175,12 +106,12 @@ describe.skipIf(!available)('browser client', () => {
     const room = name('restart');
     await joinRoom(p, room);
     await say(p, 'before the restart');
-    await expect.poll(() => messages(p).innerText()).toContain('before the restart');
-    await srv.stop();
-    await expect.poll(() => p.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
-    srv = await startServer(serverArgs(), data);
+    await poll(() => messages(p).innerText()).toContain('before the restart');
+    await fx.srv.stop();
+    await poll(() => p.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
+    await fx.restart();
     // said before the page is back: it must come from history,after
-    const tcp = await RawConnection.open(tcpPort);
+    const tcp = await RawConnection.open(fx.tcpPort);
     expect(await tcp.ask('register', 'r_' + u, PW)).toBe('ok');
     expect(await tcp.ask('login', 'r_' + u, PW)).toBe('ok');
     tcp.send('join', room);
@@ -188,16 +119,13 @@ describe.skipIf(!available)('browser client', () => {
     tcp.send('say', room, 'while you were away');
     await tcp.nextN(2);
     tcp.close();
-    await expect.poll(() => p.locator('[data-testid=connection]').innerText(), { timeout: 15_000 }).toBe('connected');
-    await expect.poll(() => messages(p).innerText(), { timeout: 10_000 }).toContain('while you were away');
+    await poll(() => p.locator('[data-testid=connection]').innerText(), 15_000).toBe('connected');
+    await poll(() => messages(p).innerText(), 10_000).toContain('while you were away');
     await shot(p, 'after-restart');
   });
 
   it('fits a phone screen and works from the keyboard', async () => {
-    const context = await browser.newContext({ viewport: { width: 375, height: 700 }, isMobile: true });
-    contexts.push(context);
-    const p = await context.newPage();
-    await p.goto(`http://127.0.0.1:${wsPort}/`);
+    const p = await fx.page({ width: 375, height: 700 }, true);
     await p.waitForSelector('#login-user:focus'); // the form takes the focus once connected
     await p.keyboard.type(name('phone'));
     await p.keyboard.press('Tab');

@@ -131,6 +131,46 @@ describe('typing', () => {
   });
 });
 
+describe('typing and say', () => {
+  // a long timeout, so no automatic stop can arrive while the test runs
+  let slow: TestServer;
+  beforeAll(async () => {
+    slow = await startServer(['--typing-timeout', '600']);
+  });
+  afterAll(async () => {
+    await slow.stop();
+    removeDir(slow.data);
+  });
+
+  it('a say ends the typing without a stop push, so the next start is pushed again', async () => {
+    const [a, b] = await freshUsers(slow.port, 'a', 'b');
+    const sa = await login(slow.port, a!, opened);
+    const sb = await login(slow.port, b!, opened);
+    const room = await inRoom(sa, sb);
+    const other = await inRoom(sa, sb);
+    expect(await sa.ask('typing', room, 'start')).toBe('ok');
+    expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
+    expect(await sa.ask('typing', other, 'start')).toBe('ok');
+    expect(await sb.next()).toBe(`room,${other},typing,${a},start`);
+    sa.send('say', room, 'hello');
+    const [said, pushed] = await sa.nextN(2);
+    expect([said, pushed].some((f) => f!.startsWith(`said,${room},`))).toBe(true);
+    expect((await sb.next()).split(',').slice(0, 3)).toEqual(['room', room, 'msg']); // the message, and no stop
+    expect(await sa.ask('typing', room, 'start')).toBe('ok');
+    expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
+    // typing in the other room was not ended by the say: a repeated start there only renews
+    expect(await sa.ask('typing', other, 'start')).toBe('ok');
+    expect(await sa.ask('typing', room, 'stop')).toBe('ok');
+    expect(await sb.next()).toBe(`room,${room},typing,${a},stop`);
+    // a failed say (wrong arguments) ends nothing
+    expect(await sa.ask('typing', room, 'start')).toBe('ok');
+    expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
+    expect(await sa.ask('say', room)).toMatch(err('syntax'));
+    expect(await sa.ask('typing', room, 'start')).toBe('ok');
+    await expectSilence(sb);
+  });
+});
+
 describe('info', () => {
   it('answers version, commands and modules without a login', async () => {
     const c = await RawConnection.open(srv.port);

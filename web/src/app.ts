@@ -3,34 +3,21 @@
  * messages, direct messages, friends, presence and typing, over the
  * WebSocket transport with the shared client protocol.
  */
+import { attempt, hideError, showError } from './banner.ts';
 import { Connection, ReplyError } from './connection.ts';
-import { byId, el, formatTime, inlineForm } from './dom.ts';
+import { byId, el, formatTime, inlineForm, rebuild } from './dom.ts';
+import { applyMenu, NARROW, setMenu } from './menu.ts';
+import * as scroll from './scroll.ts';
 import { parseHistory, State, type Message, type Room } from './state.ts';
 
 const PAGE = 50;
 const TYPING_REPEAT_MS = 3000;
+const TOKEN_KEY = 'textserver-token';
 
-const state = new State();
+let state = new State();
 let conn: Connection;
+let wsUrl = '';
 let typingSentAt = 0;
-
-function showError(err: unknown): void {
-  const text = err instanceof ReplyError ? `${err.type.replace(/_/g, ' ')}: ${err.info}` : err instanceof Error ? err.message : String(err);
-  const box = byId('error');
-  box.textContent = text;
-  box.hidden = false;
-  clearTimeout((box as unknown as { timer?: number }).timer);
-  (box as unknown as { timer?: number }).timer = window.setTimeout(() => (box.hidden = true), 6000);
-}
-
-async function attempt(fn: () => Promise<unknown>): Promise<void> {
-  try {
-    await fn();
-  } catch (err) {
-    showError(err);
-    throw err;
-  }
-}
 
 // ---- login -----------------------------------------------------------------
 
@@ -64,11 +51,37 @@ async function logIn(user: string, password: string): Promise<void> {
   const res = await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
   const body = (await res.json()) as { user?: string; token?: string; error?: string; info?: string };
   if (!res.ok || body.token === undefined) throw new ReplyError(['error', 'nonfatal', body.error ?? 'unhandled', body.info ?? `HTTP ${res.status}`]);
-  sessionStorage.setItem('textserver-token', body.token);
+  sessionStorage.setItem(TOKEN_KEY, body.token);
   await conn.useToken(body.token);
   state.me = body.user;
   await loadAll();
-  renderMain();
+  hideError();
+  render();
+  focusStart();
+}
+
+/** After a login: the message input, else where a room is joined (the menu button on a phone). */
+function focusStart(): void {
+  const target = document.getElementById('composer-input') ?? (NARROW.matches ? document.querySelector<HTMLElement>('.menu') : document.querySelector<HTMLElement>('[data-testid=join-input]'));
+  target?.focus();
+}
+
+/** Logs out: the token is revoked and forgotten, the connection closed, and a fresh one waits at the login form. */
+async function logOut(): Promise<void> {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_KEY);
+  conn.close();
+  state = new State();
+  typingSentAt = 0;
+  loadingOlder.clear();
+  scroll.forget();
+  setMenu(false);
+  byId('app').replaceChildren(el('p', { class: 'loading', text: 'Logging out…' }));
+  if (token !== null) {
+    await fetch('/api/logout', { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+  }
+  await connect();
+  renderLogin();
 }
 
 // ---- loading ---------------------------------------------------------------
@@ -132,8 +145,9 @@ function onPush(f: string[]): void {
     if (b === 'msg') {
       const [id, time, user, text] = rest;
       State.merge(room, [{ id: Number(id), time: Number(time), user: user!, text: text! }]);
-      room.typing.delete(user!);
+      room.typing.delete(user!); // a message ends its sender's typing; their next start shows it again
       if (!isViewing('room', a)) room.unread++;
+      else if (user !== state.me) scroll.arrived();
     } else if (b === 'joined' || b === 'left') {
       const user = rest[0]!;
       if (b === 'joined') room.members.add(user);
@@ -151,11 +165,12 @@ function onPush(f: string[]): void {
     const convo = state.dm(a);
     convo.messages.push({ id: 0, time: Date.now(), user: a, text: b === 'msg' ? rest.join(', ') : [b, ...rest].join(', ') });
     if (!isViewing('dm', a)) convo.unread++;
+    else scroll.arrived();
   } else if (kind === 'friend') {
     void conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
       state.requests = r.slice(1);
       return refreshPresence(b);
-    }).then(render);
+    }).then(render, showError);
     return;
   } else if (kind === 'presence') {
     state.online.set(a.toLowerCase(), b === 'online');
@@ -187,7 +202,8 @@ function open(kind: 'room' | 'dm', name: string): void {
   state.view = { kind, name };
   if (kind === 'room') state.room(name).unread = 0;
   else state.dm(name).unread = 0;
-  document.body.classList.remove('menu-open');
+  scroll.forget();
+  setMenu(false);
   render();
   byId('composer-input').focus();
 }
@@ -205,13 +221,13 @@ function sidebar(): HTMLElement {
         { class: 'request' },
         el('span', { text: r }),
         el('button', { text: 'Accept', attrs: { 'data-testid': `accept-${r}` }, on: { click: () => void attempt(() => conn.request('friend_accept', r)).catch(() => undefined) } }),
-        el('button', { text: 'Deny', on: { click: () => void attempt(() => conn.request('friend_deny', r)).catch(() => undefined) } }),
+        el('button', { text: 'Deny', attrs: { 'data-testid': `deny-${r}` }, on: { click: () => void attempt(() => conn.request('friend_deny', r)).catch(() => undefined) } }),
       ),
     ),
   );
   return el(
     'nav',
-    { class: 'sidebar', attrs: { 'aria-label': 'Rooms, messages and friends' } },
+    { class: 'sidebar', attrs: { id: 'sidebar', 'aria-label': 'Rooms, messages and friends' } },
     el('h2', { text: 'Rooms' }),
     rooms,
     inlineForm('Join a room', 'room name', 'Join', (name) => attempt(async () => {
@@ -222,8 +238,7 @@ function sidebar(): HTMLElement {
     el('h2', { text: 'Direct messages' }),
     dms,
     inlineForm('Message a user', 'user name', 'Open', async (name) => {
-      const found = await conn.request('presence', name).catch((err: unknown) => (showError(err), undefined));
-      if (found === undefined) return;
+      const found = await attempt(() => conn.request('presence', name));
       state.online.set(found[1]!.toLowerCase(), found[2] === 'online');
       state.dm(found[1]!);
       open('dm', found[1]!);
@@ -246,11 +261,12 @@ function conversation(): HTMLElement {
   if (view === undefined) return el('main', { class: 'empty' }, el('p', { text: 'Join a room or open a conversation to start chatting.' }));
   const room = view.kind === 'room' ? state.room(view.name) : undefined;
   const messages = room?.messages ?? state.dm(view.name).messages;
-  const list = el('ol', { class: 'messages', attrs: { 'aria-live': 'polite', 'data-testid': 'messages', tabindex: '0' } }, ...messages.map(messageItem));
-  if (room !== undefined) list.addEventListener('scroll', () => list.scrollTop < 40 && void loadOlder(room).catch(showError));
+  const viewKey = `${view.kind}:${view.name.toLowerCase()}`;
+  const list = el('ol', { class: 'messages', attrs: { 'aria-live': 'polite', 'aria-label': 'Messages', 'data-testid': 'messages', 'data-view': viewKey, tabindex: '0' } }, ...messages.map(messageItem));
+  scroll.watch(list, () => room !== undefined && void loadOlder(room).catch(showError));
   const typing = room === undefined ? [] : [...room.typing].filter((u) => u !== state.me);
   const title = room === undefined ? el('h2', {}, dot(view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
-  const input = el('input', { attrs: { id: 'composer-input', 'aria-label': 'Message', placeholder: `Message ${room === undefined ? view.name : `#${view.name}`}`, autocomplete: 'off', maxlength: '4000' } });
+  const input = el('input', { attrs: { id: 'composer-input', 'data-keep': `composer ${viewKey}`, 'aria-label': 'Message', placeholder: `Message ${room === undefined ? view.name : `#${view.name}`}`, autocomplete: 'off', maxlength: '4000' } });
   if (room !== undefined) {
     input.addEventListener('input', () => {
       if (input.value !== '' && Date.now() - typingSentAt > TYPING_REPEAT_MS) {
@@ -262,7 +278,7 @@ function conversation(): HTMLElement {
       }
     });
   }
-  const composer = el('form', { class: 'composer' }, input, el('button', { text: 'Send', attrs: { type: 'submit' } }));
+  const composer = el('form', { class: 'composer' }, input, el('button', { text: 'Send', attrs: { type: 'submit', 'data-testid': 'send' } }));
   composer.addEventListener('submit', (e) => {
     e.preventDefault();
     const text = input.value;
@@ -277,68 +293,77 @@ function conversation(): HTMLElement {
       const current = byId<HTMLInputElement>('composer-input'); // a push may have re-rendered the form meanwhile
       current.value = '';
       render();
+      scroll.toBottom(); // what you said is in view, wherever you were reading
       byId('composer-input').focus();
     }).catch(() => undefined);
   });
-  const leave = room === undefined ? '' : el('button', { text: 'Leave', class: 'leave', on: { click: () => void attempt(() => conn.request('leave', room.name)).catch(() => undefined) } });
+  const leave = room === undefined ? '' : el('button', { text: 'Leave', class: 'leave', attrs: { 'data-testid': 'leave' }, on: { click: () => void attempt(() => conn.request('leave', room.name)).catch(() => undefined) } });
   return el(
     'main',
     {},
     el('header', { class: 'conversation-header' }, title, leave),
-    list,
+    el('div', { class: 'list' }, list, scroll.marker()),
     el('p', { class: 'typing', attrs: { 'data-testid': 'typing', 'aria-live': 'polite' }, text: typing.length === 0 ? '' : `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…` }),
     composer,
   );
 }
 
-function renderMain(): void {
-  render();
-}
-
+/** Redraws the whole page from `state`, keeping typed text, the focus and the reading position. */
 function render(): void {
   if (state.me === undefined) return;
-  const active = document.activeElement as HTMLInputElement | null;
-  const keep = active?.id === 'composer-input' ? { value: active.value, at: active.selectionStart } : undefined;
   const header = el(
     'header',
     { class: 'top' },
-    el('button', { class: 'menu', text: '☰', attrs: { 'aria-label': 'Menu' }, on: { click: () => document.body.classList.toggle('menu-open') } }),
+    el('button', {
+      class: 'menu',
+      text: '☰',
+      attrs: { 'aria-label': 'Menu', 'aria-controls': 'sidebar', 'data-testid': 'menu' },
+      on: { click: () => setMenu(!document.body.classList.contains('menu-open'), true) },
+    }),
     el('span', { class: 'me', text: state.me, attrs: { 'data-testid': 'me' } }),
     el('span', { class: `state ${conn.open ? 'on' : 'off'}`, text: conn.open ? 'connected' : 'reconnecting…', attrs: { 'data-testid': 'connection' } }),
+    el('button', { class: 'logout', text: 'Log out', attrs: { type: 'button', 'data-testid': 'logout' }, on: { click: () => void logOut().catch(showError) } }),
   );
-  byId('app').replaceChildren(header, el('div', { class: 'layout' }, sidebar(), conversation()));
-  const list = document.querySelector<HTMLElement>('.messages');
-  if (list !== null) list.scrollTop = list.scrollHeight;
-  if (keep !== undefined) {
-    const input = byId<HTMLInputElement>('composer-input');
-    input.value = keep.value;
-    input.focus();
-    if (keep.at !== null) input.setSelectionRange(keep.at, keep.at);
-  }
+  const position = scroll.capture();
+  const app = byId('app');
+  rebuild(app, () => app.replaceChildren(header, el('div', { class: 'layout' }, sidebar(), conversation())));
+  scroll.restore(position);
+  applyMenu();
 }
 
 // ---- start -------------------------------------------------------------------
+
+/** A new connection to the server's WebSocket; resolves once open. */
+function connect(): Promise<void> {
+  conn = new Connection(wsUrl, {
+    push: onPush,
+    state: (s) => {
+      // typing pushes missed while away could leave a stale "is typing" for ever
+      if (s === 'closed') for (const room of state.rooms.values()) room.typing.clear();
+      render();
+    },
+    resumed: () => void catchUp().catch(showError),
+  });
+  return conn.start();
+}
 
 async function boot(): Promise<void> {
   const info = (await (await fetch('/api/info')).json()) as { ws: { port: number; path: string } | null };
   if (info.ws === null) throw new Error('this server has no WebSocket transport (start it with --ws-port)');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  conn = new Connection(`${scheme}://${location.hostname}:${info.ws.port}${info.ws.path}`, {
-    push: onPush,
-    state: () => render(),
-    resumed: () => void catchUp().catch(showError),
-  });
-  await conn.start();
-  const token = sessionStorage.getItem('textserver-token');
+  wsUrl = `${scheme}://${location.hostname}:${info.ws.port}${info.ws.path}`;
+  await connect();
+  const token = sessionStorage.getItem(TOKEN_KEY);
   if (token !== null) {
     try {
       await conn.useToken(token);
       state.me = (await conn.request('whoami'))[1];
       await loadAll();
-      renderMain();
+      render();
+      focusStart();
       return;
     } catch {
-      sessionStorage.removeItem('textserver-token');
+      sessionStorage.removeItem(TOKEN_KEY);
     }
   }
   renderLogin();

@@ -54,6 +54,13 @@ export class Connection {
     this.#token = undefined;
   }
 
+  /** Closes for good (logging out): no reconnect, the token forgotten. */
+  close(): void {
+    this.#stopped = true;
+    this.#token = undefined;
+    this.#ws?.close(1000);
+  }
+
   #open(onOpen?: () => void): void {
     if (this.#stopped) return;
     this.#events.state('connecting');
@@ -80,6 +87,7 @@ export class Connection {
     };
     ws.onclose = () => {
       protocol.close(new ConnectionClosedError());
+      if (this.#stopped) return;
       this.#events.state('closed');
       const delay = this.#delay;
       this.#delay = Math.min(this.#delay * 2, 5000);
