@@ -66,6 +66,7 @@ export class ServerCore {
       options: options.values,
       commands: () => [...this.#set.routes.keys()].sort(),
       modules: () => this.#set.modules.map((m) => m.name),
+      definitions: () => this.#set.modules,
       invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply> {
         try {
           const result = core.invoke(ctx, fields);
