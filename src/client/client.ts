@@ -184,6 +184,11 @@ export class TextClient extends EventEmitter<TextClientEvents> {
         if (this.#closedByUser) return;
         try {
           await this.#open();
+          if (this.#closedByUser) {
+            // close() was called while dialling: this socket is not the one it ended
+            this.#socket.end();
+            return;
+          }
           let loginError: ReplyError | undefined;
           if (this.#login !== undefined) {
             try {
