@@ -168,6 +168,7 @@ export class ClientProtocol {
       settle(pending, fields.slice(2));
       return;
     }
+    if (this.#learning !== undefined && this.#whileLearning(fields)) return;
     const next = this.#calls[0];
     if (first === 'error') {
       if (next !== undefined) {
@@ -183,6 +184,27 @@ export class ClientProtocol {
     }
     this.#events.reply?.(fields);
     settle(this.#calls.shift()!, fields);
+  }
+
+  /**
+   * The server answers in order, so until the push-word look-up (sent first)
+   * is answered no reply to a later request can arrive: a frame then is a
+   * push, whatever its first word. An untagged error or an empty frame means
+   * the look-up will get no `req` answer (no req module, or not a
+   * textserver): stop waiting and keep the defaults. True when handled.
+   */
+  #whileLearning(fields: string[]): boolean {
+    if (fields.length > 0 && fields[0] !== 'error') {
+      this.#events.push(fields);
+      return true;
+    }
+    const id = this.#learning!;
+    const pending = this.#requests.get(id);
+    this.#requests.delete(id);
+    this.#learning = undefined;
+    pending?.reject(new ReplyError(fields));
+    // a nonfatal error answers the look-up itself; a fatal one, or an empty frame, goes on as usual
+    return fields[0] === 'error' && fields[1] !== 'fatal';
   }
 
   /** Rejects everything outstanding; later calls reject at once. */

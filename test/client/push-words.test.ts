@@ -139,6 +139,39 @@ describe('ClientProtocol.learnPushWords', () => {
     expect(q.pushWords.words).toEqual(DEFAULT_PUSH_WORDS);
   });
 
+  it('takes every frame before the answer for a push (no reply to a later request can come first)', async () => {
+    const pushes: string[][] = [];
+    const p = new ClientProtocol(() => {}, { push: (f) => pushes.push(f), serverError: () => {} });
+    const learned = p.learnPushWords();
+    const call = p.call('nop');
+    p.receive('shout,early'); // a word the defaults do not know: still not the reply to nop
+    p.receive('req,~1,pushes,shout');
+    p.receive('');
+    await learned;
+    expect(await call).toEqual([]);
+    expect(pushes).toEqual([['shout', 'early']]);
+  });
+
+  it('stops waiting, keeping the defaults, when the look-up gets an untagged answer', async () => {
+    // no req module: the look-up is answered with an untagged error, which is not the reply to a later call
+    const p = new ClientProtocol(() => {}, { push: () => {}, serverError: () => {} });
+    const learned = p.learnPushWords();
+    const call = p.call('nop');
+    p.receive('error,nonfatal,command_not_found,no command "req"');
+    p.receive('');
+    await learned;
+    expect(await call).toEqual([]);
+    expect(p.pushWords.words).toEqual(DEFAULT_PUSH_WORDS);
+    // a peer that answers everything with an empty frame
+    const q = new ClientProtocol(() => {}, { push: () => {}, serverError: () => {} });
+    const done = q.learnPushWords();
+    const nop = q.call('nop');
+    q.receive('');
+    q.receive('');
+    await done;
+    expect(await nop).toEqual([]);
+  });
+
   it('parses the pushes reply', () => {
     expect(parsePushWords(['pushes'])).toEqual({ words: [] });
     expect(parsePushWords(['pushes', 'a', 'b', '', 'b'])).toEqual({ words: ['a', 'b'], repliesLikePushes: ['b'] });
