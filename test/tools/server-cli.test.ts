@@ -2,8 +2,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { FAST_HASH, ROOT, nodeArgs, removeDir, spawnServer, tempDir, type ChildServer } from '../helpers/server.ts';
 
 const cleanup: (() => void)[] = [];
@@ -50,10 +48,6 @@ describe('npm start', () => {
     expect(r.stdout).toMatch(/^ {2}--max-request /m);
     expect(r.stdout).toMatch(/^ {2}--friends-only +\(friends\) /m);
     expect(r.stdout).toMatch(/^ {2}--typing-timeout +\(presence\) .*\(default 10\)$/m);
-    const list = join(data(), 'modules.txt');
-    writeFileSync(list, 'nop\n');
-    const bare = await run(['--help', '--modules-list', list]);
-    expect(bare.stdout).toContain(`The modules in ${list} declare no flags.`);
   });
 
   it('exits on SIGTERM even when the reader of its stdout has gone (npm start | tee, then Ctrl-C)', async () => {
