@@ -7,7 +7,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { StatementSync } from 'node:sqlite';
-import { parseHistory } from '../src/client/protocol.ts';
+import { parseHistory } from './rooms-history.ts';
 import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 
 type Tokens = { insert: StatementSync; find: StatementSync; remove: StatementSync; purge: StatementSync };
@@ -163,6 +163,7 @@ const routes: HttpRoute[] = [
 
 export default defineModule({
   description: 'HTTP API with bearer tokens, and token logins over any transport',
+  usage: { token: 'token,<token> -> ok' },
   options: {
     'token-ttl': { type: 'number', default: 30 * 24 * 3600, min: 0.001, description: 'seconds a token from POST /api/login stays valid' },
   },

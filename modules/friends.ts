@@ -52,6 +52,15 @@ const names = (ids: { id: number }[]) => ids.map((r) => server!.users.byId(Numbe
 
 export default defineModule({
   description: 'friends and friend requests',
+  usage: {
+    friend_request: 'friend_request,<user> -> ok',
+    friend_accept: 'friend_accept,<user> -> ok',
+    friend_deny: 'friend_deny,<user> -> ok',
+    friend_remove: 'friend_remove,<user> -> ok',
+    friends: 'friends -> friends[,<user>...]',
+    friend_requests: 'friend_requests -> friend_requests[,<user>...]',
+  },
+  pushes: ['friend'],
   errors: {
     already_friends: { fatal: false, info: 'you are friends already' },
     no_request: { fatal: false, info: 'that user has not asked you' },

@@ -6,6 +6,7 @@ import { CommandError, defineModule } from '../src/core/module-api.ts';
  */
 export default defineModule({
   description: 'log in',
+  usage: { login: 'login,<user>,<password> -> ok, then any stored messages' },
   commands: {
     async login(ctx, args) {
       if (args.length !== 2) throw new CommandError('syntax', 'usage: login,<user>,<password>');

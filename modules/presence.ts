@@ -59,6 +59,12 @@ function pushTyping(user: UserRef, room: string, state: 'start' | 'stop'): void 
 
 export default defineModule({
   description: 'presence and typing indicators',
+  usage: {
+    presence: 'presence,<user> -> presence,<user>,online | presence,<user>,offline,<last seen ms or 0>',
+    typing: 'typing,<room>,start|stop -> ok',
+  },
+  pushes: ['presence', 'room'],
+  repliesLikePushes: ['presence'],
   options: {
     'typing-timeout': { type: 'number', default: 10, min: 0.01, description: 'seconds after which typing stops by itself' },
   },

@@ -8,6 +8,7 @@ const MAX_ID = 64;
  */
 export default defineModule({
   description: 'request ids',
+  usage: { req: 'req,<id>,<command>[,args...] -> req,<id>[,<reply>]' },
   commands: {
     req(ctx: CommandContext, args: string[]) {
       const id = args[0];

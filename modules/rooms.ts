@@ -91,6 +91,15 @@ const service: RoomsService = {
 
 export default defineModule({
   description: 'group rooms with durable history',
+  usage: {
+    join: 'join,<room> -> ok',
+    leave: 'leave,<room> -> ok',
+    say: 'say,<room>,<text> -> said,<room>,<id>,<time>',
+    rooms: 'rooms -> rooms[,<room>...]',
+    members: 'members,<room> -> members,<room>[,<user>...]',
+    history: 'history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to> -> history,<room>,<count>[,<id>,<time>,<user>,<text>...]',
+  },
+  pushes: ['room'],
   errors: {
     invalid_room: { fatal: false, info: 'room names are 1 to 64 characters from A-Z a-z 0-9 _ -' },
     not_in_room: { fatal: false, info: 'you are not a member of that room' },

@@ -6,6 +6,8 @@ import { CommandError, defineModule } from '../src/core/module-api.ts';
  */
 export default defineModule({
   description: 'direct messages',
+  usage: { send: 'send,<user>,<command>[,args...] -> ok (the user gets send,<you>,<command>[,args...])' },
+  pushes: ['send'],
   commands: {
     send(ctx, args) {
       const sender = ctx.session.requireUser();

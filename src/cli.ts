@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 /**
  * `npm start -- [flags]`: runs the server until SIGTERM or SIGINT; SIGHUP
- * reloads the modules. Bad flags exit 2 with a one-line message.
+ * reloads the modules. Bad flags exit 2 with a one-line message. Logs are
+ * JSON lines on stdout; people get one line on stderr saying where it listens.
  */
-import { ConfigError, coreFlagHelp, resolveOptions } from './config.ts';
-import { createLogger } from './log.ts';
-import { createServer } from './server.ts';
+import { ConfigError, coreFlagHelp, envName, parseArgv, resolveOptions, type ServerOptions } from './config.ts';
+import { abandonLog, createLogger, releaseLog } from './log.ts';
+import { createServer, packageVersion, type Server } from './server.ts';
+import { loadModules } from './core/module-loader.ts';
+
+/** The exit promise of the README: a stop signal ends the process within this. */
+const EXIT_LIMIT_MS = 10_000;
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  // a closed stderr (the reader went away) must not become an uncaught exception
+  process.stderr.on('error', () => {});
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: npm start -- [flags]\n\n${coreFlagHelp()}\n\nEvery flag also reads TEXTSERVER_<FLAG> (e.g. TEXTSERVER_PORT); flags win.\n`);
+    process.stdout.write(await helpText(argv));
     return;
   }
   let options;
@@ -20,33 +27,78 @@ async function main(): Promise<void> {
     return exitWith(2, err);
   }
   const log = createLogger(options.logLevel);
-  let server;
+  let server: Server;
   try {
     server = await createServer(options, log);
   } catch (err) {
     // a bad flag is a usage error (2); a module that fails to load, or anything else, is 1
     return exitWith(err instanceof ConfigError ? 2 : 1, err);
   }
+  process.stderr.write(`${startupLine(options, server)}\n`);
+  let stopping = false;
   const stop = (signal: string) => {
+    if (stopping) {
+      // a second signal: the person wants out now
+      abandonLog(log);
+      process.exit(1);
+    }
+    stopping = true;
     log.info({ signal }, 'shutting down');
-    const timer = setTimeout(() => process.exit(1), 10_000);
-    timer.unref();
+    // nothing below may keep the process past the limit, not even a stdout nobody reads
+    setTimeout(() => (abandonLog(log), process.exit(1)), EXIT_LIMIT_MS);
     server.close().then(
-      () => {
-        log.flush?.();
-        setImmediate(() => process.exit(0));
-      },
+      () => releaseLog(log, 1000).then(() => process.exit(0)),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
-        process.exit(1);
+        return releaseLog(log, 1000).then(() => process.exit(1));
       },
     );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => void server.reload());
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+}
+
+/** The one line for people: where to connect, and with --ws-port where to point a browser. */
+export function startupLine(options: ServerOptions, server: Server): string {
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  // a wildcard address is not one a browser can open
+  const browserHost = ['0.0.0.0', '::', '[::]'].includes(options.host) || options.host === '' ? 'localhost' : host;
+  const secure = options.tls !== undefined;
+  const where = [`${host}:${server.port} (${secure ? 'TLS' : 'TCP'})`];
+  if (server.wsPort !== undefined) where.push(`${host}:${server.wsPort} (WebSocket${server.httpPort === server.wsPort ? ', HTTP' : ''})`);
+  if (server.httpPort !== undefined && server.httpPort !== server.wsPort) where.push(`${host}:${server.httpPort} (HTTP)`);
+  const browser = server.wsPort !== undefined && server.httpPort !== undefined ? `; open ${secure ? 'https' : 'http'}://${browserHost}:${server.httpPort}/ in a browser` : '';
+  return `textserver ${packageVersion()} listening on ${where.join(', ')}${browser}. Logs are JSON lines on stdout; Ctrl-C stops.`;
+}
+
+/** Core flags, then the flags the listed modules declare (they are imported to read them, not started). */
+async function helpText(argv: readonly string[]): Promise<string> {
+  const head = 'usage: npm start -- [flags]\n\n';
+  const tail = '\n\nEvery flag also reads TEXTSERVER_<FLAG> (e.g. TEXTSERVER_PORT); flags win.\n';
+  let flags: Map<string, string | true>;
+  try {
+    flags = parseArgv(argv.filter((a) => a !== '--help' && a !== '-h'));
+  } catch {
+    flags = new Map();
+  }
+  const pick = (flag: string, def: string) => {
+    const v = flags.get(flag) ?? process.env[envName(flag)];
+    return typeof v === 'string' && v !== '' ? v : def;
+  };
+  const list = pick('modules-list', 'modules.txt');
+  let modules: string;
+  try {
+    const lines = (await loadModules(list, pick('modules-dir', 'modules'), 0)).flatMap((m) =>
+      Object.entries(m.def.options ?? {}).map(([flag, spec]) => `  --${flag.padEnd(24)} (${m.name}) ${spec.description} (default ${JSON.stringify(spec.default)})`),
+    );
+    modules = lines.length === 0 ? `The modules in ${list} declare no flags.` : `Flags of the modules in ${list}:\n${lines.join('\n')}`;
+  } catch (err) {
+    modules = `(the modules' own flags are not listed: ${(err as Error).message})`;
+  }
+  return `${head}${coreFlagHelp()}\n\n${modules}${tail}`;
 }
 
 function exitWith(code: number, err: unknown): void {
@@ -55,4 +107,4 @@ function exitWith(code: number, err: unknown): void {
   process.exitCode = code;
 }
 
-void main();
+if (import.meta.main) void main();

@@ -30,7 +30,7 @@ export const CORE_FLAGS = {
   'mailbox-size': { kind: 'int', def: 1000, min: 1, help: 'stored messages per offline user' },
   'modules-list': { kind: 'path', def: 'modules.txt', help: 'file listing the modules to load' },
   'modules-dir': { kind: 'path', def: 'modules', help: 'directory holding the module files' },
-  'log-level': { kind: 'level', def: 'info', help: LEVELS.join(', ') },
+  'log-level': { kind: 'level', def: 'info', help: `${LEVELS.join(', ')} (debug and trace log nothing more than info yet)` },
   'max-outbound': { kind: 'int', def: 8 * 1024 * 1024, min: 1024, help: 'unsent bytes per connection before slow_consumer' },
   'max-connections': { kind: 'int', def: 10000, min: 1, help: 'open connections in all' },
   'max-connections-per-ip': { kind: 'int', def: 100, min: 1, help: 'open connections per client address' },

@@ -10,6 +10,8 @@ export type ToolFlags = {
   json: boolean;
   hex: boolean;
   waitSeconds: number;
+  /** `--help` or `-h`: print the usage and exit 0. */
+  help: boolean;
   rest: string[];
 };
 
@@ -17,7 +19,7 @@ export class UsageError extends Error {}
 
 /** `--flag value` options first; every other argument is a request. */
 export function parseToolFlags(argv: readonly string[]): ToolFlags {
-  const flags: ToolFlags = { host: '127.0.0.1', port: 7878, tls: false, insecure: false, json: false, hex: false, waitSeconds: 0, rest: [] };
+  const flags: ToolFlags = { host: '127.0.0.1', port: 7878, tls: false, insecure: false, json: false, hex: false, waitSeconds: 0, help: false, rest: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = () => {
@@ -52,6 +54,10 @@ export function parseToolFlags(argv: readonly string[]): ToolFlags {
         break;
       case '--insecure':
         flags.insecure = true;
+        break;
+      case '--help':
+      case '-h':
+        flags.help = true;
         break;
       case '--':
         flags.rest.push(...argv.slice(i + 1));

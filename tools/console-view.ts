@@ -3,6 +3,8 @@
  * line being typed without garbling it, completion.
  */
 import { formatFields } from '../src/text/fields.ts';
+import { parseHistory } from '../modules/rooms-history.ts';
+import { requestSyntax } from './console-hints.ts';
 
 export const BUILTIN_COMMANDS = ['login', 'nop', 'register', 'req', 'send', 'whoami'];
 export const CONSOLE_COMMANDS = [':help', ':raw', ':req on', ':req off', ':quit'];
@@ -30,10 +32,44 @@ export function describeError(fields: readonly string[], style: Style): string {
   return style.error(`error ${tag}${info.length > 0 ? `: ${info.join(',')}` : ''}`);
 }
 
+/** `2026-11-22 14:03:05` in the console's local time zone. */
+export function localTime(ms: number): string {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return String(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+/** A `history` reply (the rooms module's) as one line per message, with local times. */
+export function describeHistory(fields: readonly string[], style: Style): string {
+  const messages = parseHistory(fields);
+  const head = style.dim(`history of ${fields[1] ?? '?'}: ${messages.length} message${messages.length === 1 ? '' : 's'}`);
+  return [head, ...messages.map((m) => `  ${style.dim(`#${m.id} ${localTime(m.time)}`)} ${m.user}: ${m.text}`)].join('\n');
+}
+
+/** A `help,<command>[,<usage>]` reply: the request and, when declared, the reply. */
+export function describeUsage(fields: readonly string[], style: Style): string {
+  const [, command = '?', usage] = fields;
+  if (usage === undefined) return style.dim(`${command}: no usage declared`);
+  const request = requestSyntax(usage);
+  const reply = usage.length > request.length ? usage.slice(usage.indexOf(' -> ') + 4).trim() : '';
+  return `usage: ${request}${reply === '' ? '' : `\n${style.dim(`reply: ${reply}`)}`}`;
+}
+
+/** A reply to the user's own request, as the console prints it. */
 export function describeReply(fields: readonly string[], style: Style): string {
   if (fields[0] === 'error') return describeError(fields, style);
-  if (fields[0] === 'req' && fields[2] === 'error') return `${style.dim(`req ${fields[1]}:`)} ${describeError(fields.slice(2), style)}`;
+  if (fields[0] === 'req' && ['error', 'history', 'help'].includes(fields[2] ?? '')) {
+    return `${style.dim(`req ${fields[1]}:`)} ${describeReply(fields.slice(2), style)}`;
+  }
+  if (fields[0] === 'history' && /^\d+$/.test(fields[2] ?? '')) return describeHistory(fields, style);
+  if (fields[0] === 'help' && fields.length <= 3) return describeUsage(fields, style);
   return fields.length === 0 ? style.dim('(empty frame)') : formatFields(fields);
+}
+
+/** A push: as on the wire, in the push colour. */
+export function describePush(fields: readonly string[], style: Style): string {
+  return style.push(fields.length === 0 ? '(empty frame)' : formatFields(fields));
 }
 
 /**
@@ -44,9 +80,11 @@ export function printAbove(message: string, prompt: string, typed: string): stri
   return `\r\x1b[2K${message}\n${prompt}${typed}`;
 }
 
-/** readline completer: command names (from the server or built in) and console commands. */
+/** readline completer: command names (from the server or built in), after `help ` too, and console commands. */
 export function complete(line: string, commands: readonly string[]): [string[], string] {
   if (line.includes(',')) return [[], line];
+  const help = /^help\s+(\S*)$/.exec(line);
+  if (help !== null) return [commands.filter((c) => c.startsWith(help[1]!)).map((c) => `help ${c}`), line];
   const pool = line.startsWith(':') ? CONSOLE_COMMANDS : commands;
   const hits = pool.filter((c) => c.startsWith(line));
   return [hits.length > 0 ? hits : [], line];
@@ -54,9 +92,11 @@ export function complete(line: string, commands: readonly string[]): [string[], 
 
 export const HELP = [
   'Type requests in comma syntax, e.g. register,alice,secret123 or send,bob,msg,hello.',
-  'Escape a comma inside a field as \\, and a backslash as \\\\.',
-  ':raw        toggle showing frames in hex',
-  ':req on     wrap every request in req,<id>; :req off to stop',
-  ':help       this help',
-  ':quit       leave (or Ctrl-D)',
+  'Escape a comma inside a field as \\, and a backslash as \\\\. Tab completes command names;',
+  'the arguments still to come show dimmed as you type.',
+  'help <command>  its usage, from the server (help,<command> on the wire)',
+  ':raw            toggle showing frames in hex',
+  ':req on         wrap every request in req,<id>; :req off to stop',
+  ':help, help     this help',
+  ':quit           leave (or Ctrl-D, Ctrl-C)',
 ].join('\n');

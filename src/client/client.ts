@@ -1,16 +1,17 @@
 /**
  * The Node client library: `connect()` gives a client that pipelines calls,
- * matches `req` ids, and emits pushes. dumbclient, dumbconsole, the bench
- * and the integration tests all use it.
+ * matches `req` ids, and emits pushes (telling them from replies by the push
+ * words the server's modules declare, asked for at connect). dumbclient,
+ * dumbconsole, the bench and the integration tests all use it.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { EventEmitter } from 'node:events';
 import { FrameDecoder, isFault } from '../wire/frame-decoder.ts';
 import { encodeFrame } from '../wire/frame-encoder.ts';
-import { ClientProtocol, ConnectionClosedError, ReplyError, DEFAULT_PUSH_WORDS } from './protocol.ts';
+import { ClientProtocol, ConnectionClosedError, ReplyError, type PushWords } from './protocol.ts';
 
-export { ReplyError, ConnectionClosedError } from './protocol.ts';
+export { ReplyError, ConnectionClosedError, type PushWords } from './protocol.ts';
 
 export type ConnectOptions = {
   host?: string;
@@ -21,8 +22,12 @@ export type ConnectOptions = {
   maxFrame?: number;
   /** Reconnect with backoff when the connection drops (and log in again). Off by default. */
   reconnect?: boolean | { initialDelayMs?: number; maxDelayMs?: number };
-  /** First fields that mark a frame as a push rather than a reply. */
-  pushWords?: readonly string[];
+  /**
+   * Fixed push words. By default the client asks the server (`pushes`, the
+   * info module) right after connecting, and uses a built-in list until it
+   * hears back, or for good when the server does not know that command.
+   */
+  pushWords?: PushWords;
 };
 
 export interface TextClientEvents {
@@ -35,7 +40,8 @@ export interface TextClientEvents {
   frame: [direction: 'in' | 'out', frame: Buffer];
   close: [];
   reconnecting: [attempt: number, delayMs: number];
-  reconnected: [];
+  /** Connected again, and logged in again when a login was remembered; `loginError` when that login was refused (it is then forgotten). */
+  reconnected: [loginError?: ReplyError];
 }
 
 export class TextClient extends EventEmitter<TextClientEvents> {
@@ -43,8 +49,9 @@ export class TextClient extends EventEmitter<TextClientEvents> {
   #socket!: net.Socket;
   #protocol!: ClientProtocol;
   #closedByUser = false;
-  #login: [string, string] | undefined;
+  #login: string[] | undefined;
   #connected = false;
+  #reconnecting = false;
 
   private constructor(options: ConnectOptions) {
     super();
@@ -79,7 +86,21 @@ export class TextClient extends EventEmitter<TextClientEvents> {
   /** Logs in, and remembers the credentials for automatic reconnects. */
   async login(user: string, password: string): Promise<void> {
     await this.call('login', user, password);
-    this.#login = [user, password];
+    this.#login = ['login', user, password];
+  }
+
+  /**
+   * Remembers a request that logged this connection in (`login,<user>,<password>`
+   * sent some other way, or a module's `token,<token>`), to send again after
+   * every reconnect; `undefined` forgets it.
+   */
+  rememberLogin(fields: readonly string[] | undefined): void {
+    this.#login = fields === undefined ? undefined : [...fields];
+  }
+
+  /** The push words in force on this connection. */
+  get pushWords(): PushWords {
+    return this.#protocol.pushWords;
   }
 
   /** Writes raw bytes (tests use it for malformed frames). */
@@ -113,16 +134,23 @@ export class TextClient extends EventEmitter<TextClientEvents> {
     this.#socket = socket;
     this.#connected = true;
     const decoder = new FrameDecoder(this.options.maxFrame ?? 64 * 1024 * 1024);
+    let learning = false;
     const protocol = new ClientProtocol(
       (payload) => {
         const frame = encodeFrame(payload);
-        if (this.listenerCount('frame') > 0) this.emit('frame', 'out', frame);
+        if (this.listenerCount('frame') > 0 && !learning) this.emit('frame', 'out', frame);
         socket.write(frame);
       },
       { push: (fields) => this.emit('push', fields), serverError: (err) => this.emit('serverError', err), reply: (fields) => this.emit('reply', fields) },
-      this.options.pushWords ?? DEFAULT_PUSH_WORDS,
+      this.options.pushWords,
     );
     this.#protocol = protocol;
+    // first on the connection, so its reply comes before any other; raw views leave it out
+    if (this.options.pushWords === undefined) {
+      learning = true;
+      void protocol.learnPushWords();
+      learning = false;
+    }
     socket.on('data', (chunk: Buffer) => {
       decoder.push(chunk);
       for (let frame = decoder.read(); frame !== undefined; frame = decoder.read()) {
@@ -130,8 +158,9 @@ export class TextClient extends EventEmitter<TextClientEvents> {
           socket.destroy();
           return;
         }
-        if (this.listenerCount('frame') > 0) this.emit('frame', 'in', encodeFrame(frame));
-        protocol.receive(frame.toString('utf8'));
+        const payload = frame.toString('utf8');
+        if (this.listenerCount('frame') > 0 && !protocol.isInternal(payload)) this.emit('frame', 'in', encodeFrame(frame));
+        protocol.receive(payload);
       }
     });
     socket.on('error', () => {});
@@ -139,24 +168,46 @@ export class TextClient extends EventEmitter<TextClientEvents> {
       this.#connected = false;
       protocol.close(new ConnectionClosedError());
       this.emit('close');
-      if (this.options.reconnect && !this.#closedByUser) void this.#reconnect();
+      if (this.options.reconnect && !this.#closedByUser && !this.#reconnecting) void this.#reconnect();
     });
   }
 
+  /** One loop at a time: a connection that drops while logging in again just goes round once more. */
   async #reconnect(): Promise<void> {
     const opts = typeof this.options.reconnect === 'object' ? this.options.reconnect : {};
     let delay = opts.initialDelayMs ?? 100;
-    for (let attempt = 1; !this.#closedByUser; attempt++) {
-      this.emit('reconnecting', attempt, delay);
-      await new Promise((r) => setTimeout(r, delay));
-      try {
-        await this.#open();
-        if (this.#login !== undefined) await this.call('login', ...this.#login);
-        this.emit('reconnected');
-        return;
-      } catch {
-        delay = Math.min(delay * 2, opts.maxDelayMs ?? 5000);
+    this.#reconnecting = true;
+    try {
+      for (let attempt = 1; !this.#closedByUser; attempt++) {
+        this.emit('reconnecting', attempt, delay);
+        await new Promise((r) => setTimeout(r, delay));
+        if (this.#closedByUser) return;
+        try {
+          await this.#open();
+          if (this.#closedByUser) {
+            // close() was called while dialling: this socket is not the one it ended
+            this.#socket.end();
+            return;
+          }
+          let loginError: ReplyError | undefined;
+          if (this.#login !== undefined) {
+            try {
+              await this.call(...this.#login);
+            } catch (err) {
+              if (!(err instanceof ReplyError)) throw err;
+              // refused (the account is gone, throttled...): retrying the same credentials would not help
+              loginError = err;
+              this.#login = undefined;
+            }
+          }
+          this.emit('reconnected', loginError);
+          return;
+        } catch {
+          delay = Math.min(delay * 2, opts.maxDelayMs ?? 5000);
+        }
       }
+    } finally {
+      this.#reconnecting = false;
     }
   }
 }

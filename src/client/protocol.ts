@@ -24,17 +24,6 @@ export class ReplyError extends Error {
   }
 }
 
-export type HistoryMessage = { id: number; time: number; user: string; text: string };
-
-/** A `history,<room>,<count>,<id>,<time>,<user>,<text>...` reply as messages, oldest first. */
-export function parseHistory(fields: readonly string[]): HistoryMessage[] {
-  const out: HistoryMessage[] = [];
-  for (let i = 3; i + 3 < fields.length; i += 4) {
-    out.push({ id: Number(fields[i]), time: Number(fields[i + 1]), user: fields[i + 2]!, text: fields[i + 3]! });
-  }
-  return out;
-}
-
 /** Raised for every outstanding call when the connection goes away. */
 export class ConnectionClosedError extends Error {
   constructor(message = 'connection closed') {
@@ -43,20 +32,28 @@ export class ConnectionClosedError extends Error {
   }
 }
 
-/** First fields that mark a push, as PROTOCOL.md and MODULES.md define them. */
-export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 'presence'];
-
 /**
- * Commands whose own reply starts with a push word: while one of them is the
- * oldest outstanding plain call, a frame with that word is taken as its reply.
- * (`request()` needs no such guess: it matches by id.)
+ * What a server without the `pushes` command (one from before it, or one
+ * without the info module) pushes: the fallback until the server has told,
+ * not a source of truth. Modules declare their own push words.
  */
-const REPLIES_LIKE_PUSHES: Readonly<Record<string, string>> = { presence: 'presence' };
+export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 'presence'];
+export const DEFAULT_REPLIES_LIKE_PUSHES: readonly string[] = ['presence'];
+
+/** Which first fields mark a push, and which commands answer with a frame that starts like one. */
+export type PushWords = { readonly words: readonly string[]; readonly repliesLikePushes?: readonly string[] };
+
+/** A `pushes,<word>...[,,<command>...]` reply (the info module's) as PushWords. */
+export function parsePushWords(fields: readonly string[]): PushWords {
+  const rest = fields.slice(1);
+  const gap = rest.indexOf('');
+  return gap < 0 ? { words: rest } : { words: rest.slice(0, gap), repliesLikePushes: rest.slice(gap + 1).filter((c) => c !== '') };
+}
 
 /** Automatic request ids start with this, so they never collide with ids a person types. */
 export const AUTO_ID = '~';
 
-type Pending = { command: string; resolve(fields: string[]): void; reject(err: Error): void };
+type Pending = { command: string; resolve(fields: string[]): void; reject(err: Error): void; internal?: boolean };
 
 export type ProtocolEvents = {
   push(fields: string[]): void;
@@ -69,20 +66,64 @@ export type ProtocolEvents = {
 export class ClientProtocol {
   readonly #send: (payload: string) => void;
   readonly #events: ProtocolEvents;
-  readonly #pushWords: ReadonlySet<string>;
+  #pushWords: ReadonlySet<string>;
+  /** Commands whose own reply starts with a push word: while one is the oldest outstanding plain call, such a frame is its reply. */
+  #repliesLikePushes: ReadonlySet<string>;
+  /** The id of the library's own `pushes` request while it is outstanding. */
+  #learning: string | undefined;
   readonly #calls: Pending[] = [];
   readonly #requests = new Map<string, Pending>();
   #nextId = 1;
   #closed: Error | undefined;
 
-  constructor(send: (payload: string) => void, events: ProtocolEvents, pushWords: readonly string[] = DEFAULT_PUSH_WORDS) {
+  constructor(send: (payload: string) => void, events: ProtocolEvents, pushWords?: PushWords) {
     this.#send = send;
     this.#events = events;
-    this.#pushWords = new Set(pushWords);
+    this.#pushWords = new Set(pushWords?.words ?? DEFAULT_PUSH_WORDS);
+    this.#repliesLikePushes = new Set(pushWords === undefined ? DEFAULT_REPLIES_LIKE_PUSHES : (pushWords.repliesLikePushes ?? []));
+  }
+
+  /** The push words in force (the defaults until `learnPushWords` hears back). */
+  get pushWords(): PushWords {
+    return { words: [...this.#pushWords], repliesLikePushes: [...this.#repliesLikePushes] };
+  }
+
+  /**
+   * Asks the server which words start a push (`req,~<n>,pushes`) and uses
+   * them once answered; an error (an older server) keeps the defaults. Send
+   * it first on a new connection: its reply then precedes every other reply.
+   * Its frames are not reported as replies.
+   */
+  learnPushWords(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#closed) return resolve();
+      const id = `${AUTO_ID}${this.#nextId++}`;
+      this.#learning = id;
+      const done = () => {
+        if (this.#learning === id) this.#learning = undefined;
+        resolve();
+      };
+      const learn = (fields: string[]) => {
+        if (fields[0] === 'pushes') {
+          const learned = parsePushWords(fields);
+          this.#pushWords = new Set(learned.words);
+          this.#repliesLikePushes = new Set(learned.repliesLikePushes ?? []);
+        }
+        done();
+      };
+      this.#requests.set(id, { command: 'pushes', resolve: learn, reject: done, internal: true });
+      this.#send(formatFields(['req', id, 'pushes']));
+    });
+  }
+
+  /** Whether a received payload answers the library's own look-up (tools leave it out of raw views). */
+  isInternal(payload: string): boolean {
+    const id = this.#learning;
+    return id !== undefined && (payload === `req,${id}` || payload.startsWith(`req,${id},`));
   }
 
   get outstanding(): number {
-    return this.#calls.length + this.#requests.size;
+    return this.#calls.length + this.#requests.size - (this.#learning === undefined ? 0 : 1);
   }
 
   /** Sends one request; resolves with the reply fields (`[]` for an empty frame). */
@@ -123,10 +164,11 @@ export class ClientProtocol {
     if (first === 'req' && fields.length >= 2 && this.#requests.has(fields[1]!)) {
       const pending = this.#requests.get(fields[1]!)!;
       this.#requests.delete(fields[1]!);
-      this.#events.reply?.(fields);
+      if (pending.internal !== true) this.#events.reply?.(fields);
       settle(pending, fields.slice(2));
       return;
     }
+    if (this.#learning !== undefined && this.#whileLearning(fields)) return;
     const next = this.#calls[0];
     if (first === 'error') {
       if (next !== undefined) {
@@ -135,13 +177,34 @@ export class ClientProtocol {
       } else this.#events.serverError(new ReplyError(fields));
       return;
     }
-    const isPush = first !== undefined && this.#pushWords.has(first) && REPLIES_LIKE_PUSHES[next?.command ?? ''] !== first;
+    const isPush = first !== undefined && this.#pushWords.has(first) && !(next?.command === first && this.#repliesLikePushes.has(first));
     if (isPush || next === undefined) {
       this.#events.push(fields);
       return;
     }
     this.#events.reply?.(fields);
     settle(this.#calls.shift()!, fields);
+  }
+
+  /**
+   * The server answers in order, so until the push-word look-up (sent first)
+   * is answered no reply to a later request can arrive: a frame then is a
+   * push, whatever its first word. An untagged error or an empty frame means
+   * the look-up will get no `req` answer (no req module, or not a
+   * textserver): stop waiting and keep the defaults. True when handled.
+   */
+  #whileLearning(fields: string[]): boolean {
+    if (fields.length > 0 && fields[0] !== 'error') {
+      this.#events.push(fields);
+      return true;
+    }
+    const id = this.#learning!;
+    const pending = this.#requests.get(id);
+    this.#requests.delete(id);
+    this.#learning = undefined;
+    pending?.reject(new ReplyError(fields));
+    // a nonfatal error answers the look-up itself; a fatal one, or an empty frame, goes on as usual
+    return fields[0] === 'error' && fields[1] !== 'fatal';
   }
 
   /** Rejects everything outstanding; later calls reject at once. */

@@ -94,6 +94,8 @@ export interface ServerApi {
   commands(): string[];
   /** Module names now loaded, in load order. */
   modules(): string[];
+  /** The loaded modules' definitions, in load order (the info module reads usages and push words from them). */
+  definitions(): readonly { readonly name: string; readonly def: ModuleDefinition; readonly commands: readonly string[] }[];
   /** Runs a command as if the connection had sent it; failures are CommandErrors. */
   invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply>;
   /**
@@ -175,6 +177,20 @@ export interface ModuleDefinition<O extends OptionSpecs = OptionSpecs> extends M
   /** Defaults to the file name. */
   readonly name?: string;
   readonly description?: string;
+  /**
+   * How to call each command, for people (`help,<command>`, the console's
+   * hints): the request, optionally ` -> ` and the reply, e.g.
+   * `'say,<room>,<text> -> said,<room>,<id>,<time>'`.
+   */
+  readonly usage?: Readonly<Record<string, string>>;
+  /** First fields of the frames this module pushes (`room`): clients learn them (`pushes`) to tell pushes from replies. */
+  readonly pushes?: readonly string[];
+  /**
+   * This module's commands whose reply starts with their own name although
+   * that name is a push word (`presence,<user>` answers `presence,...`):
+   * a client takes such a frame as the reply while the command is outstanding.
+   */
+  readonly repliesLikePushes?: readonly string[];
   /** SQL scripts applied once each, in order, versioned per module. */
   readonly migrations?: readonly string[];
   /** Command-line flags (`--name`) and `TEXTSERVER_NAME` variables this module reads. */

@@ -67,6 +67,7 @@ export class ServerCore {
       },
       commands: () => router.commands(),
       modules: () => modules.modules.map((m) => m.name),
+      definitions: () => modules.modules.map((m) => ({ name: m.name, def: m.def, commands: Object.keys(m.runtime.commands) })),
       invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply> {
         try {
           const result = router.invoke(ctx, fields);

@@ -1,6 +1,7 @@
 /** The client library against a real server. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
+import { once } from 'node:events';
+import { startServer, removeDir, tempDir, type TestServer } from '../helpers/server.ts';
 import { connect, ConnectionClosedError, ReplyError } from '../../src/client/client.ts';
 import { ClientProtocol } from '../../src/client/protocol.ts';
 
@@ -81,11 +82,53 @@ describe('client library', () => {
   it('reconnects with backoff and logs in again when asked to', async () => {
     const c = await connect({ port: srv.port, reconnect: { initialDelayMs: 20 } });
     await c.login('cl_b', PW);
-    const back = new Promise<void>((r) => c.once('reconnected', r));
+    const back = new Promise<void>((r) => c.once('reconnected', () => r()));
     for (const s of srv.server.core.sessions) if (s.user?.name === 'cl_b') s.close();
     await back;
     expect(await c.call('whoami')).toEqual(['user', 'cl_b']);
     await c.close();
+  });
+});
+
+describe('reconnecting across a server restart', () => {
+  it('logs in again with the remembered login, so pushes keep coming; a refused login is reported and forgotten', async () => {
+    const data = tempDir();
+    const empty = tempDir();
+    let s = await startServer([], data);
+    const port = s.port;
+    try {
+      const setup = await connect({ port });
+      for (const u of ['rs_a', 'rs_b']) await setup.call('register', u, PW);
+      await setup.close();
+      const c = await connect({ port, reconnect: { initialDelayMs: 20, maxDelayMs: 200 } });
+      expect(await c.callPayload(`login,rs_a,${PW}`)).toEqual(['ok']);
+      c.rememberLogin(['login', 'rs_a', PW]);
+
+      const back = once(c, 'reconnected');
+      await s.stop();
+      s = await startServer(['--port', String(port)], data);
+      expect(await back).toEqual([undefined]);
+      expect(await c.call('whoami')).toEqual(['user', 'rs_a']);
+      const b = await connect({ port });
+      await b.login('rs_b', PW);
+      const pushed = once(c, 'push');
+      await b.call('send', 'rs_a', 'msg', 'after the restart');
+      expect(await pushed).toEqual([['send', 'rs_b', 'msg', 'after the restart']]);
+      await b.close();
+
+      // a server that no longer knows the account: the client says so and stays logged out
+      const refused = once(c, 'reconnected');
+      await s.stop();
+      s = await startServer(['--port', String(port)], empty);
+      const [err] = (await refused) as [ReplyError | undefined];
+      expect(err).toMatchObject({ type: 'wrong_user_or_password' });
+      await expect(c.call('whoami')).rejects.toMatchObject({ type: 'not_logged_in' });
+      await c.close();
+    } finally {
+      await s.stop();
+      removeDir(data);
+      removeDir(empty);
+    }
   });
 });
 

@@ -16,7 +16,7 @@ describe('module routes', () => {
     mkdirSync(modules);
     symlinkSync(join(ROOT, 'src'), join(dir, 'src'));
     const names = readFileSync(join(ROOT, 'modules.txt'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-    for (const n of [...names, 'rooms-store']) symlinkSync(join(ROOT, 'modules', `${n}.ts`), join(modules, `${n}.ts`));
+    for (const n of [...names, 'rooms-store', 'rooms-history']) symlinkSync(join(ROOT, 'modules', `${n}.ts`), join(modules, `${n}.ts`));
     const list = join(dir, 'modules.txt');
     writeFileSync(list, names.join('\n'));
     const srv = await startServer(['--http-port', '0', '--modules-dir', modules, '--modules-list', list], join(dir, 'data'));

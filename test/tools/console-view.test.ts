@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { COLOR, PLAIN, complete, describeReply, pickStyle, printAbove, promptFor } from '../../tools/console-view.ts';
+import { COLOR, PLAIN, complete, describeReply, localTime, pickStyle, printAbove, promptFor } from '../../tools/console-view.ts';
+import { forms, hintFor, requestSyntax, typedFields } from '../../tools/console-hints.ts';
 
 describe('console view', () => {
   it('prints a push above the typed line and redraws it', () => {
@@ -29,4 +30,68 @@ describe('console view', () => {
     expect(complete(':r', [])).toEqual([[':raw', ':req on', ':req off'], ':r']);
     expect(complete('send,b', ['send'])).toEqual([[], 'send,b']);
   });
+
+  it('completes command names after help too', () => {
+    expect(complete('help se', ['send', 'say', 'search'])).toEqual([['help send', 'help search'], 'help se']);
+  });
+
+  it('shows history replies as one readable line per message, with local times', () => {
+    const t = Date.UTC(2026, 0, 2, 3, 4, 5);
+    const d = new Date(t);
+    expect(localTime(t)).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+    expect(localTime(t).slice(11, 13)).toBe(String(d.getHours()).padStart(2, '0'));
+    expect(describeReply(['history', 'lobby', '2', '7', String(t), 'alice', 'hi, all', '8', String(t), 'bob', 'yo'], PLAIN).split('\n')).toEqual([
+      'history of lobby: 2 messages',
+      `  #7 ${localTime(t)} alice: hi, all`,
+      `  #8 ${localTime(t)} bob: yo`,
+    ]);
+    expect(describeReply(['req', 'c1', 'history', 'lobby', '0'], PLAIN)).toBe('req c1: history of lobby: 0 messages');
+  });
+
+  it('shows a help reply as its usage and reply', () => {
+    expect(describeReply(['help', 'say', 'say,<room>,<text> -> said,<room>,<id>,<time>'], PLAIN)).toBe('usage: say,<room>,<text>\nreply: said,<room>,<id>,<time>');
+    expect(describeReply(['help', 'x'], PLAIN)).toBe('x: no usage declared');
+  });
 });
+
+describe('argument hints', () => {
+  const usages = new Map([
+    ['say', 'say,<room>,<text> -> said,<room>,<id>,<time>'],
+    ['send', 'send,<user>,<command>[,args...] -> ok'],
+    ['typing', 'typing,<room>,start|stop -> ok'],
+    ['history', 'history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to> -> history,...'],
+    ['whoami', 'whoami -> user,<name>'],
+  ]);
+
+  it('splits usages and typed lines', () => {
+    expect(requestSyntax('say,<room>,<text> -> said')).toBe('say,<room>,<text>');
+    expect(typedFields('send,bob,a\\,b,')).toEqual(['send', 'bob', 'a\\,b', '']);
+    expect(forms('history,<room>,last,<n> | before,<id>,<n>')).toEqual([
+      ['history', '<room>', 'last', '<n>'],
+      ['history', '<room>', 'before', '<id>', '<n>'],
+    ]);
+  });
+
+  it('hints the arguments still to come', () => {
+    expect(hintFor('say', usages)).toBe(',<room>,<text>');
+    expect(hintFor('say,', usages)).toBe('<room>,<text>');
+    expect(hintFor('say,lob', usages)).toBe(',<text>');
+    expect(hintFor('say,lobby,', usages)).toBe('<text>');
+    expect(hintFor('say,lobby,hi', usages)).toBe('');
+    expect(hintFor('send,bob,', usages)).toBe('<command>[,args...]');
+    expect(hintFor('send,bob,msg,', usages)).toBe('');
+    expect(hintFor('typing,lobby,', usages)).toBe('start|stop');
+    expect(hintFor('whoami', usages)).toBe('');
+    expect(hintFor('sa', usages)).toBe('');
+    expect(hintFor(':raw', usages)).toBe('');
+    expect(hintFor('req,1,say,', usages)).toBe('<room>,<text>');
+  });
+
+  it('offers the alternatives where a usage branches, then follows the one typed', () => {
+    expect(hintFor('history,lobby,', usages)).toBe('last|since|after|before|between');
+    expect(hintFor('history,lobby,be', usages)).toBe(',<id>|<from>');
+    expect(hintFor('history,lobby,before,', usages)).toBe('<id>,<n>');
+    expect(hintFor('history,lobby,since,1', usages)).toBe('');
+  });
+});
+

@@ -62,6 +62,30 @@ describe('dumbclient', () => {
     expect(r.code).toBe(0);
   });
 
+  it('prints its usage with --help or -h and exits 0', async () => {
+    const r = await run('tools/dumbclient.ts', ['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^usage: dumbclient /);
+    expect(r.stdout).toContain('--wait SECONDS');
+    const c = await run('tools/dumbconsole.ts', ['-h']);
+    expect(c.code).toBe(0);
+    expect(c.stdout).toMatch(/^usage: dumbconsole /);
+  });
+
+  it('says on stderr which requests were not sent after a fatal error', async () => {
+    const small = await startServer(['--max-request', '64']);
+    try {
+      const r = await run('tools/dumbclient.ts', ['--port', String(small.port), 'nop', `nop,${'x'.repeat(100)}`, 'whoami']);
+      expect(r.stdout).toMatch(/^\nerror,fatal,request_too_long/);
+      // the close may be seen before whoami is written, or after
+      expect(r.stderr).toMatch(/^dumbclient: the server closed the connection; not (sent|answered): "whoami"/);
+      expect(r.code).toBe(1);
+    } finally {
+      await small.stop();
+      removeDir(small.data);
+    }
+  });
+
   it('shows raw frames with --hex', async () => {
     const r = await run('tools/dumbclient.ts', [...port(), '--hex', 'nop']);
     expect(r.stdout.trim().split('\n')).toEqual(['> 00000003 00 6e6f70', '< 00000000 00']);

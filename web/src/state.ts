@@ -1,7 +1,7 @@
 /** What the page knows: rooms with their messages, conversations, friends, presence. */
-import type { HistoryMessage } from '../../src/client/protocol.ts';
+import type { HistoryMessage } from '../../modules/rooms-history.ts';
 
-export { parseHistory } from '../../src/client/protocol.ts';
+export { parseHistory } from '../../modules/rooms-history.ts';
 
 export type Message = HistoryMessage & { system?: boolean };
 
