@@ -125,8 +125,10 @@ export type HttpRoute = {
   readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS';
   /** find-my-way syntax: `/api/rooms/:room/messages` */
   readonly path: string;
-  /** Throw a CommandError to answer `{"error": type, "info": ...}` with the type's status. */
+  /** Throw a CommandError to answer `{"error": type, "info": ...}` with the status its ErrorSpec declares. */
   readonly handler: (req: HttpRequest, server: ServerApi) => HttpReply | Promise<HttpReply>;
+  /** Headers on every reply of this route, error replies included (CORS, for one). */
+  readonly headers?: Readonly<Record<string, string>>;
 };
 
 export interface ModuleHooks {
