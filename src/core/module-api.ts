@@ -48,6 +48,8 @@ export interface HubApi {
   isOnline(userId: number): boolean;
   /** Sessions logged in as the user (read-only view). */
   sessionsOf(userId: number): readonly SessionApi[];
+  /** Ends a connection's login (it stays open, logged out), as when the token it logged in with is revoked. */
+  logout(session: SessionApi): void;
 }
 
 export interface UsersApi {
