@@ -57,10 +57,7 @@ class WsLink implements Link {
     this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), session.counters);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', () => session.close());
-    socket.on('end', () => {
-      session.close();
-      socket.end(); // HTTP sockets are half-open capable: the peer is gone, so are we
-    });
+    socket.on('end', () => session.close());
     socket.on('close', () => session.close());
     socket.resume();
     if (head.length > 0) this.#onData(head);
@@ -102,8 +99,9 @@ class WsLink implements Link {
     if (socket.destroyed) return;
     // answering the peer's Close echoes its code; otherwise ours says why
     socket.write(closeFrame(this.#peerClosed ? this.#peerCode : (this.#code ?? CLOSE_CODES[reason])));
-    if (this.#peerClosed) socket.end();
-    else socket.resume(); // read on (and discard) until the peer's Close
+    // the server closes TCP first (RFC 6455 section 7.1.1); a peer's Close still in flight is read and dropped
+    socket.end();
+    socket.resume();
     setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
   }
 
@@ -147,10 +145,7 @@ class WsLink implements Link {
   }
 
   #onPeerClose(event: Extract<WsEvent, { kind: 'close' }>): void {
-    if (this.#closed) {
-      this.#socket.end(); // they answered our Close
-      return;
-    }
+    if (this.#closed) return; // they answered our Close
     this.#peerClosed = true;
     this.#peerCode = event.code;
     this.#session.close('normal');
