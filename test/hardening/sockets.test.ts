@@ -109,20 +109,22 @@ describe('TLS sockets count from their first byte', () => {
     const { cert, key, dir } = makeCertificate();
     cleanups.push(() => removeDir(dir));
     const s = await server(['--tls-cert', cert, '--tls-key', key, '--http-port', '0', '--max-connections-per-ip', '2', '--request-timeout', '1.5']);
-    for (const port of [s.port, s.server.httpPort!]) {
-      const silent = await Promise.all([1, 2].map(() => probe(port)));
-      const third = await probe(port);
+    // both listeners at once: the framed TLS port and HTTPS, with their own addresses (the limit is per address, over all listeners)
+    const check = async (port: number, address: string, otherAddress: string) => {
+      const silent = await Promise.all([1, 2].map(() => probe(port, address)));
+      const third = await probe(port, address);
       await third.closed; // over the per-address limit: refused at once
       expect(silent.some((p) => p.isClosed())).toBe(false);
       // another address completes its handshake meanwhile
-      const other = tls.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2', ca: readFileSync(cert), servername: 'localhost' });
+      const other = tls.connect({ socket: net.connect({ port, host: '127.0.0.1', localAddress: otherAddress }), ca: readFileSync(cert), servername: 'localhost' });
       cleanups.push(() => void other.destroy());
       await new Promise<void>((resolve, reject) => other.once('secureConnect', resolve).once('error', reject));
       expect(other.authorized).toBe(true);
       other.destroy();
       await Promise.all(silent.map((p) => p.closed));
       expect(silent.map((p) => p.received())).toEqual(['', '']);
-    }
+    };
+    await Promise.all([check(s.port, '127.0.0.1', '127.0.0.2'), check(s.server.httpPort!, '127.0.0.3', '127.0.0.4')]);
   });
 });
 
