@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { StatementSync } from 'node:sqlite';
 import { parseHistory } from './rooms-history.ts';
-import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type SessionApi, type UserRef } from '../src/core/module-api.ts';
 
 type Tokens = { insert: StatementSync; find: StatementSync; remove: StatementSync; purge: StatementSync };
 let tokens: Tokens | undefined;
@@ -27,11 +27,46 @@ function userOfToken(server: ServerApi, token: string): UserRef | null {
   return row === undefined ? null : server.users.byId(Number(row.user_id));
 }
 
+/** RFC 6750 section 2.1: the scheme is case-insensitive (RFC 9110 section 11.1), spaces around the token are tolerated. */
 function bearer(req: HttpRequest): string {
   const header = req.headers.authorization;
-  const m = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_-]{16,256})$/.exec(header) : null;
+  const m = typeof header === 'string' ? /^[ \t]*bearer[ \t]+([A-Za-z0-9._~+/-]{16,256}=*)[ \t]*$/i.exec(header) : null;
   if (m === null) throw new CommandError('not_logged_in', 'send Authorization: Bearer <token>');
   return m[1]!;
+}
+
+/**
+ * Connections logged in with each token (by hash), so that logging the
+ * token out ends their logins too (GATEWAYS.md section 2). A `token` login
+ * is recorded once the hub made it (the login hook), and forgotten when the
+ * connection stops being that user.
+ */
+const liveLogins = new Map<string, Set<SessionApi>>();
+let tokenOf = new WeakMap<SessionApi, string>();
+/** `token` commands whose login the hub has not made yet (weak: the reply may never be written). */
+let pendingLogins = new WeakMap<SessionApi, string>();
+
+function recordLogin(session: SessionApi, hash: string): void {
+  forgetLogin(session);
+  let set = liveLogins.get(hash);
+  if (set === undefined) liveLogins.set(hash, (set = new Set()));
+  set.add(session);
+  tokenOf.set(session, hash);
+}
+
+function forgetLogin(session: SessionApi): void {
+  const hash = tokenOf.get(session);
+  if (hash === undefined) return;
+  tokenOf.delete(session);
+  const set = liveLogins.get(hash);
+  set?.delete(session);
+  if (set?.size === 0) liveLogins.delete(hash);
+}
+
+function revoke(server: ServerApi, hash: string): void {
+  tokens!.remove.run(hash);
+  for (const session of liveLogins.get(hash) ?? []) server.hub.logout(session);
+  liveLogins.delete(hash);
 }
 
 function authed(req: HttpRequest, server: ServerApi): CommandContext {
@@ -86,7 +121,7 @@ const routes: HttpRoute[] = [
     path: '/api/logout',
     handler(req, server) {
       authed(req, server);
-      tokens!.remove.run(hashToken(bearer(req)));
+      revoke(server, hashToken(bearer(req)));
       return NO_CONTENT;
     },
   },
@@ -183,6 +218,21 @@ export default defineModule({
   },
   dispose() {
     tokens = undefined;
+    liveLogins.clear();
+    tokenOf = new WeakMap();
+    pendingLogins = new WeakMap();
+  },
+  hooks: {
+    login(session) {
+      const hash = pendingLogins.get(session);
+      pendingLogins.delete(session);
+      if (hash === undefined) forgetLogin(session); // logged in some other way since
+      else recordLogin(session, hash);
+    },
+    logout(session) {
+      pendingLogins.delete(session);
+      forgetLogin(session);
+    },
   },
   routes,
   commands: {
@@ -192,6 +242,9 @@ export default defineModule({
       const user = userOfToken(ctx.server, args[0]!);
       if (user === null) throw new CommandError('wrong_user_or_password', 'the token is unknown or expired');
       ctx.session.loginAs(user);
+      // already this user: the hub makes no new login, so no hook will record it
+      if (ctx.session.user?.id === user.id) recordLogin(ctx.session, hashToken(args[0]!));
+      else pendingLogins.set(ctx.session, hashToken(args[0]!));
     },
   },
 });

@@ -62,9 +62,9 @@ export default defineModule({
   },
   pushes: ['friend'],
   errors: {
-    already_friends: { fatal: false, info: 'you are friends already' },
-    no_request: { fatal: false, info: 'that user has not asked you' },
-    not_friends: { fatal: false, info: 'you are not friends' },
+    already_friends: { fatal: false, info: 'you are friends already', status: 409 },
+    no_request: { fatal: false, info: 'that user has not asked you', status: 404 },
+    not_friends: { fatal: false, info: 'you are not friends', status: 403 },
   },
   options: {
     'friends-only': { type: 'boolean', default: false, description: 'send only reaches friends (others answer not_friends)' },

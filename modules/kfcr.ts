@@ -8,13 +8,16 @@ import { CommandError, defineModule, type HttpReply, type HttpRoute, type Server
 import type { RoomsService } from './rooms.ts';
 import type { RoomMessage } from './rooms-store.ts';
 
+/** As the reference's flask-cors: every route, error replies included (the gateway adds route headers to those too). */
 const CORS = { 'access-control-allow-origin': '*' } as const;
+/** Rows in one page at most, whatever the number asked for (`last/-1` included). */
 const MAX = 500;
+const HEADER_LIST = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$/;
 
 type KfcrMessage = { id: number; user: string; content: string; timestamp: number; sys: boolean };
 
-const text = (status: number, body: string): HttpReply => ({ status, body, headers: CORS });
-const json = (body: unknown, status = 200): HttpReply => ({ status, body, headers: CORS });
+const text = (status: number, body: string): HttpReply => ({ status, body });
+const json = (body: unknown, status = 200): HttpReply => ({ status, body });
 
 function rooms(server: ServerApi): { service: RoomsService; room: string } {
   const service = server.services.get<RoomsService>('rooms');
@@ -24,83 +27,95 @@ function rooms(server: ServerApi): { service: RoomsService; room: string } {
   return { service, room };
 }
 
-const toKfcr = (m: RoomMessage): KfcrMessage => ({ id: m.id, user: m.user, content: m.text, timestamp: m.time, sys: false });
+/** `user` as it was posted: the `~` that marks a KFCR post stays in textserver's own views only (the client compares names to hide its echo). */
+const toKfcr = (m: RoomMessage): KfcrMessage => ({ id: m.id, user: m.user.startsWith('~') ? m.user.slice(1) : m.user, content: m.text, timestamp: m.time, sys: false });
 
-/** A whole non-negative number from a path, or undefined. */
-function whole(value: string | undefined): number | undefined {
-  return value !== undefined && /^\d{1,15}$/.test(value) ? Number(value) : undefined;
+/**
+ * A path number as the reference's Python `int()` reads it: surrounding
+ * whitespace, an optional sign, decimal digits with single underscores
+ * between them. Undefined for what `int()` refuses; clamped to the safe
+ * integer range (Python's are unbounded, and nothing here is that large).
+ */
+export function pythonInt(value: string | undefined): number | undefined {
+  const m = value === undefined ? null : /^\s*([+-]?)(\d+(?:_\d+)*)\s*$/.exec(value);
+  if (m === null) return undefined;
+  const n = Math.min(Number(m[2]!.replaceAll('_', '')), Number.MAX_SAFE_INTEGER);
+  return m[1] === '-' && n !== 0 ? -n : n;
 }
 
 function version(server: ServerApi): { release: string; number: string; branch: string } {
   return { release: 'S', number: server.version, branch: 'main' };
 }
 
-const routes: HttpRoute[] = [
-  { method: 'GET', path: '/KFCR_verification', handler: () => text(200, 'KFCR verified!') },
-  {
-    method: 'GET',
-    path: '/messages/last/:n',
-    handler(req, server) {
-      const n = whole(req.params.n);
-      if (n === undefined || n < 1) return text(400, 'Invalid message number');
-      const { service, room } = rooms(server);
-      return json(service.history(room, 'last', [Math.min(n, MAX)]).reverse().map(toKfcr));
-    },
-  },
-  {
-    method: 'GET',
-    path: '/messages/since/:ms',
-    handler(req, server) {
-      const ms = whole(req.params.ms);
-      if (ms === undefined) return text(400, 'Bad timestamp');
-      const { service, room } = rooms(server);
-      return json(service.history(room, 'since', [ms]).map(toKfcr));
-    },
-  },
-  {
-    method: 'GET',
-    path: '/messages/sinceid/:id',
-    handler(req, server) {
-      const id = whole(req.params.id);
-      if (id === undefined) return text(400, 'invalid ID');
-      const { service, room } = rooms(server);
-      return json(service.history(room, 'after', [id]).map(toKfcr));
-    },
-  },
-  {
-    method: 'GET',
-    path: '/messages/id/:id',
-    handler(req, server) {
-      const id = whole(req.params.id);
-      if (id === undefined) return text(400, 'invalid ID');
-      const { service, room } = rooms(server);
-      const [m] = id < 1 ? [] : service.history(room, 'after', [id - 1]).slice(0, 1);
-      return m === undefined || m.id !== id ? text(404, 'no message with requested ID') : json(toKfcr(m));
-    },
-  },
-  {
-    method: 'POST',
-    path: '/messages/post',
-    handler(req, server) {
-      const body = req.body as Record<string, unknown> | null;
-      if (typeof body !== 'object' || body === null || typeof body.user !== 'string' || typeof body.content !== 'string') {
-        return text(400, 'Malformed message JSON');
-      }
-      const { service, room } = rooms(server);
-      service.post(room, `~${body.user}`, body.content);
-      return text(201, 'message successfully sent!');
-    },
-  },
-  {
-    method: 'OPTIONS',
-    path: '/messages/post',
-    handler: () => ({ status: 204, headers: { ...CORS, 'access-control-allow-methods': 'GET, POST, OPTIONS', 'access-control-allow-headers': 'content-type' } }),
-  },
-  { method: 'GET', path: '/version', handler: (_r, s) => text(200, `${version(s).release}${version(s).number}-${version(s).branch}`) },
-  { method: 'GET', path: '/version/release', handler: (_r, s) => text(200, version(s).release) },
-  { method: 'GET', path: '/version/number', handler: (_r, s) => text(200, version(s).number) },
-  { method: 'GET', path: '/version/branch', handler: (_r, s) => text(200, version(s).branch) },
+const get = (path: string, handler: HttpRoute['handler']): HttpRoute => ({ method: 'GET', path, handler, headers: CORS });
+
+const reads: HttpRoute[] = [
+  get('/KFCR_verification', () => text(200, 'KFCR verified!')),
+  get('/messages/last/:n', (req, server) => {
+    const n = pythonInt(req.params.n);
+    if (n === undefined) return text(400, 'Invalid message number');
+    // SQLite's LIMIT -1 is no limit: every message, here as many as a page holds
+    const limit = n < 0 ? MAX : Math.min(n, MAX);
+    if (limit === 0) return json([]);
+    const { service, room } = rooms(server);
+    return json(service.history(room, 'last', [limit]).reverse().map(toKfcr));
+  }),
+  get('/messages/since/:ms', (req, server) => {
+    const ms = pythonInt(req.params.ms);
+    if (ms === undefined) return text(400, 'Bad timestamp');
+    const { service, room } = rooms(server);
+    return json(service.history(room, 'since', [ms]).map(toKfcr));
+  }),
+  get('/messages/sinceid/:id', (req, server) => {
+    const id = pythonInt(req.params.id);
+    if (id === undefined) return text(400, 'invalid ID');
+    const { service, room } = rooms(server);
+    return json(service.history(room, 'after', [id]).map(toKfcr));
+  }),
+  get('/messages/id/:id', (req, server) => {
+    const id = pythonInt(req.params.id);
+    if (id === undefined) return text(400, 'invalid ID');
+    const { service, room } = rooms(server);
+    // the newest message with an id up to this one: it, when it exists
+    const [m] = id < 1 ? [] : service.history(room, 'before', [id + 1, 1]);
+    return m === undefined || m.id !== id ? text(404, 'no message with requested ID') : json(toKfcr(m));
+  }),
+  get('/version', (_r, s) => text(200, `${version(s).release}${version(s).number}-${version(s).branch}`)),
+  get('/version/release', (_r, s) => text(200, version(s).release)),
+  get('/version/number', (_r, s) => text(200, version(s).number)),
+  get('/version/branch', (_r, s) => text(200, version(s).branch)),
 ];
+
+const post: HttpRoute = {
+  method: 'POST',
+  path: '/messages/post',
+  headers: CORS,
+  handler(req, server) {
+    const body = req.body as Record<string, unknown> | null;
+    if (typeof body !== 'object' || body === null || typeof body.user !== 'string' || typeof body.content !== 'string') {
+      return text(400, 'Malformed message JSON');
+    }
+    const { service, room } = rooms(server);
+    service.post(room, `~${body.user}`, body.content);
+    return text(201, 'message successfully sent!');
+  },
+};
+
+/** A CORS preflight for every route, allowing the headers the browser asks for. */
+function preflight(path: string, methods: string): HttpRoute {
+  return {
+    method: 'OPTIONS',
+    path,
+    headers: CORS,
+    handler(req) {
+      const asked = req.headers['access-control-request-headers'];
+      const allow = typeof asked === 'string' && HEADER_LIST.test(asked.trim()) ? asked.trim() : 'content-type';
+      return { status: 204, headers: { 'access-control-allow-methods': methods, 'access-control-allow-headers': allow, 'access-control-max-age': '600' } };
+    },
+  };
+}
+
+const routes: HttpRoute[] = [...reads, post, ...reads.map((r) => preflight(r.path, 'GET, HEAD, OPTIONS')), preflight(post.path, 'POST, OPTIONS')];
 
 export default defineModule({
   description: 'KFCR-compatible HTTP routes over one room',

@@ -102,7 +102,7 @@ export default defineModule({
   pushes: ['room'],
   errors: {
     invalid_room: { fatal: false, info: 'room names are 1 to 64 characters from A-Z a-z 0-9 _ -' },
-    not_in_room: { fatal: false, info: 'you are not a member of that room' },
+    not_in_room: { fatal: false, info: 'you are not a member of that room', status: 403 },
   },
   migrations: RoomStore.migrations,
   init(api) {

@@ -5,7 +5,7 @@ import { CommandError } from './core/errors.ts';
 import { ConfigError, unknownFlags, CORE_FLAGS, type ServerOptions } from './config.ts';
 import { SqliteStore } from './store/sqlite-store.ts';
 import { listenTcp, type TcpListener } from './transport/tcp.ts';
-import { startGateways, type Gateways } from './transport/http.ts';
+import { startGateways, type Gateways } from './gateway/http.ts';
 
 export type Server = {
   readonly core: ServerCore;
@@ -57,7 +57,7 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
   async function close(): Promise<void> {
     ready = false;
     tcp.server.close();
-    for (const session of core.sessions) session.drain();
+    core.sessions.drain();
     const deadline = Date.now() + DRAIN_LIMIT_MS;
     while (core.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const session of core.sessions) session.fatal(new CommandError('shutdown'));

@@ -5,7 +5,11 @@
  * leaves none behind. The README table lists them all.
  */
 
-export type ErrorSpec = { readonly fatal: boolean; readonly info: string };
+/**
+ * `status` is the HTTP status the HTTP gateway answers with for this type
+ * (400 when not given), so the gateway needs no table of module error types.
+ */
+export type ErrorSpec = { readonly fatal: boolean; readonly info: string; readonly status?: number };
 
 export type CatalogueEntry = ErrorSpec & { readonly origin: string };
 
@@ -18,26 +22,26 @@ function define(origin: string, types: Record<string, ErrorSpec>): void {
 }
 
 define('protocol', {
-  unhandled: { fatal: false, info: 'internal server error' },
-  request_too_long: { fatal: true, info: 'frame exceeds the maximum request size' },
-  timeout: { fatal: true, info: 'timed out' },
-  command_not_found: { fatal: false, info: 'no such command' },
+  unhandled: { fatal: false, info: 'internal server error', status: 500 },
+  request_too_long: { fatal: true, info: 'frame exceeds the maximum request size', status: 413 },
+  timeout: { fatal: true, info: 'timed out', status: 408 },
+  command_not_found: { fatal: false, info: 'no such command', status: 404 },
   syntax: { fatal: false, info: 'malformed request' },
   name_too_short: { fatal: false, info: 'user names have at least 3 characters' },
   invalid_name: { fatal: false, info: 'user names are 3 to 32 characters from A-Z a-z 0-9 _ -' },
-  wrong_user_or_password: { fatal: false, info: 'wrong user or password' },
-  not_logged_in: { fatal: false, info: 'log in first' },
+  wrong_user_or_password: { fatal: false, info: 'wrong user or password', status: 401 },
+  not_logged_in: { fatal: false, info: 'log in first', status: 401 },
 });
 
 define('server', {
-  name_taken: { fatal: false, info: 'that name is taken' },
+  name_taken: { fatal: false, info: 'that name is taken', status: 409 },
   password_too_short: { fatal: false, info: 'passwords have at least 8 characters' },
-  user_not_found: { fatal: false, info: 'no such user' },
-  mailbox_full: { fatal: false, info: "the recipient's mailbox is full" },
-  too_many_attempts: { fatal: false, info: 'too many attempts; try again later' },
-  slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough' },
-  too_many_connections: { fatal: true, info: 'connection limit reached' },
-  shutdown: { fatal: true, info: 'the server is stopping' },
+  user_not_found: { fatal: false, info: 'no such user', status: 404 },
+  mailbox_full: { fatal: false, info: "the recipient's mailbox is full", status: 409 },
+  too_many_attempts: { fatal: false, info: 'too many attempts; try again later', status: 429 },
+  slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough', status: 503 },
+  too_many_connections: { fatal: true, info: 'connection limit reached', status: 503 },
+  shutdown: { fatal: true, info: 'the server is stopping', status: 503 },
 });
 
 /**
@@ -59,6 +63,11 @@ export function useModuleErrorTypes(types: ReadonlyMap<string, CatalogueEntry>):
   const next = new Map(core);
   for (const [type, entry] of types) if (!next.has(type)) next.set(type, entry);
   catalogue = next;
+}
+
+/** The HTTP status for an error type: its spec's, else 400 (a client error). */
+export function httpStatus(type: string): number {
+  return catalogue.get(type)?.status ?? 400;
 }
 
 export function errorCatalogue(): ReadonlyMap<string, CatalogueEntry> {

@@ -64,6 +64,10 @@ export class Hub implements HubApi {
     }
   }
 
+  logout(session: SessionApi): void {
+    if (session.user !== null && this.#byUser.get(session.user.id)?.has(session as Session)) this.detach(session as Session);
+  }
+
   isOnline(userId: number): boolean {
     return this.#byUser.has(userId);
   }

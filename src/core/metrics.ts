@@ -51,6 +51,8 @@ function durationHistogram(durations: Map<string, { buckets: number[]; sum: numb
 export function createMetrics(core: ServerCore): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: '' });
+  // gauges named like counters fail `promtool check metrics`; the same numbers by type stay (nodejs_active_handles{type} ...)
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   new Gauge({
     name: 'textserver_connections',
     help: 'Open client connections by transport',
@@ -61,6 +63,16 @@ export function createMetrics(core: ServerCore): Registry {
       const counts = new Map<string, number>([['tcp', 0], ['ws', 0]]);
       for (const s of core.sessions) counts.set(s.transport, (counts.get(s.transport) ?? 0) + 1);
       for (const [transport, n] of counts) this.set({ transport }, n);
+    },
+  });
+  new Gauge({
+    name: 'textserver_open_sockets',
+    help: 'Open sockets by listener, counted against the connection limits (TLS before its handshake, HTTP keep-alive, WebSocket)',
+    labelNames: ['listener'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [listener, n] of core.sessions.sockets) this.set({ listener }, n);
     },
   });
   // Per-request work is a few additions into plain maps; prom-client reads them when scraped.
@@ -96,6 +108,7 @@ export function createMetrics(core: ServerCore): Registry {
     labelNames: ['result'],
     values: () => [[{ result: 'delivered' }, core.hub.stats.pushed], [{ result: 'stored' }, core.hub.stats.stored], [{ result: 'lost' }, core.hub.stats.lost]],
   });
+  total(registry, 'textserver_connections_refused_total', 'Sockets closed on arrival by --max-connections or --max-connections-per-ip', () => core.sessions.stats.refused);
   total(registry, 'textserver_slow_consumer_disconnects_total', 'Connections cut for not reading', () => c.slowConsumers);
   total(registry, 'textserver_login_failures_total', 'Failed logins', () => core.users.stats.loginFailures);
   total(registry, 'textserver_login_throttled_total', 'Logins refused by throttling', () => core.users.stats.loginThrottled);

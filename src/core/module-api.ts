@@ -50,6 +50,8 @@ export interface HubApi {
   isOnline(userId: number): boolean;
   /** Sessions logged in as the user (read-only view). */
   sessionsOf(userId: number): readonly SessionApi[];
+  /** Ends a connection's login (it stays open, logged out), as when the token it logged in with is revoked. */
+  logout(session: SessionApi): void;
 }
 
 export interface UsersApi {
@@ -144,8 +146,10 @@ export type HttpRoute = {
   readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS';
   /** find-my-way syntax: `/api/rooms/:room/messages` */
   readonly path: string;
-  /** Throw a CommandError to answer `{"error": type, "info": ...}` with the type's status. */
+  /** Throw a CommandError to answer `{"error": type, "info": ...}` with the status its ErrorSpec declares. */
   readonly handler: (req: HttpRequest, server: ServerApi) => HttpReply | Promise<HttpReply>;
+  /** Headers on every reply of this route, error replies included (CORS, for one). */
+  readonly headers?: Readonly<Record<string, string>>;
 };
 
 export interface ModuleHooks {

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import { CommandError } from './errors.ts';
 import { Hub } from './hub.ts';
-import type { CommandContext, Reply, ServerApi, UserRef } from './module-api.ts';
+import type { CommandContext, Reply, ServerApi } from './module-api.ts';
 import { ModuleSet, type LoadedModule } from './module-set.ts';
 import { PasswordHasher } from './passwords.ts';
 import { Router } from './router.ts';
 import type { Session } from './session.ts';
+import { detachedContext, SessionRegistry } from './sessions.ts';
 import { Users } from './users.ts';
 import type { ServerOptions } from '../config.ts';
 import type { Store } from '../store/store.ts';
@@ -26,18 +27,17 @@ export class ServerCore {
   readonly router: Router;
   readonly moduleSet: ModuleSet;
   readonly api: ServerApi;
-  readonly sessions = new Set<Session>();
+  readonly sessions: SessionRegistry;
   /** Plain counters, cheap enough for the hot path; /metrics reads them when scraped. */
   readonly counters = { slowConsumers: 0, framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
   /** Set by the metrics gateway: sees each request's command, outcome and duration. */
   observer: ((command: string, outcome: string, seconds: number) => void) | undefined;
-  readonly #perIp = new Map<string, number>();
-  #sweeper: NodeJS.Timeout | undefined;
 
   constructor(options: ServerOptions, store: Store, log: Logger, version: string) {
     this.options = options;
     this.store = store;
     this.log = log;
+    this.sessions = new SessionRegistry(options, log);
     const hasher = new PasswordHasher(options.argon2, options.hashConcurrency, options.hashQueue);
     this.users = new Users(store, hasher, options, log);
     this.router = new Router(log);
@@ -78,7 +78,7 @@ export class ServerCore {
         }
       },
       now: () => Date.now(),
-      context: (user, remoteAddress, transport) => detachedContext(this.api, user, remoteAddress, transport),
+      context: (user, remoteAddress, transport) => detachedContext(this, user, remoteAddress, transport),
     };
   }
 
@@ -92,54 +92,19 @@ export class ServerCore {
     return this.router.toCommandError(err, session);
   }
 
-  // ---- sessions -------------------------------------------------------
-
-  /** Whether a new connection from `address` is within the limits. */
-  admit(address: string): boolean {
-    return this.sessions.size < this.options.maxConnections && (this.#perIp.get(address) ?? 0) < this.options.maxConnectionsPerIp;
-  }
-
-  add(session: Session): void {
-    this.sessions.add(session);
-    this.#perIp.set(session.remoteAddress, (this.#perIp.get(session.remoteAddress) ?? 0) + 1);
-  }
+  // ---- sessions (admission and timeouts live in sessions.ts) ----------
 
   /** Called once by a closing session. */
   detach(session: Session): void {
-    if (!this.sessions.delete(session)) return;
-    const n = (this.#perIp.get(session.remoteAddress) ?? 1) - 1;
-    if (n <= 0) this.#perIp.delete(session.remoteAddress);
-    else this.#perIp.set(session.remoteAddress, n);
-    this.hub.detach(session);
+    if (this.sessions.delete(session)) this.hub.detach(session);
   }
 
-  /** Enforces both timeouts of PROTOCOL.md section 1 with one coarse timer for all sessions. */
   startSweeper(): void {
-    const { idleTimeoutMs, requestTimeoutMs } = this.options;
-    const every = Math.max(25, Math.min(1000, Math.floor(Math.min(idleTimeoutMs, requestTimeoutMs) / 4)));
-    this.#sweeper = setInterval(() => this.#sweep(), every);
-    this.#sweeper.unref();
+    this.sessions.startSweeper(() => this.users.sweep(Date.now()));
   }
 
   stopSweeper(): void {
-    clearInterval(this.#sweeper);
-  }
-
-  #sweep(): void {
-    const now = performance.now();
-    const { idleTimeoutMs, requestTimeoutMs } = this.options;
-    for (const session of this.sessions) {
-      if (!session.open) continue;
-      const partial = session.link.partialSince();
-      if (partial > 0) {
-        if (now - partial >= requestTimeoutMs) {
-          session.fatal(new CommandError('timeout', `request not completed within ${requestTimeoutMs / 1000} s`));
-        }
-      } else if (!session.busy && now - session.lastActive >= idleTimeoutMs) {
-        session.fatal(new CommandError('timeout', `no request within ${idleTimeoutMs / 1000} s`));
-      }
-    }
-    this.users.sweep(Date.now());
+    this.sessions.stopSweeper();
   }
 
   // ---- modules --------------------------------------------------------
@@ -183,23 +148,4 @@ export class ServerCore {
   disposeModules(): void {
     this.moduleSet.dispose();
   }
-}
-
-/** A request context for someone without a live connection: pushes go nowhere. */
-function detachedContext(server: ServerApi, user: UserRef | null, remoteAddress: string, transport: string): CommandContext {
-  const session = {
-    id: 0,
-    transport,
-    remoteAddress,
-    user,
-    requireUser(): UserRef {
-      if (session.user === null) throw new CommandError('not_logged_in');
-      return session.user;
-    },
-    push: () => false,
-    loginAs(u: UserRef) {
-      session.user = u;
-    },
-  };
-  return { session, server };
 }

@@ -1,17 +1,14 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
 import { FrameDecoder } from '../wire/frame-decoder.ts';
 import { CommandError } from '../core/errors.ts';
 import type { Link } from '../core/link.ts';
 import { OutFrame } from '../core/out-frame.ts';
-import { Session } from '../core/session.ts';
+import type { Session } from '../core/session.ts';
+import { CLOSE_GRACE_MS, openSession } from '../core/sessions.ts';
 import { WriteBatch } from './write-batch.ts';
+import { tlsServerOptions } from './tls-options.ts';
 import type { ServerCore } from '../core/server-core.ts';
-
-/** How long a closing connection may take to flush before it is destroyed. */
-const CLOSE_GRACE_MS = 2000;
-
 
 /** A framed byte stream (TCP or TLS socket) as a session's link. */
 class SocketLink implements Link {
@@ -111,16 +108,30 @@ class SocketLink implements Link {
 
 export type TcpListener = { readonly server: net.Server; readonly port: number; readonly transport: string };
 
-/** Listens on `--host`/`--port` (TLS when a certificate is given) and turns connections into sessions. */
+/**
+ * Listens on `--host`/`--port` (TLS when a certificate is given) and turns
+ * connections into sessions. Every socket is admitted (counted against the
+ * connection limits) as it arrives, a TLS one before its handshake, which
+ * must complete within the request timeout.
+ */
 export async function listenTcp(core: ServerCore): Promise<TcpListener> {
-  const { tls: tlsFiles, host, port, maxRequest } = core.options;
+  const { tls: tlsFiles, host, port, maxRequest, requestTimeoutMs } = core.options;
   const transport = tlsFiles === undefined ? 'tcp' : 'tls';
-  const onSocket = (socket: net.Socket) => accept(core, socket, transport, maxRequest);
-  const server =
-    tlsFiles === undefined
-      ? net.createServer({ noDelay: true }, onSocket)
-      : tls.createServer({ cert: readFileSync(tlsFiles.cert), key: readFileSync(tlsFiles.key), noDelay: true }, onSocket);
-  server.on('tlsClientError', () => {}); // a failed handshake concerns that client only
+  let server: net.Server;
+  if (tlsFiles === undefined) {
+    server = net.createServer({ noDelay: true }, (socket) => {
+      if (core.sessions.admit(socket, transport)) accept(core, socket, transport, maxRequest);
+      else refuse(socket, new CommandError('too_many_connections'));
+    });
+  } else {
+    server = tls.createServer({ ...tlsServerOptions(tlsFiles, requestTimeoutMs), noDelay: true }, (socket) => accept(core, socket, transport, maxRequest));
+    // before the handshake there is no way to say why: a refused socket is just closed
+    server.on('connection', (raw: net.Socket) => {
+      if (!core.sessions.admit(raw, transport)) raw.destroy();
+    });
+    // a failed or timed-out handshake concerns that client only; node leaves the socket open
+    server.on('tlsClientError', (_err, socket) => socket.destroy());
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port }, () => {
@@ -132,17 +143,17 @@ export async function listenTcp(core: ServerCore): Promise<TcpListener> {
   return { server, port: (server.address() as net.AddressInfo).port, transport };
 }
 
+/** Says why in one frame, then closes. */
+function refuse(socket: net.Socket, err: CommandError): void {
+  socket.on('error', () => {});
+  socket.end(OutFrame.of(err.fields()).bytes);
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+}
+
 function accept(core: ServerCore, socket: net.Socket, transport: string, maxRequest: number): void {
   socket.setNoDelay(true);
-  const address = socket.remoteAddress ?? 'unknown';
-  if (!core.admit(address)) {
-    socket.on('error', () => {});
-    socket.end(OutFrame.of(new CommandError('too_many_connections').fields()).bytes);
-    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
-    return;
-  }
   const link = new SocketLink(socket, transport, maxRequest);
-  const session = new Session(core, link);
-  core.add(session);
+  const session = openSession(core, link);
+  if (session === undefined) return refuse(socket, new CommandError('shutdown'));
   link.start(session);
 }

@@ -1,41 +1,66 @@
 /**
- * The WebSocket transport (GATEWAYS.md section 1): one message is one
- * payload; replies and pushes go back as text messages. Sessions are the
- * same as over TCP: the link below is all that differs.
+ * The WebSocket transport (GATEWAYS.md section 1, RFC 6455): one message is
+ * one payload; replies and pushes go back as text messages. Sessions are
+ * the same as over TCP: the link below is all that differs. The HTTP
+ * gateway hands over the upgrade requests it accepted (`wants`), and plain
+ * requests to the WebSocket path (`serveHttp`).
  */
-import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { createHash } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { CommandError } from '../core/errors.ts';
 import type { Link } from '../core/link.ts';
 import { OutFrame } from '../core/out-frame.ts';
-import { Session } from '../core/session.ts';
-import { WriteBatch } from './write-batch.ts';
+import type { Session } from '../core/session.ts';
+import { CLOSE_GRACE_MS, openSession } from '../core/sessions.ts';
 import type { ServerCore } from '../core/server-core.ts';
+import { closeFrame, pongFrame, WsFrameReader, type WsEvent } from './ws-frames.ts';
+import { WriteBatch } from './write-batch.ts';
 
 export const WS_PATH = '/ws';
 export const SUBPROTOCOL = 'textserver.v1';
-const CLOSE_GRACE_MS = 2000;
 const CLOSE_CODES = { fatal: 1008, shutdown: 1001, normal: 1000 } as const;
+const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** base64 of 16 bytes (RFC 6455 section 4.1) */
+const KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 
 /**
- * Writes its own server-to-client frames (unmasked text frames need no
- * state), batched per event-loop turn into one socket write like TCP;
- * the ws library handles the handshake, the client's frames, pings and close.
+ * Writes its frames batched per event-loop turn into one socket write, like
+ * TCP. After its Close frame nothing else is written (RFC 6455 section
+ * 5.5.1); replies queued before it leave first.
  */
 class WsLink implements Link {
   readonly transport = 'ws';
   readonly remoteAddress: string;
-  readonly #ws: WebSocket;
-  readonly #socket: Duplex;
-  readonly #batch: WriteBatch;
+  readonly #socket: Socket;
+  readonly #reader: WsFrameReader;
+  #session!: Session;
+  #batch!: WriteBatch;
+  /** Our Close is out: no more frames. */
   #closed = false;
+  /** The peer's Close arrived (its code, undefined when it had none). */
+  #peerClosed = false;
+  #peerCode: number | undefined;
+  /** A close code that overrides the session's reason (1002, 1007 from the reader). */
+  #code: number | undefined;
+  #partialSince = 0;
 
-  constructor(ws: WebSocket, socket: Duplex, remoteAddress: string, counters: { framesOut: number; bytesOut: number }) {
-    this.#ws = ws;
+  constructor(socket: Socket, remoteAddress: string, maxRequest: number) {
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
-    this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), counters);
+    this.#reader = new WsFrameReader(maxRequest);
+  }
+
+  start(session: Session, head: Buffer): void {
+    this.#session = session;
+    const socket = this.#socket;
+    this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), session.counters);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', () => session.close());
+    socket.on('end', () => session.close());
+    socket.on('close', () => session.close());
+    socket.resume();
+    if (head.length > 0) this.#onData(head);
   }
 
   write(frame: OutFrame, written?: (err?: Error | null) => void): void {
@@ -47,102 +72,143 @@ class WsLink implements Link {
   }
 
   pendingBytes(): number {
-    return this.#ws.bufferedAmount + this.#batch.bytes;
+    return this.#socket.writableLength + this.#batch.bytes;
   }
 
   setReading(on: boolean): void {
     if (this.#closed) return;
-    if (on) this.#ws.resume();
-    else this.#ws.pause();
+    if (on) this.#socket.resume();
+    else this.#socket.pause();
   }
 
   onDrain(cb: () => void): void {
     this.#batch.flush();
-    if (this.#ws.bufferedAmount === 0) queueMicrotask(cb);
+    if (this.#socket.writableLength === 0) queueMicrotask(cb);
     else this.#socket.once('drain', cb);
   }
 
   partialSince(): number {
-    return 0; // the ws library assembles frames; a stalled one ends with the idle timeout
+    return this.#partialSince;
   }
 
   close(reason: 'fatal' | 'shutdown' | 'normal'): void {
     if (this.#closed) return;
     this.#batch.flush();
     this.#closed = true;
-    this.#ws.close(CLOSE_CODES[reason]);
-    setTimeout(() => this.#ws.terminate(), CLOSE_GRACE_MS).unref();
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    // answering the peer's Close echoes its code; otherwise ours says why
+    socket.write(closeFrame(this.#peerClosed ? this.#peerCode : (this.#code ?? CLOSE_CODES[reason])));
+    // the server closes TCP first (RFC 6455 section 7.1.1); a peer's Close still in flight is read and dropped
+    socket.end();
+    socket.resume();
+    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
   }
+
+  #onData(chunk: Buffer): void {
+    const reader = this.#reader;
+    const session = this.#session;
+    reader.push(chunk);
+    if (!this.#closed) session.counters.bytesIn += chunk.length;
+    let completed = false;
+    const batch = this.#batch;
+    batch.holding = true; // replies to this read leave with one write at its end
+    for (let event = reader.next(); event !== undefined; event = reader.next()) {
+      if (event.kind === 'close') {
+        this.#onPeerClose(event);
+        break;
+      }
+      if (this.#closed) continue; // after our Close: discard until theirs
+      if (event.kind === 'message') {
+        completed = true;
+        session.receive(event.data);
+      } else if (event.kind === 'ping') {
+        batch.add(pongFrame(event.data));
+      }
+    }
+    batch.holding = false;
+    if (!batch.scheduled) batch.flush();
+    const fault = reader.fault;
+    if (fault !== undefined) {
+      if (this.#closed) this.#socket.destroy();
+      else if (fault.code === 'too_long') session.fatal(new CommandError('request_too_long', `message of ${fault.size} bytes exceeds the limit`));
+      else {
+        this.#code = fault.code;
+        session.close('fatal');
+      }
+      return;
+    }
+    if (this.#closed) return;
+    if (completed) session.lastActive = performance.now();
+    if (!reader.pending) this.#partialSince = 0;
+    else if (completed || this.#partialSince === 0) this.#partialSince = performance.now();
+  }
+
+  #onPeerClose(event: Extract<WsEvent, { kind: 'close' }>): void {
+    if (this.#closed) return; // they answered our Close
+    this.#peerClosed = true;
+    this.#peerCode = event.code;
+    this.#session.close('normal');
+  }
+}
+
+export type WsAcceptor = {
+  /** Is this request a WebSocket handshake for us (an `Upgrade: websocket` on the WebSocket path)? */
+  wants(req: IncomingMessage): boolean;
+  handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void;
+  /** A plain HTTP request to the WebSocket path. */
+  serveHttp(req: IncomingMessage, res: ServerResponse): void;
+};
+
+function tokens(header: string | string[] | undefined): string[] {
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return text.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '');
+}
+
+export const pathOf = (req: IncomingMessage): string => (req.url ?? '/').split('?')[0]!;
+
+/** Answers an upgrade request with an HTTP error instead of switching protocols. */
+function refuse(socket: Socket, status: number, text: string, headers = ''): void {
+  const body = `${text}\n`;
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n${headers}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
 }
 
 /**
- * Is this browser origin allowed? No Origin header (not a browser) is always
- * allowed. Without --ws-origins, only pages of the HTTP gateway itself: the
- * host the client asked for, on the gateway's port (or this port).
+ * Upgrades WebSocket handshakes on WS_PATH into sessions. `originAllowed`
+ * decides on a browser's `Origin` (GATEWAYS.md: `--ws-origins`, or the HTTP
+ * gateway's own origins). Sockets were admitted by the HTTP listener.
  */
-export function originAllowed(req: IncomingMessage, allowed: readonly string[], gatewayPorts: readonly number[]): boolean {
-  const origin = req.headers.origin;
-  if (origin === undefined) return true;
-  if (allowed.length > 0) return allowed.includes(origin) || allowed.includes('*');
-  try {
-    const from = new URL(origin);
-    const asked = new URL(`http://${req.headers.host ?? ''}`);
-    const port = Number(from.port || (from.protocol === 'https:' ? 443 : 80));
-    return from.hostname === asked.hostname && (gatewayPorts.includes(port) || from.host === req.headers.host);
-  } catch {
-    return false;
-  }
-}
-
-export type WsAcceptor = { handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void; close(): void };
-
-/** Upgrades `/ws` requests into sessions; anything else is refused with an HTTP status. */
-export function wsAcceptor(core: ServerCore, gatewayPorts: () => readonly number[]): WsAcceptor {
-  const { maxRequest, wsOrigins } = core.options;
-  const wss = new WebSocketServer({
-    noServer: true,
-    // ws refuses (code 1009) before buffering past this; up to it we answer request_too_long ourselves
-    maxPayload: maxRequest + 64 * 1024,
-    perMessageDeflate: false,
-    skipUTF8Validation: true, // invalid UTF-8 is a nonfatal syntax error here, not a close
-    handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
-  });
-  const refuse = (socket: Duplex, status: string) => {
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  };
+export function wsAcceptor(core: ServerCore, originAllowed: (origin: string | undefined) => boolean): WsAcceptor {
+  const { maxRequest } = core.options;
   return {
+    wants(req) {
+      return pathOf(req) === WS_PATH && tokens(req.headers.upgrade).includes('websocket') && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
+    },
     handleUpgrade(req, socket, head) {
       socket.on('error', () => {});
-      const path = (req.url ?? '/').split('?')[0];
-      if (path !== WS_PATH) return refuse(socket, '404 Not Found');
-      if (!originAllowed(req, wsOrigins, gatewayPorts())) return refuse(socket, '403 Forbidden');
-      wss.handleUpgrade(req, socket, head, (ws) => accept(core, ws, socket, req.socket.remoteAddress ?? 'unknown', maxRequest));
+      if (core.sessions.draining) return refuse(socket, 503, 'the server is stopping');
+      if (!originAllowed(req.headers.origin)) return refuse(socket, 403, 'this origin may not open a WebSocket here (see --ws-origins)');
+      if (req.method !== 'GET') return refuse(socket, 405, 'a WebSocket handshake is a GET', 'Allow: GET\r\n');
+      const key = req.headers['sec-websocket-key'];
+      if (typeof key !== 'string' || !KEY.test(key)) return refuse(socket, 400, 'missing or malformed Sec-WebSocket-Key');
+      if (req.headers['sec-websocket-version'] !== '13') return refuse(socket, 426, 'WebSocket version 13 only', 'Sec-WebSocket-Version: 13\r\n');
+      const link = new WsLink(socket, socket.remoteAddress ?? 'unknown', maxRequest);
+      const session = openSession(core, link);
+      if (session === undefined) return refuse(socket, 503, 'the server is stopping');
+      const accept = createHash('sha1').update(key + ACCEPT_GUID).digest('base64');
+      const protocol = tokens(req.headers['sec-websocket-protocol']).includes(SUBPROTOCOL) ? `Sec-WebSocket-Protocol: ${SUBPROTOCOL}\r\n` : '';
+      socket.setNoDelay(true);
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${protocol}\r\n`);
+      link.start(session, head);
     },
-    close() {
-      wss.close();
+    serveHttp(req, res) {
+      const text = (status: number, body: string, headers: Record<string, string> = {}) =>
+        res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...headers }).end(`${body}\n`);
+      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return void text(400, 'a WebSocket handshake needs HTTP/1.1');
+      if (req.method !== 'GET' && req.method !== 'HEAD') return void text(405, 'a WebSocket handshake is a GET', { allow: 'GET, HEAD' });
+      // RFC 9110 section 15.5.22: a 426 says what to upgrade to
+      text(426, `use a WebSocket on ${WS_PATH}`, { upgrade: 'websocket', connection: 'Upgrade' });
     },
   };
-}
-
-function accept(core: ServerCore, ws: WebSocket, socket: Duplex, address: string, maxRequest: number): void {
-  if (!core.admit(address)) {
-    ws.send(OutFrame.of(new CommandError('too_many_connections').fields()).payload);
-    ws.close(CLOSE_CODES.fatal);
-    return;
-  }
-  const link = new WsLink(ws, socket, address, core.counters);
-  const session = new Session(core, link);
-  core.add(session);
-  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
-    const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
-    session.lastActive = performance.now();
-    core.counters.bytesIn += bytes.length;
-    if (bytes.length > maxRequest) {
-      session.fatal(new CommandError('request_too_long', `message of ${bytes.length} bytes exceeds the limit of ${maxRequest}`));
-      return;
-    }
-    session.receive(bytes);
-  });
-  ws.on('error', () => session.close());
-  ws.on('close', () => session.close());
 }

@@ -173,7 +173,7 @@ describe('KFCR compatibility', () => {
     await tcp.nextN(2);
     const polled = (await (await fetch(`${base}/messages/sinceid/${lastId}`)).json()) as Kfcr[];
     expect(polled.map((m: { user: string; content: string; sys: boolean }) => [m.user, m.content, m.sys])).toEqual([
-      [`~${member}`, 'hello from kfcr', false],
+      [member, 'hello from kfcr', false],
       [member, 'hello from tcp', false],
     ]);
     const [first] = polled;

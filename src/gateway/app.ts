@@ -1,0 +1,118 @@
+/**
+ * The HTTP gateway's routes (GATEWAYS.md sections 2 to 5): fastify serving
+ * the modules' routes, health, metrics and the browser client. Errors are
+ * `{"error","info"}` with the status the error type declares (ErrorSpec),
+ * so this file names no module's error types.
+ */
+import http from 'node:http';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Registry } from 'prom-client';
+import { CommandError, httpStatus } from '../core/errors.ts';
+import type { HttpRequest, HttpRoute } from '../core/module-api.ts';
+import type { ServerCore } from '../core/server-core.ts';
+import { WS_PATH } from '../transport/ws.ts';
+import { mountWebClient } from './web-client.ts';
+
+export type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+export type App = { readonly instance: FastifyInstance; readonly handler: Handler };
+
+const QUIET = new Set(['error', 'fatal', 'silent']);
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+/** Headers a route asked for on every reply, errors included (CORS). */
+type RouteConfig = { headers?: Readonly<Record<string, string>> };
+
+export async function buildApp(core: ServerCore, registry: Registry, isReady: () => boolean, info: { wsPort: number | undefined }): Promise<App> {
+  let handler: Handler | undefined;
+  const app: FastifyInstance = Fastify({
+    // per-request lines are info level: keep them out unless the operator asks for less than warn
+    loggerInstance: core.log.child({ component: 'http' }, { level: QUIET.has(core.options.logLevel) ? core.options.logLevel : 'warn' }) as unknown as FastifyBaseLogger,
+    bodyLimit: core.options.maxRequest,
+    serverFactory: (h) => {
+      handler = h as Handler;
+      return http.createServer(); // never listens: the gateway's own servers call `handler`
+    },
+  });
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => sendError(core, reply, err, req));
+  app.setNotFoundHandler((req, reply) => notFound(app, req, reply));
+  app.get('/healthz', (_req, reply) => reply.type('text/plain; charset=utf-8').send('ok'));
+  app.get('/readyz', (_req, reply) => (isReady() ? reply.type('text/plain; charset=utf-8').send('ready') : reply.code(503).type('text/plain; charset=utf-8').send('not ready')));
+  app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  app.get('/api/info', () => ({ version: core.api.version, protocol: core.api.protocolVersion, ws: info.wsPort === undefined ? null : { port: info.wsPort, path: WS_PATH }, tls: core.options.tls !== undefined }));
+  mountWebClient(app);
+  const seen = new Set<string>();
+  for (const m of core.modules) {
+    for (const route of m.runtime.routes) {
+      const key = `${route.method} ${route.path}`;
+      if (seen.has(key)) {
+        core.log.error({ module: m.name, route: key }, 'route already mounted by another module; skipped');
+        continue;
+      }
+      seen.add(key);
+      mountRoute(core, app, route);
+    }
+  }
+  await app.ready();
+  return { instance: app, handler: handler! };
+}
+
+function mountRoute(core: ServerCore, app: FastifyInstance, route: HttpRoute): void {
+  const config: RouteConfig = { headers: route.headers };
+  app.route({
+    method: route.method,
+    url: route.path,
+    config,
+    handler: async (request, reply) => {
+      const req: HttpRequest = {
+        method: request.method,
+        url: request.url,
+        params: request.params as Record<string, string>,
+        query: request.query as Record<string, string | undefined>,
+        body: request.body,
+        headers: request.headers,
+        remoteAddress: request.socket.remoteAddress ?? 'unknown',
+      };
+      const out = await route.handler(req, core.api);
+      reply.code(out.status ?? 200);
+      for (const [k, v] of Object.entries({ ...route.headers, ...out.headers })) reply.header(k, v);
+      if (out.body === undefined) return reply.send();
+      if (typeof out.body === 'string') return reply.type('text/plain; charset=utf-8').send(out.body);
+      return reply.type('application/json; charset=utf-8').send(JSON.stringify(out.body));
+    },
+  });
+}
+
+/** RFC 9110: a path that exists under other methods is 405 with `Allow`, not 404. */
+function notFound(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const path = req.url.split('?')[0]!;
+  const allowed = METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
+  if (allowed.length > 0) {
+    return reply.code(405).header('allow', allowed.join(', ')).send({ error: 'syntax', info: `${req.method} is not allowed on ${path}; use ${allowed.join(', ')}` });
+  }
+  return reply.code(404).send({ error: 'command_not_found', info: `no route ${req.method} ${path}` });
+}
+
+function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusCode?: number; code?: string }, req: FastifyRequest): FastifyReply {
+  const headers = (req.routeOptions.config as RouteConfig | undefined)?.headers;
+  if (headers !== undefined) reply.headers(headers);
+  let status: number;
+  let body: { error: string; info: string };
+  if (err instanceof CommandError) {
+    status = httpStatus(err.type);
+    body = { error: err.type, info: err.info };
+  } else if (err.statusCode === 413) {
+    status = 413;
+    body = { error: 'request_too_long', info: `the body exceeds ${core.options.maxRequest} bytes` };
+  } else if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+    status = err.statusCode;
+    body = { error: 'syntax', info: err.message };
+  } else {
+    core.log.error({ err, url: req.url }, 'unhandled error in an HTTP route');
+    status = 500;
+    body = { error: 'unhandled', info: 'internal server error' };
+  }
+  if (status === 401) {
+    // RFC 9110 section 11.6.1, RFC 6750 section 3: say which scheme, and whether the token offered was refused
+    reply.header('www-authenticate', req.headers.authorization === undefined ? 'Bearer realm="textserver"' : 'Bearer realm="textserver", error="invalid_token"');
+  }
+  return reply.code(status).send(body);
+}

@@ -1,0 +1,103 @@
+/**
+ * The HTTP gateway's listeners (GATEWAYS.md sections 1 and 2): the HTTP (or
+ * HTTPS) servers that carry the routes of app.ts and the WebSocket upgrades
+ * of transport/ws.ts, on the same process and sessions as TCP.
+ *
+ * Every socket is admitted by the session registry as it arrives (HTTP
+ * keep-alive, half-sent requests and the WebSockets they become count
+ * against the connection limits like TCP ones); a TLS handshake and a
+ * request (head and body) must complete within `--request-timeout`.
+ * Routes come from modules, so after a SIGHUP reload a new fastify instance
+ * is built and swapped in under the same listening servers.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { createMetrics } from '../core/metrics.ts';
+import type { ServerCore } from '../core/server-core.ts';
+import { tlsServerOptions } from '../transport/tls-options.ts';
+import { pathOf, wsAcceptor, WS_PATH, type WsAcceptor } from '../transport/ws.ts';
+import { buildApp, type App, type Handler } from './app.ts';
+import { originPolicy } from './origins.ts';
+
+export type Listener = { transport: 'ws' | 'http'; port: number };
+export type Gateways = { listeners: Listener[]; wsPort: number | undefined; close(): Promise<void> };
+
+const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' };
+
+export async function startGateways(core: ServerCore, isReady: () => boolean): Promise<Gateways> {
+  const { wsPort, httpPort, host, tls, maxRequest, requestTimeoutMs, wsOrigins } = core.options;
+  if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, close: async () => {} };
+  const registry = createMetrics(core);
+  const servers: http.Server[] = [];
+  const listeners: Listener[] = [];
+  const pagePorts = () => listeners.filter((l) => l.transport === 'http').map((l) => l.port);
+  const ws = wsPort === undefined ? undefined : wsAcceptor(core, originPolicy(wsOrigins, host, tls !== undefined, pagePorts));
+  let app: App | undefined;
+  const info = { wsPort: undefined as number | undefined };
+  const rebuild = async () => {
+    const next = await buildApp(core, registry, isReady, info);
+    const old = app;
+    app = next;
+    await old?.instance.close().catch(() => undefined);
+  };
+  await rebuild();
+  core.onModulesLoaded(() => void rebuild().catch((err: unknown) => core.log.error({ err }, 'could not rebuild the HTTP routes')));
+
+  const listen = async (port: number, withHttp: boolean, withWs: WsAcceptor | undefined): Promise<number> => {
+    const onRequest: Handler = (req, res) => {
+      if (withWs !== undefined && pathOf(req) === WS_PATH) return withWs.serveHttp(req, res);
+      if (withHttp) return app!.handler(req, res);
+      res.writeHead(404, JSON_TYPE).end(JSON.stringify({ error: 'command_not_found', info: `this port serves only the WebSocket, on ${WS_PATH}` }));
+    };
+    const options: http.ServerOptions = {
+      headersTimeout: requestTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      // how often node looks for requests past those timeouts (its default is 30 s)
+      connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(requestTimeoutMs / 4))),
+      // only `Upgrade: websocket` on the WebSocket path switches protocols: any other (h2c) is a plain request
+      shouldUpgradeCallback: (req) => withWs !== undefined && withWs.wants(req),
+    };
+    const listener = tls === undefined ? 'http' : 'https';
+    const server = tls === undefined ? http.createServer(options, onRequest) : https.createServer({ ...options, ...tlsServerOptions(tls, requestTimeoutMs) }, onRequest);
+    // counted from the first byte, TLS handshake included; over a limit there is nothing to say it with yet
+    server.on('connection', (socket: Socket) => {
+      if (!core.sessions.admit(socket, listener)) socket.destroy();
+    });
+    if (tls !== undefined) server.on('tlsClientError', (_err, socket) => socket.destroy());
+    if (withWs !== undefined) server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => withWs.handleUpgrade(req, socket, head));
+    // RFC 9110 section 10.1.1: refuse an oversize body before the client sends it
+    server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const length = Number(req.headers['content-length']);
+      if (length > maxRequest) {
+        res.writeHead(413, { ...JSON_TYPE, connection: 'close' }).end(JSON.stringify({ error: 'request_too_long', info: `the body exceeds ${maxRequest} bytes` }));
+        return;
+      }
+      res.writeContinue();
+      onRequest(req, res);
+    });
+    await new Promise<void>((ok, fail) => {
+      server.once('error', fail);
+      server.listen({ host, port }, () => (server.off('error', fail), ok()));
+    });
+    server.on('error', (err) => core.log.error({ err }, 'listener error'));
+    servers.push(server);
+    return (server.address() as AddressInfo).port;
+  };
+  if (wsPort !== undefined) {
+    const sameServer = httpPort === undefined || httpPort === wsPort;
+    const port = await listen(wsPort, sameServer, ws);
+    info.wsPort = port;
+    listeners.push({ transport: 'ws', port });
+    if (sameServer) listeners.push({ transport: 'http', port });
+  }
+  if (httpPort !== undefined && httpPort !== wsPort) listeners.push({ transport: 'http', port: await listen(httpPort, true, undefined) });
+  return {
+    listeners,
+    wsPort: info.wsPort,
+    async close() {
+      await Promise.all(servers.map((s) => new Promise((r) => (s.close(r), s.closeAllConnections()))));
+      await app?.instance.close().catch(() => undefined);
+    },
+  };
+}
