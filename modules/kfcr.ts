@@ -16,11 +16,11 @@ type KfcrMessage = { id: number; user: string; content: string; timestamp: numbe
 const text = (status: number, body: string): HttpReply => ({ status, body, headers: CORS });
 const json = (body: unknown, status = 200): HttpReply => ({ status, body, headers: CORS });
 
-function rooms(server: ServerApi): { service: RoomsService; room: string } {
+async function rooms(server: ServerApi): Promise<{ service: RoomsService; room: string }> {
   const service = server.services.get<RoomsService>('rooms');
   if (service === undefined) throw new CommandError('command_not_found', 'the rooms module is not loaded');
   const room = server.options['kfcr-room'] as string;
-  service.ensure(room);
+  await service.ensure(room);
   return { service, room };
 }
 
@@ -40,54 +40,54 @@ const routes: HttpRoute[] = [
   {
     method: 'GET',
     path: '/messages/last/:n',
-    handler(req, server) {
+    async handler(req, server) {
       const n = whole(req.params.n);
       if (n === undefined || n < 1) return text(400, 'Invalid message number');
-      const { service, room } = rooms(server);
-      return json(service.history(room, 'last', [Math.min(n, MAX)]).reverse().map(toKfcr));
+      const { service, room } = await rooms(server);
+      return json((await service.history(room, 'last', [Math.min(n, MAX)])).messages.reverse().map(toKfcr));
     },
   },
   {
     method: 'GET',
     path: '/messages/since/:ms',
-    handler(req, server) {
+    async handler(req, server) {
       const ms = whole(req.params.ms);
       if (ms === undefined) return text(400, 'Bad timestamp');
-      const { service, room } = rooms(server);
-      return json(service.history(room, 'since', [ms]).map(toKfcr));
+      const { service, room } = await rooms(server);
+      return json((await service.history(room, 'since', [ms])).messages.map(toKfcr));
     },
   },
   {
     method: 'GET',
     path: '/messages/sinceid/:id',
-    handler(req, server) {
+    async handler(req, server) {
       const id = whole(req.params.id);
       if (id === undefined) return text(400, 'invalid ID');
-      const { service, room } = rooms(server);
-      return json(service.history(room, 'after', [id]).map(toKfcr));
+      const { service, room } = await rooms(server);
+      return json((await service.history(room, 'after', [id])).messages.map(toKfcr));
     },
   },
   {
     method: 'GET',
     path: '/messages/id/:id',
-    handler(req, server) {
+    async handler(req, server) {
       const id = whole(req.params.id);
       if (id === undefined) return text(400, 'invalid ID');
-      const { service, room } = rooms(server);
-      const [m] = id < 1 ? [] : service.history(room, 'after', [id - 1]).slice(0, 1);
+      const { service, room } = await rooms(server);
+      const [m] = id < 1 ? [] : (await service.history(room, 'after', [id - 1])).messages.slice(0, 1);
       return m === undefined || m.id !== id ? text(404, 'no message with requested ID') : json(toKfcr(m));
     },
   },
   {
     method: 'POST',
     path: '/messages/post',
-    handler(req, server) {
+    async handler(req, server) {
       const body = req.body as Record<string, unknown> | null;
       if (typeof body !== 'object' || body === null || typeof body.user !== 'string' || typeof body.content !== 'string') {
         return text(400, 'Malformed message JSON');
       }
-      const { service, room } = rooms(server);
-      service.post(room, `~${body.user}`, body.content);
+      const { service, room } = await rooms(server);
+      await service.post(room, `~${body.user}`, body.content);
       return text(201, 'message successfully sent!');
     },
   },

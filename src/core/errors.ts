@@ -38,6 +38,7 @@ define('server', {
   slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough' },
   too_many_connections: { fatal: true, info: 'connection limit reached' },
   shutdown: { fatal: true, info: 'the server is stopping' },
+  unavailable: { fatal: false, info: 'storage unavailable, try again' },
 });
 
 /**
