@@ -72,7 +72,7 @@ export class RoomStore {
       .innerJoin('rooms as r', 'r.id', 'm.room_id')
       .select(['r.name as room', 'm.user_id as user'])
       .execute();
-    for (const m of members) s.#index(m.room, Number(m.user));
+    for (const m of members) s.index(m.room, Number(m.user));
     const last = await s.#db.selectFrom('room_messages').select((eb) => eb.fn.max('time').as('t')).executeTakeFirst();
     s.#lastTime = Number(last?.t ?? 0);
     return s;
@@ -103,22 +103,22 @@ export class RoomStore {
     return id;
   }
 
-  /** True when the user was not a member before. */
-  async join(room: string, userId: number, now: number): Promise<boolean> {
-    if (this.isMember(room, userId)) return false;
+  /** Stores a membership; the caller updates the index (`index`) in its turn. */
+  async join(room: string, userId: number, now: number): Promise<void> {
     const roomId = await this.ensure(room, now);
     await this.#store.transaction((tx: Kysely<Tables>) =>
       tx.insertInto('room_members').values({ room_id: roomId, user_id: userId, joined_at: now }).onConflict((oc) => oc.doNothing()).execute(),
     );
-    if (this.isMember(room, userId)) return false; // a concurrent join of the same user won
-    this.#index(room, userId);
-    return true;
   }
 
+  /** Removes a membership; the caller updates the index (`unindex`) in its turn. */
   async leave(room: string, userId: number): Promise<void> {
     const id = this.#ids.get(room);
     if (id === undefined) return;
     await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).execute());
+  }
+
+  unindex(room: string, userId: number): void {
     this.#members.get(room)?.delete(userId);
     this.#byUser.get(userId)?.delete(room);
   }
@@ -184,7 +184,7 @@ export class RoomStore {
     return { messages, more: ids.length < sizes.length };
   }
 
-  #index(room: string, userId: number): void {
+  index(room: string, userId: number): void {
     let set = this.#members.get(room);
     if (set === undefined) this.#members.set(room, (set = new Set()));
     set.add(userId);

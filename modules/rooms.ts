@@ -5,6 +5,7 @@
  * (`roomsOf`, `membersOf`, `post`) to other modules (presence, kfcr, HTTP).
  */
 import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+import { InOrder } from './in-order.ts';
 import { ROOM_MIGRATIONS, RoomStore, type HistoryMode, type HistoryPage, type RoomMessage } from './rooms-store.ts';
 
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -49,6 +50,7 @@ const MODES: Record<HistoryMode, { args: number; parse(a: readonly string[]): nu
 };
 
 function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): RoomsService {
+  const inOrder = new InOrder<string>();
   const push = (room: string, fields: readonly string[], extra?: number) => {
     const members = store.members(room);
     const audience = extra === undefined || members.has(extra) ? members : [...members, extra];
@@ -60,18 +62,24 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     isMember: (room, userId) => store.isMember(room, userId),
     ensure: async (room) => void (await store.ensure(room, Date.now())),
     async join(user, room) {
-      if (await store.join(room, user.id, Date.now())) push(room, ['room', room, 'joined', user.name]);
+      if (store.isMember(room, user.id)) return;
+      await inOrder.run(room, () => store.join(room, user.id, Date.now()), () => {
+        if (store.isMember(room, user.id)) return; // a concurrent join of the same user came first
+        store.index(room, user.id);
+        push(room, ['room', room, 'joined', user.name]);
+      });
     },
     async leave(user, room) {
       if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-      await store.leave(room, user.id);
-      push(room, ['room', room, 'left', user.name], user.id);
+      await inOrder.run(room, () => store.leave(room, user.id), () => {
+        store.unindex(room, user.id);
+        push(room, ['room', room, 'left', user.name], user.id);
+      });
     },
-    async post(room, userName, text) {
-      const message = await store.append(room, userName, text, Date.now());
-      push(room, ['room', room, 'msg', String(message.id), String(message.time), message.user, message.text]);
-      return message;
-    },
+    post: (room, userName, text) =>
+      inOrder.run(room, () => store.append(room, userName, text, Date.now()), (m) => {
+        push(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
+      }),
     history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
   };
 }
