@@ -261,7 +261,9 @@ describe('store failures', () => {
     closers.push(() => c.close());
     const store = s.server.core.store;
     const original = store.transaction.bind(store);
-    store.transaction = () => Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'ERR_SQLITE_ERROR', errcode: 13 }));
+    // what each backend reports when its disk is full (SQLITE_FULL) or its server is gone (SQLSTATE 08006)
+    const failure = store.dialect === 'sqlite' ? { code: 'ERR_SQLITE_ERROR', errcode: 13 } : { code: '08006' };
+    store.transaction = () => Promise.reject(Object.assign(new Error('the store failed'), failure));
     expect(await c.ask('send', to!, 'msg', 'not stored')).toBe('error,nonfatal,unavailable,storage unavailable, try again'.replace(', try', '\\, try'));
     expect(await c.ask('nop')).toBe('');
     store.transaction = original;

@@ -36,7 +36,7 @@ export class PostgresStore implements Store {
     this.#pool = new pg.Pool({
       connectionString: url,
       max: 16,
-      connectionTimeoutMillis: 3000,
+      connectionTimeoutMillis: 10_000, // includes waiting for a free pooled connection under load
       idleTimeoutMillis: 30_000,
       options: '-c synchronous_commit=on',
       application_name: 'textserver',
