@@ -1,5 +1,5 @@
 import { defineConfig } from 'vitest/config';
-import { postgresBin } from './test/helpers/postgres.ts';
+import { postgresBin } from './tools/postgres.ts';
 
 /** Pure unit tests run once; everything that starts a server runs against SQLite and against PostgreSQL. */
 const UNIT = ['test/wire/**', 'test/text/**', 'test/tools/console-view.test.ts', 'test/tools/bench.test.ts'];

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { ROOT, FAST_HASH, removeDir, spawnServer, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { eventually } from '../helpers/eventually.ts';
-import { startPostgres, createDatabase } from '../helpers/postgres.ts';
+import { startPostgres, createDatabase } from '../../tools/postgres.ts';
 import { createInterface } from 'node:readline';
 
 const PW = 'password1';

@@ -1,6 +1,6 @@
 /** vitest globalSetup of the `postgres` project: one throwaway cluster for the run. */
 import type { TestProject } from 'vitest/node';
-import { startPostgres, type Postgres } from './postgres.ts';
+import { startPostgres, type Postgres } from '../../tools/postgres.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -37,7 +37,7 @@ export function testPostgres(): string | undefined {
 export async function storeArgs(data: string | undefined): Promise<string[]> {
   const base = testPostgres();
   if (base === undefined || data === undefined) return [];
-  const { createDatabase } = await import('./postgres.ts');
+  const { createDatabase } = await import('../../tools/postgres.ts');
   return ['--store', await createDatabase(base, `t_${createHash('sha1').update(data).digest('hex').slice(0, 20)}`)];
 }
 

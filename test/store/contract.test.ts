@@ -102,6 +102,16 @@ describe(`store contract (${backend})`, () => {
     await expect((s.db as Kysely<Tables>).insertInto('notes').values({ body: 'x' }).execute()).rejects.toThrow(/store.transaction/);
   });
 
+  it('keeps every text exactly, U+0000 included (PostgreSQL text cannot hold it: it is escaped there)', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const odd = ['a\u0000b', '\uE000', '\uE0000', 'x\uE000\uE000\u0000y', 'plain'];
+    for (const body of odd) await s.transaction((tx: Kysely<Tables>) => tx.insertInto('notes').values({ body }).execute());
+    const db = s.db as Kysely<Tables>;
+    expect((await db.selectFrom('notes').select('body').orderBy('id').execute()).map((r) => r.body)).toEqual(odd);
+    expect(await db.selectFrom('notes').select('body').where('body', '=', 'a\u0000b').execute()).toEqual([{ body: 'a\u0000b' }]);
+  });
+
   it('tells a failing store from a bad query', async () => {
     const s = await store();
     const bad = await sql`SELECT * FROM no_such_table`.execute(s.db).catch((err: unknown) => err);

@@ -5,10 +5,11 @@
  * commits of concurrent transactions together (its own group commit). The
  * pool reconnects by itself; a probe with back-off tells readiness.
  */
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { migrate } from '../migrations.ts';
+import { NulSafePostgresDialect } from './nul-safe.ts';
 import type { Migration, Store } from '../store.ts';
 
 // int8 (ids, times, counts) as numbers: they stay far below 2^53
@@ -43,7 +44,7 @@ export class PostgresStore implements Store {
     });
     // an idle connection that dies (server restart) must not crash the process
     this.#pool.on('error', (err) => this.#failed(err));
-    this.db = new Kysely<any>({ dialect: new PostgresDialect({ pool: this.#pool }) });
+    this.db = new Kysely<any>({ dialect: new NulSafePostgresDialect({ pool: this.#pool }) });
   }
 
   /** Connects once, so a URL that cannot be reached stops the server at start. */

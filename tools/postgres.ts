@@ -9,7 +9,7 @@ import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { freePort } from '../../tools/bench/systems.ts';
+import { freePort } from './bench/systems.ts';
 
 export type Postgres = { readonly url: string; readonly port: number; readonly dir: string; stop(): Promise<void>; restart(): Promise<void>; kill(): Promise<void> };
 
@@ -32,7 +32,8 @@ function run(bin: string, args: string[]): void {
   execFileSync(bin, args, { stdio: 'pipe', ...owner() });
 }
 
-export async function startPostgres(): Promise<Postgres> {
+/** `durable`: fsync on, as in production (the bench); tests run with fsync off, which survives process kills. */
+export async function startPostgres(options: { durable?: boolean } = {}): Promise<Postgres> {
   const bin = postgresBin();
   if (bin === undefined) throw new Error('PostgreSQL is not installed (Debian package postgresql)');
   const dir = mkdtempSync(join(tmpdir(), 'textserver-pg-'));
@@ -43,8 +44,8 @@ export async function startPostgres(): Promise<Postgres> {
   const port = await freePort();
   let proc: ChildProcess | undefined;
   const start = async () => {
-    // fsync off: tests survive process kills (the page cache stays), not power cuts, and run much faster
-    const args = ['-D', data, '-p', String(port), '-h', '127.0.0.1', '-k', dir, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=400', '-c', 'shared_buffers=64MB'];
+    const sync = options.durable === true ? ['-c', 'fsync=on'] : ['-c', 'fsync=off', '-c', 'full_page_writes=off'];
+    const args = ['-D', data, '-p', String(port), '-h', '127.0.0.1', '-k', dir, ...sync, '-c', 'max_connections=400', '-c', 'shared_buffers=64MB'];
     proc = spawn(join(bin, 'postgres'), args, { stdio: 'ignore', ...owner() });
     await waitReady(`postgres://postgres@127.0.0.1:${port}/postgres`);
   };
