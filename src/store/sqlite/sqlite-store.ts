@@ -105,7 +105,7 @@ export class SqliteStore implements Store {
       if (failed) this.#failed(err as Error);
       return failed;
     }
-    return e.syscall === 'fsync'; // GroupSync's own failure
+    return e.syscall === 'fdatasync'; // GroupSync's own failure
   }
 
   #failed(err: Error): void {
