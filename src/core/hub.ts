@@ -174,6 +174,9 @@ export class Hub implements HubApi {
       .finally(() => {
         if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
         if (this.#drains.get(session) === stop) this.#drains.delete(session);
+        // cut short (this connection went away): another connection of the user takes over the rest
+        const heir = stopped ? [...(this.#byUser.get(user.id) ?? [])].at(-1) : undefined;
+        if (heir !== undefined && !this.#draining.has(user.id)) this.#drainMailbox(heir, user);
       });
   }
 }
