@@ -6,24 +6,30 @@
  * command, so a browser that logged in over HTTP needs no password again.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { StatementSync } from 'node:sqlite';
+import type { Kysely } from 'kysely';
 import { parseHistory } from './rooms-history.ts';
 import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type SessionApi, type UserRef } from '../src/core/module-api.ts';
 
-type Tokens = { insert: StatementSync; find: StatementSync; remove: StatementSync; purge: StatementSync };
-let tokens: Tokens | undefined;
+type Tables = { api_tokens: { hash: string; user_id: number; created_at: number; expires_at: number } };
 
 const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
-function issueToken(server: ServerApi, user: UserRef): string {
+async function issueToken(server: ServerApi, user: UserRef): Promise<string> {
   const token = randomBytes(32).toString('base64url'); // 256 bits; only its hash is stored
   const ttl = (server.options['token-ttl'] as number) * 1000;
-  tokens!.insert.run(hashToken(token), user.id, Date.now(), Date.now() + ttl);
+  await server.store.transaction((tx: Kysely<Tables>) =>
+    tx.insertInto('api_tokens').values({ hash: hashToken(token), user_id: user.id, created_at: Date.now(), expires_at: Date.now() + ttl }).execute(),
+  );
   return token;
 }
 
-function userOfToken(server: ServerApi, token: string): UserRef | null {
-  const row = tokens!.find.get(hashToken(token), Date.now()) as { user_id: number } | undefined;
+async function userOfToken(server: ServerApi, token: string): Promise<UserRef | null> {
+  const row = await (server.store.db as Kysely<Tables>)
+    .selectFrom('api_tokens')
+    .select('user_id')
+    .where('hash', '=', hashToken(token))
+    .where('expires_at', '>', Date.now())
+    .executeTakeFirst();
   return row === undefined ? null : server.users.byId(Number(row.user_id));
 }
 
@@ -63,14 +69,14 @@ function forgetLogin(session: SessionApi): void {
   if (set?.size === 0) liveLogins.delete(hash);
 }
 
-function revoke(server: ServerApi, hash: string): void {
-  tokens!.remove.run(hash);
+async function revoke(server: ServerApi, hash: string): Promise<void> {
+  await server.store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('api_tokens').where('hash', '=', hash).execute());
   for (const session of liveLogins.get(hash) ?? []) server.hub.logout(session);
   liveLogins.delete(hash);
 }
 
-function authed(req: HttpRequest, server: ServerApi): CommandContext {
-  const user = userOfToken(server, bearer(req));
+async function authed(req: HttpRequest, server: ServerApi): Promise<CommandContext> {
+  const user = await userOfToken(server, bearer(req));
   if (user === null) throw new CommandError('not_logged_in', 'the token is unknown or expired');
   return server.context(user, req.remoteAddress, 'http');
 }
@@ -105,7 +111,7 @@ const routes: HttpRoute[] = [
     async handler(req, server) {
       const user = stringField(req.body, 'user');
       await run(server.context(null, req.remoteAddress, 'http'), 'register', user, stringField(req.body, 'password'));
-      return { status: 201, body: { user: server.users.find(user)?.name ?? user } };
+      return { status: 201, body: { user: (await server.users.find(user))?.name ?? user } };
     },
   },
   {
@@ -113,31 +119,31 @@ const routes: HttpRoute[] = [
     path: '/api/login',
     async handler(req, server) {
       const user = await server.users.authenticate(stringField(req.body, 'user'), stringField(req.body, 'password'), req.remoteAddress);
-      return { body: { user: user.name, token: issueToken(server, user) } };
+      return { body: { user: user.name, token: await issueToken(server, user) } };
     },
   },
   {
     method: 'POST',
     path: '/api/logout',
-    handler(req, server) {
-      authed(req, server);
-      revoke(server, hashToken(bearer(req)));
+    async handler(req, server) {
+      await authed(req, server);
+      await revoke(server, hashToken(bearer(req)));
       return NO_CONTENT;
     },
   },
-  { method: 'GET', path: '/api/me', handler: (req, server) => ({ body: { user: authed(req, server).session.requireUser().name } }) },
+  { method: 'GET', path: '/api/me', handler: async (req, server) => ({ body: { user: (await authed(req, server)).session.requireUser().name } }) },
   {
     method: 'GET',
     path: '/api/rooms',
     async handler(req, server) {
-      return { body: { rooms: (await run(authed(req, server), 'rooms')).slice(1) } };
+      return { body: { rooms: (await run(await authed(req, server), 'rooms')).slice(1) } };
     },
   },
   {
     method: 'POST',
     path: '/api/rooms/:room/join',
     async handler(req, server) {
-      await run(authed(req, server), 'join', req.params.room!);
+      await run(await authed(req, server), 'join', req.params.room!);
       return NO_CONTENT;
     },
   },
@@ -145,7 +151,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/leave',
     async handler(req, server) {
-      await run(authed(req, server), 'leave', req.params.room!);
+      await run(await authed(req, server), 'leave', req.params.room!);
       return NO_CONTENT;
     },
   },
@@ -153,7 +159,7 @@ const routes: HttpRoute[] = [
     method: 'GET',
     path: '/api/rooms/:room/messages',
     async handler(req, server) {
-      const fields = await run(authed(req, server), 'history', req.params.room!, ...historyQuery(req.query));
+      const fields = await run(await authed(req, server), 'history', req.params.room!, ...historyQuery(req.query));
       return { body: { room: fields[1], messages: parseHistory(fields) } };
     },
   },
@@ -161,7 +167,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/messages',
     async handler(req, server) {
-      const said = await run(authed(req, server), 'say', req.params.room!, stringField(req.body, 'text'));
+      const said = await run(await authed(req, server), 'say', req.params.room!, stringField(req.body, 'text'));
       return { status: 201, body: { id: Number(said[2]), time: Number(said[3]) } };
     },
   },
@@ -169,7 +175,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/send/:user',
     async handler(req, server) {
-      const ctx = authed(req, server);
+      const ctx = await authed(req, server);
       const body = req.body as { args?: unknown } | null;
       const args = body?.args ?? [];
       if (!Array.isArray(args) || args.some((a) => typeof a !== 'string')) throw new CommandError('syntax', '"args" must be an array of strings');
@@ -181,8 +187,8 @@ const routes: HttpRoute[] = [
     method: 'GET',
     path: '/api/users/:user',
     async handler(req, server) {
-      const ctx = authed(req, server);
-      const user = server.users.find(req.params.user!);
+      const ctx = await authed(req, server);
+      const user = await server.users.find(req.params.user!);
       if (user === null) throw new CommandError('user_not_found', `no user ${req.params.user}`);
       if (server.hub.isOnline(user.id)) return { body: { user: user.name, online: true, lastSeen: null } };
       let lastSeen = 0;
@@ -203,21 +209,22 @@ export default defineModule({
     'token-ttl': { type: 'number', default: 30 * 24 * 3600, min: 0.001, description: 'seconds a token from POST /api/login stays valid' },
   },
   migrations: [
-    `CREATE TABLE api_tokens (hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
-     CREATE INDEX api_tokens_expiry ON api_tokens(expires_at);`,
+    async ({ db }) => {
+      await db.schema
+        .createTable('api_tokens')
+        .addColumn('hash', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('api_tokens_expiry').on('api_tokens').column('expires_at').execute();
+    },
   ],
-  init(api) {
-    const p = (sql: string) => api.db.prepare(sql);
-    tokens = {
-      insert: p('INSERT INTO api_tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)'),
-      find: p('SELECT user_id FROM api_tokens WHERE hash = ? AND expires_at > ?'),
-      remove: p('DELETE FROM api_tokens WHERE hash = ?'),
-      purge: p('DELETE FROM api_tokens WHERE expires_at <= ?'),
-    };
-    tokens.purge.run(Date.now());
+  async setup({ server }) {
+    const now = Date.now();
+    await server.store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('api_tokens').where('expires_at', '<=', now).execute());
   },
   dispose() {
-    tokens = undefined;
     liveLogins.clear();
     tokenOf = new WeakMap();
     pendingLogins = new WeakMap();
@@ -237,9 +244,9 @@ export default defineModule({
   routes,
   commands: {
     /** `token,<token>`: log in with a token from POST /api/login. */
-    token(ctx, args) {
+    async token(ctx, args) {
       expectArgs(args, 1, 'token,<token>');
-      const user = userOfToken(ctx.server, args[0]!);
+      const user = await userOfToken(ctx.server, args[0]!);
       if (user === null) throw new CommandError('wrong_user_or_password', 'the token is unknown or expired');
       ctx.session.loginAs(user);
       // already this user: the hub makes no new login, so no hook will record it

@@ -19,11 +19,11 @@ type KfcrMessage = { id: number; user: string; content: string; timestamp: numbe
 const text = (status: number, body: string): HttpReply => ({ status, body });
 const json = (body: unknown, status = 200): HttpReply => ({ status, body });
 
-function rooms(server: ServerApi): { service: RoomsService; room: string } {
+async function rooms(server: ServerApi): Promise<{ service: RoomsService; room: string }> {
   const service = server.services.get<RoomsService>('rooms');
   if (service === undefined) throw new CommandError('command_not_found', 'the rooms module is not loaded');
   const room = server.options['kfcr-room'] as string;
-  service.ensure(room);
+  await service.ensure(room);
   return { service, room };
 }
 
@@ -51,33 +51,33 @@ const get = (path: string, handler: HttpRoute['handler']): HttpRoute => ({ metho
 
 const reads: HttpRoute[] = [
   get('/KFCR_verification', () => text(200, 'KFCR verified!')),
-  get('/messages/last/:n', (req, server) => {
+  get('/messages/last/:n', async (req, server) => {
     const n = pythonInt(req.params.n);
     if (n === undefined) return text(400, 'Invalid message number');
     // SQLite's LIMIT -1 is no limit: every message, here as many as a page holds
     const limit = n < 0 ? MAX : Math.min(n, MAX);
     if (limit === 0) return json([]);
-    const { service, room } = rooms(server);
-    return json(service.history(room, 'last', [limit]).reverse().map(toKfcr));
+    const { service, room } = await rooms(server);
+    return json((await service.history(room, 'last', [limit])).messages.reverse().map(toKfcr));
   }),
-  get('/messages/since/:ms', (req, server) => {
+  get('/messages/since/:ms', async (req, server) => {
     const ms = pythonInt(req.params.ms);
     if (ms === undefined) return text(400, 'Bad timestamp');
-    const { service, room } = rooms(server);
-    return json(service.history(room, 'since', [ms]).map(toKfcr));
+    const { service, room } = await rooms(server);
+    return json((await service.history(room, 'since', [ms])).messages.map(toKfcr));
   }),
-  get('/messages/sinceid/:id', (req, server) => {
+  get('/messages/sinceid/:id', async (req, server) => {
     const id = pythonInt(req.params.id);
     if (id === undefined) return text(400, 'invalid ID');
-    const { service, room } = rooms(server);
-    return json(service.history(room, 'after', [id]).map(toKfcr));
+    const { service, room } = await rooms(server);
+    return json((await service.history(room, 'after', [id])).messages.map(toKfcr));
   }),
-  get('/messages/id/:id', (req, server) => {
+  get('/messages/id/:id', async (req, server) => {
     const id = pythonInt(req.params.id);
     if (id === undefined) return text(400, 'invalid ID');
-    const { service, room } = rooms(server);
+    const { service, room } = await rooms(server);
     // the newest message with an id up to this one: it, when it exists
-    const [m] = id < 1 ? [] : service.history(room, 'before', [id + 1, 1]);
+    const [m] = id < 1 ? [] : (await service.history(room, 'before', [id + 1, 1])).messages;
     return m === undefined || m.id !== id ? text(404, 'no message with requested ID') : json(toKfcr(m));
   }),
   get('/version', (_r, s) => text(200, `${version(s).release}${version(s).number}-${version(s).branch}`)),
@@ -90,13 +90,13 @@ const post: HttpRoute = {
   method: 'POST',
   path: '/messages/post',
   headers: CORS,
-  handler(req, server) {
+  async handler(req, server) {
     const body = req.body as Record<string, unknown> | null;
     if (typeof body !== 'object' || body === null || typeof body.user !== 'string' || typeof body.content !== 'string') {
       return text(400, 'Malformed message JSON');
     }
-    const { service, room } = rooms(server);
-    service.post(room, `~${body.user}`, body.content);
+    const { service, room } = await rooms(server);
+    await service.post(room, `~${body.user}`, body.content);
     return text(201, 'message successfully sent!');
   },
 };

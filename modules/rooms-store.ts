@@ -1,67 +1,81 @@
-/** The rooms module's tables, with an in-memory membership index for fan-out. */
-import type { StatementSync } from 'node:sqlite';
-import type { ModuleDb } from '../src/core/module-api.ts';
+/**
+ * The rooms module's tables behind an asynchronous repository, with an
+ * in-memory membership index for fan-out (loaded at start, kept in step
+ * with committed writes).
+ */
+import { sql, type Generated, type Kysely } from 'kysely';
+import type { Migration, StoreApi } from '../src/core/module-api.ts';
 
 export type RoomMessage = { id: number; time: number; user: string; text: string };
+/** A history page: `more` when it stopped at the byte bound before the query's end. */
+export type HistoryPage = { messages: RoomMessage[]; more: boolean };
+
+type Tables = {
+  rooms: { id: Generated<number>; name: string; created_at: number };
+  room_members: { room_id: number; user_id: number; joined_at: number };
+  room_messages: { id: Generated<number>; room_id: number; time: number; user: string; text: string };
+};
 
 const NOBODY: ReadonlySet<number> = new Set();
 
-export class RoomStore {
-  static readonly migrations = [
-    `CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);
-     CREATE TABLE room_members (
-       room_id INTEGER NOT NULL REFERENCES rooms(id),
-       user_id INTEGER NOT NULL,
-       joined_at INTEGER NOT NULL,
-       PRIMARY KEY (room_id, user_id)
-     ) WITHOUT ROWID;
-     CREATE TABLE room_messages (
-       id INTEGER PRIMARY KEY AUTOINCREMENT,
-       room_id INTEGER NOT NULL REFERENCES rooms(id),
-       time INTEGER NOT NULL,
-       user TEXT NOT NULL,
-       text TEXT NOT NULL
-     );
-     CREATE INDEX room_messages_by_room ON room_messages(room_id, id);
-     CREATE INDEX room_messages_by_time ON room_messages(room_id, time);`,
-  ];
+export const ROOM_MIGRATIONS: readonly Migration[] = [
+  async ({ db, id }) => {
+    await db.schema
+      .createTable('rooms')
+      .addColumn('id', id.type, id.column)
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('room_members')
+      .addColumn('room_id', 'bigint', (c) => c.notNull().references('rooms.id'))
+      .addColumn('user_id', 'bigint', (c) => c.notNull())
+      .addColumn('joined_at', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('room_members_pk', ['room_id', 'user_id'])
+      .execute();
+    await db.schema
+      .createTable('room_messages')
+      .addColumn('id', id.type, id.column)
+      .addColumn('room_id', 'bigint', (c) => c.notNull().references('rooms.id'))
+      .addColumn('time', 'bigint', (c) => c.notNull())
+      .addColumn('user', 'text', (c) => c.notNull())
+      .addColumn('text', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('room_messages_by_room').on('room_messages').columns(['room_id', 'id']).execute();
+    await db.schema.createIndex('room_messages_by_time').on('room_messages').columns(['room_id', 'time']).execute();
+  },
+];
 
-  readonly #db: ModuleDb;
+export type HistoryMode = 'last' | 'since' | 'after' | 'before' | 'between';
+
+export class RoomStore {
+  readonly #store: StoreApi;
   readonly #ids = new Map<string, number>();
   readonly #members = new Map<string, Set<number>>();
   readonly #byUser = new Map<number, Set<string>>();
-  readonly #q: Record<'room' | 'join' | 'leave' | 'append' | 'last' | 'since' | 'after' | 'before' | 'between', StatementSync>;
   #lastTime = 0;
 
-  constructor(db: ModuleDb) {
-    this.#db = db;
-    for (const r of db.prepare('SELECT id, name FROM rooms').all() as { id: number; name: string }[]) this.#ids.set(r.name, Number(r.id));
-    for (const m of db.prepare('SELECT r.name AS room, m.user_id AS user FROM room_members m JOIN rooms r ON r.id = m.room_id').all() as { room: string; user: number }[]) {
-      this.#index(m.room, Number(m.user));
-    }
-    const last = db.prepare('SELECT max(time) AS t FROM room_messages').get() as { t: number | null };
-    this.#lastTime = Number(last.t ?? 0);
-    const cols = 'id, time, user, text';
-    this.#q = {
-      room: db.prepare('INSERT INTO rooms (name, created_at) VALUES (?, ?) RETURNING id'),
-      join: db.prepare('INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
-      leave: db.prepare('DELETE FROM room_members WHERE room_id = ? AND user_id = ?'),
-      append: db.prepare('INSERT INTO room_messages (room_id, time, user, text) VALUES (?, ?, ?, ?) RETURNING id'),
-      last: db.prepare(`SELECT ${cols} FROM room_messages WHERE room_id = ? ORDER BY id DESC LIMIT ?`),
-      since: db.prepare(`SELECT ${cols} FROM room_messages WHERE room_id = ? AND time >= ? ORDER BY id LIMIT ?`),
-      after: db.prepare(`SELECT ${cols} FROM room_messages WHERE room_id = ? AND id > ? ORDER BY id LIMIT ?`),
-      before: db.prepare(`SELECT ${cols} FROM room_messages WHERE room_id = ? AND id < ? ORDER BY id DESC LIMIT ?`),
-      between: db.prepare(`SELECT ${cols} FROM room_messages WHERE room_id = ? AND time >= ? AND time < ? ORDER BY id LIMIT ?`),
-    };
+  private constructor(store: StoreApi) {
+    this.#store = store;
   }
 
-  ensure(room: string, now: number): number {
-    let id = this.#ids.get(room);
-    if (id === undefined) {
-      id = Number((this.#q.room.get(room, now) as { id: number }).id);
-      this.#ids.set(room, id);
-    }
-    return id;
+  get #db(): Kysely<Tables> {
+    return this.#store.db as Kysely<Tables>;
+  }
+
+  /** Reads the rooms and the membership index. */
+  static async open(store: StoreApi): Promise<RoomStore> {
+    const s = new RoomStore(store);
+    for (const r of await s.#db.selectFrom('rooms').select(['id', 'name']).execute()) s.#ids.set(r.name, Number(r.id));
+    const members = await s.#db
+      .selectFrom('room_members as m')
+      .innerJoin('rooms as r', 'r.id', 'm.room_id')
+      .select(['r.name as room', 'm.user_id as user'])
+      .execute();
+    for (const m of members) s.index(m.room, Number(m.user));
+    const last = await s.#db.selectFrom('room_messages').select((eb) => eb.fn.max('time').as('t')).executeTakeFirst();
+    s.#lastTime = Number(last?.t ?? 0);
+    return s;
   }
 
   members(room: string): ReadonlySet<number> {
@@ -76,52 +90,101 @@ export class RoomStore {
     return [...(this.#byUser.get(userId) ?? [])];
   }
 
-  /** True when the user was not a member before. */
-  join(room: string, userId: number, now: number): boolean {
-    if (this.isMember(room, userId)) return false;
-    this.#db.transaction(() => this.#q.join.run(this.ensure(room, now), userId, now));
-    this.#index(room, userId);
-    return true;
+  /** The room's id, creating the room (durably) on first use. */
+  async ensure(room: string, now: number): Promise<number> {
+    const known = this.#ids.get(room);
+    if (known !== undefined) return known;
+    const id = await this.#store.transaction(async (tx: Kysely<Tables>) => {
+      await tx.insertInto('rooms').values({ name: room, created_at: now }).onConflict((oc) => oc.column('name').doNothing()).execute();
+      const row = await tx.selectFrom('rooms').select('id').where('name', '=', room).executeTakeFirstOrThrow();
+      return Number(row.id);
+    });
+    this.#ids.set(room, id);
+    return id;
   }
 
-  leave(room: string, userId: number): void {
+  /** Stores a membership; the caller updates the index (`index`) in its turn. */
+  async join(room: string, userId: number, now: number): Promise<void> {
+    const roomId = await this.ensure(room, now);
+    await this.#store.transaction((tx: Kysely<Tables>) =>
+      tx.insertInto('room_members').values({ room_id: roomId, user_id: userId, joined_at: now }).onConflict((oc) => oc.doNothing()).execute(),
+    );
+  }
+
+  /** Removes a membership; the caller updates the index (`unindex`) in its turn. */
+  async leave(room: string, userId: number): Promise<void> {
     const id = this.#ids.get(room);
     if (id === undefined) return;
-    this.#q.leave.run(id, userId);
+    await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).execute());
+  }
+
+  unindex(room: string, userId: number): void {
     this.#members.get(room)?.delete(userId);
     this.#byUser.get(userId)?.delete(room);
   }
 
-  /** Committed before it returns; times never go backwards, so id order is time order. */
-  append(room: string, user: string, text: string, now: number): RoomMessage {
+  /** Durable when it returns; times never go backwards, so id order is time order. */
+  async append(room: string, user: string, text: string, now: number): Promise<RoomMessage> {
+    const roomId = await this.ensure(room, now);
     const time = (this.#lastTime = Math.max(now, this.#lastTime));
-    const id = Number((this.#q.append.get(this.ensure(room, now), time, user, text) as { id: number }).id);
-    return { id, time, user, text };
+    const row = await this.#store.transaction((tx: Kysely<Tables>) =>
+      tx.insertInto('room_messages').values({ room_id: roomId, time, user, text }).returning('id').executeTakeFirstOrThrow(),
+    );
+    return { id: Number(row.id), time, user, text };
   }
 
-  history(room: string, mode: string, n: readonly number[], max: number): RoomMessage[] {
+  /**
+   * At most `max` messages, oldest first, and at most about `maxBytes` of
+   * text: a page that reaches the byte bound stops there (`more`), keeping
+   * the messages nearest where the query starts (the newest for `last` and
+   * `before`, the oldest otherwise).
+   */
+  async history(room: string, mode: HistoryMode, n: readonly number[], max: number, maxBytes: number): Promise<HistoryPage> {
     const id = this.#ids.get(room);
-    if (id === undefined) return [];
-    const rows = (() => {
-      switch (mode) {
-        case 'last':
-          return this.#q.last.all(id, n[0]!).reverse();
-        case 'since':
-          return this.#q.since.all(id, n[0]!, max);
-        case 'after':
-          return this.#q.after.all(id, n[0]!, max);
-        case 'before':
-          return this.#q.before.all(id, n[0]!, n[1]!).reverse();
-        case 'between':
-          return this.#q.between.all(id, n[0]!, n[1]!, max);
-        default:
-          return [];
-      }
-    })() as RoomMessage[];
-    return rows.map((r) => ({ id: Number(r.id), time: Number(r.time), user: r.user, text: r.text }));
+    if (id === undefined) return { messages: [], more: false };
+    let q = this.#db
+      .selectFrom('room_messages')
+      .select(['id', sql<number>`octet_length(${sql.ref('text')}) + octet_length(${sql.ref('user')})`.as('size')])
+      .where('room_id', '=', id);
+    let newestFirst = false;
+    let limit = max;
+    switch (mode) {
+      case 'last':
+        newestFirst = true;
+        limit = n[0]!;
+        break;
+      case 'since':
+        q = q.where('time', '>=', n[0]!);
+        break;
+      case 'after':
+        q = q.where('id', '>', n[0]!);
+        break;
+      case 'before':
+        q = q.where('id', '<', n[0]!);
+        newestFirst = true;
+        limit = n[1]!;
+        break;
+      case 'between':
+        q = q.where('time', '>=', n[0]!).where('time', '<', n[1]!);
+        break;
+    }
+    // sizes first, texts only for what fits: a page of big messages is never all read into memory
+    const sizes = await q.orderBy('id', newestFirst ? 'desc' : 'asc').limit(limit).execute();
+    const ids: number[] = [];
+    let bytes = 0;
+    for (const r of sizes) {
+      const size = Number(r.size) + 40;
+      if (ids.length > 0 && bytes + size > maxBytes) break;
+      bytes += size;
+      ids.push(Number(r.id));
+    }
+    if (ids.length === 0) return { messages: [], more: false };
+    const rows = await this.#db.selectFrom('room_messages').select(['id', 'time', 'user', 'text']).where('id', 'in', ids).orderBy('id').execute();
+    const messages = rows.map((r) => ({ id: Number(r.id), time: Number(r.time), user: r.user, text: r.text }));
+    return { messages, more: ids.length < sizes.length };
   }
 
-  #index(room: string, userId: number): void {
+  index(room: string, userId: number): void {
     let set = this.#members.get(room);
     if (set === undefined) this.#members.set(room, (set = new Set()));
     set.add(userId);

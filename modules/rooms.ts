@@ -5,7 +5,8 @@
  * (`roomsOf`, `membersOf`, `post`) to other modules (presence, kfcr, HTTP).
  */
 import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
-import { RoomStore, type RoomMessage } from './rooms-store.ts';
+import { InOrder } from './in-order.ts';
+import { ROOM_MIGRATIONS, RoomStore, type HistoryMode, type HistoryPage, type RoomMessage } from './rooms-store.ts';
 
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_HISTORY = 500;
@@ -14,38 +15,18 @@ export type RoomsService = {
   roomsOf(userId: number): string[];
   membersOf(room: string): ReadonlySet<number>;
   isMember(room: string, userId: number): boolean;
-  join(user: UserRef, room: string): void;
-  leave(user: UserRef, room: string): void;
+  join(user: UserRef, room: string): Promise<void>;
+  leave(user: UserRef, room: string): Promise<void>;
   /** Stores a message durably, then pushes it to every member's connections. */
-  post(room: string, userName: string, text: string): RoomMessage;
-  history(room: string, mode: string, numbers: readonly number[]): RoomMessage[];
+  post(room: string, userName: string, text: string): Promise<RoomMessage>;
+  /** A page bounded in rows (500) and bytes (`--history-max-bytes`). */
+  history(room: string, mode: HistoryMode, numbers: readonly number[]): Promise<HistoryPage>;
   /** Creates the room if needed (KFCR's room exists without members). */
-  ensure(room: string): void;
+  ensure(room: string): Promise<void>;
 };
-
-let store: RoomStore | undefined;
-let server: ServerApi | undefined;
-
-function rooms(): RoomStore {
-  if (store === undefined) throw new Error('rooms module not initialised');
-  return store;
-}
 
 export function checkRoom(room: string): void {
   if (!ROOM_NAME.test(room)) throw new CommandError('invalid_room', 'room names are 1 to 64 characters from A-Z a-z 0-9 _ -');
-}
-
-function memberOf(ctx: CommandContext, room: string): UserRef {
-  const user = ctx.session.requireUser();
-  checkRoom(room);
-  if (!rooms().isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-  return user;
-}
-
-function push(room: string, fields: readonly string[], extra?: number): void {
-  const members = rooms().members(room);
-  const audience = extra === undefined || members.has(extra) ? members : [...members, extra];
-  server!.hub.pushToUsers(audience, fields);
 }
 
 /** A non-negative whole number, or `syntax`. */
@@ -60,7 +41,7 @@ function limit(text: string): number {
   return n;
 }
 
-const MODES: Record<string, { args: number; parse(a: readonly string[]): number[] }> = {
+const MODES: Record<HistoryMode, { args: number; parse(a: readonly string[]): number[] }> = {
   last: { args: 1, parse: (a) => [limit(a[0]!)] },
   since: { args: 1, parse: (a) => [count(a[0]!)] },
   after: { args: 1, parse: (a) => [count(a[0]!)] },
@@ -68,26 +49,40 @@ const MODES: Record<string, { args: number; parse(a: readonly string[]): number[
   between: { args: 2, parse: (a) => [count(a[0]!), count(a[1]!)] },
 };
 
-const service: RoomsService = {
-  roomsOf: (userId) => rooms().roomsOf(userId),
-  membersOf: (room) => rooms().members(room),
-  isMember: (room, userId) => rooms().isMember(room, userId),
-  ensure: (room) => rooms().ensure(room, Date.now()),
-  join(user, room) {
-    if (rooms().join(room, user.id, Date.now())) push(room, ['room', room, 'joined', user.name]);
-  },
-  leave(user, room) {
-    if (!rooms().isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-    rooms().leave(room, user.id);
-    push(room, ['room', room, 'left', user.name], user.id);
-  },
-  post(room, userName, text) {
-    const message = rooms().append(room, userName, text, Date.now());
-    push(room, ['room', room, 'msg', String(message.id), String(message.time), message.user, message.text]);
-    return message;
-  },
-  history: (room, mode, numbers) => rooms().history(room, mode, numbers, MAX_HISTORY),
-};
+function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): RoomsService {
+  const inOrder = new InOrder<string>();
+  const push = (room: string, fields: readonly string[], extra?: number) => {
+    const members = store.members(room);
+    const audience = extra === undefined || members.has(extra) ? members : [...members, extra];
+    server.hub.pushToUsers(audience, fields);
+  };
+  return {
+    roomsOf: (userId) => store.roomsOf(userId),
+    membersOf: (room) => store.members(room),
+    isMember: (room, userId) => store.isMember(room, userId),
+    ensure: async (room) => void (await store.ensure(room, Date.now())),
+    async join(user, room) {
+      if (store.isMember(room, user.id)) return;
+      await inOrder.run(room, () => store.join(room, user.id, Date.now()), () => {
+        if (store.isMember(room, user.id)) return; // a concurrent join of the same user came first
+        store.index(room, user.id);
+        push(room, ['room', room, 'joined', user.name]);
+      });
+    },
+    async leave(user, room) {
+      if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
+      await inOrder.run(room, () => store.leave(room, user.id), () => {
+        store.unindex(room, user.id);
+        push(room, ['room', room, 'left', user.name], user.id);
+      });
+    },
+    post: (room, userName, text) =>
+      inOrder.run(room, () => store.append(room, userName, text, Date.now()), (m) => {
+        push(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
+      }),
+    history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
+  };
+}
 
 export default defineModule({
   description: 'group rooms with durable history',
@@ -97,68 +92,79 @@ export default defineModule({
     say: 'say,<room>,<text> -> said,<room>,<id>,<time>',
     rooms: 'rooms -> rooms[,<room>...]',
     members: 'members,<room> -> members,<room>[,<user>...]',
-    history: 'history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to> -> history,<room>,<count>[,<id>,<time>,<user>,<text>...]',
+    history: 'history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to> -> history,<room>,<count>[,<id>,<time>,<user>,<text>...][,more]',
   },
   pushes: ['room'],
+  options: {
+    'history-max-bytes': { type: 'number', default: 1024 * 1024, min: 1, description: 'bytes of messages in one history page (a page stops early past it and ends with the field more)' },
+  },
   errors: {
     invalid_room: { fatal: false, info: 'room names are 1 to 64 characters from A-Z a-z 0-9 _ -' },
     not_in_room: { fatal: false, info: 'you are not a member of that room', status: 403 },
   },
-  migrations: RoomStore.migrations,
-  init(api) {
-    server = api;
-    store = new RoomStore(api.db);
-    api.services.provide('rooms', service);
-  },
-  dispose() {
-    store = undefined;
-  },
-  commands: {
-    join(ctx, args) {
-      const user = ctx.session.requireUser();
-      expectArgs(args, 1, 'join,<room>');
-      checkRoom(args[0]!);
-      service.join(user, args[0]!);
-    },
-    leave(ctx, args) {
-      const user = ctx.session.requireUser();
-      expectArgs(args, 1, 'leave,<room>');
-      checkRoom(args[0]!);
-      service.leave(user, args[0]!);
-    },
-    say(ctx, args) {
-      ctx.session.requireUser();
-      expectArgs(args, 2, 'say,<room>,<text>');
-      const [room, text] = args as [string, string];
-      const user = memberOf(ctx, room);
-      const m = service.post(room, user.name, text);
-      return ['said', room, String(m.id), String(m.time)];
-    },
-    rooms(ctx, args) {
-      const user = ctx.session.requireUser();
-      expectArgs(args, 0, 'rooms');
-      return ['rooms', ...rooms().roomsOf(user.id).sort()];
-    },
-    members(ctx, args) {
-      ctx.session.requireUser();
-      expectArgs(args, 1, 'members,<room>');
-      memberOf(ctx, args[0]!);
-      const names = [...rooms().members(args[0]!)].map((id) => ctx.server.users.byId(id)?.name ?? `#${id}`);
-      return ['members', args[0]!, ...names.sort()];
-    },
-    history(ctx, args) {
-      ctx.session.requireUser();
-      const mode = MODES[args[1] ?? ''];
-      if (args.length < 2 || mode === undefined || args.length !== 2 + mode.args) {
-        throw new CommandError('syntax', 'usage: history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to>');
-      }
-      const numbers = mode.parse(args.slice(2));
-      const room = args[0]!;
-      memberOf(ctx, room);
-      const messages = service.history(room, args[1]!, numbers);
-      const reply = ['history', room, String(messages.length)];
-      for (const m of messages) reply.push(String(m.id), String(m.time), m.user, m.text);
-      return reply;
-    },
+  migrations: ROOM_MIGRATIONS,
+  async setup(ctx) {
+    const store = await RoomStore.open(ctx.server.store);
+    const service = roomsService(ctx.server, store, ctx.options['history-max-bytes']);
+
+    const memberOf = (c: CommandContext, room: string): UserRef => {
+      const user = c.session.requireUser();
+      checkRoom(room);
+      if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
+      return user;
+    };
+
+    return {
+      services: { rooms: service },
+      commands: {
+        async join(c, args) {
+          const user = c.session.requireUser();
+          expectArgs(args, 1, 'join,<room>');
+          checkRoom(args[0]!);
+          await service.join(user, args[0]!);
+        },
+        async leave(c, args) {
+          const user = c.session.requireUser();
+          expectArgs(args, 1, 'leave,<room>');
+          checkRoom(args[0]!);
+          await service.leave(user, args[0]!);
+        },
+        async say(c, args) {
+          c.session.requireUser();
+          expectArgs(args, 2, 'say,<room>,<text>');
+          const [room, text] = args as [string, string];
+          const user = memberOf(c, room);
+          const m = await service.post(room, user.name, text);
+          return ['said', room, String(m.id), String(m.time)];
+        },
+        rooms(c, args) {
+          const user = c.session.requireUser();
+          expectArgs(args, 0, 'rooms');
+          return ['rooms', ...store.roomsOf(user.id).sort()];
+        },
+        async members(c, args) {
+          c.session.requireUser();
+          expectArgs(args, 1, 'members,<room>');
+          memberOf(c, args[0]!);
+          const names = await Promise.all([...store.members(args[0]!)].map(async (id) => (await c.server.users.byId(id))?.name ?? `#${id}`));
+          return ['members', args[0]!, ...names.sort()];
+        },
+        async history(c, args) {
+          c.session.requireUser();
+          const mode = MODES[(args[1] ?? '') as HistoryMode] as (typeof MODES)[HistoryMode] | undefined;
+          if (args.length < 2 || mode === undefined || args.length !== 2 + mode.args) {
+            throw new CommandError('syntax', 'usage: history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to>');
+          }
+          const numbers = mode.parse(args.slice(2));
+          const room = args[0]!;
+          memberOf(c, room);
+          const page = await service.history(room, args[1] as HistoryMode, numbers);
+          const reply = ['history', room, String(page.messages.length)];
+          for (const m of page.messages) reply.push(String(m.id), String(m.time), m.user, m.text);
+          if (page.more) reply.push('more');
+          return reply;
+        },
+      },
+    };
   },
 });

@@ -9,14 +9,14 @@ export default defineModule({
   usage: { send: 'send,<user>,<command>[,args...] -> ok (the user gets send,<you>,<command>[,args...])' },
   pushes: ['send'],
   commands: {
-    send(ctx, args) {
+    async send(ctx, args) {
       const sender = ctx.session.requireUser();
       if (args.length < 2) throw new CommandError('syntax', 'usage: send,<user>,<command>[,args...]');
-      const recipient = ctx.server.users.find(args[0]!);
+      const recipient = await ctx.server.users.find(args[0]!);
       if (recipient === null) throw new CommandError('user_not_found', `no user ${args[0]}`);
       args[0] = sender.name;
       args.unshift('send');
-      ctx.server.hub.deliver(recipient, args);
+      await ctx.server.hub.deliver(recipient, args);
     },
   },
 });

@@ -24,6 +24,7 @@ export const CORE_FLAGS = {
   host: { kind: 'string', def: '127.0.0.1', help: 'address to listen on' },
   port: { kind: 'port', def: 7878, help: 'TCP port (0 picks a free port)' },
   data: { kind: 'path', def: './data', help: 'data directory (created if missing)' },
+  store: { kind: 'string', def: 'sqlite', help: 'sqlite (a file in --data) or postgres://user@host:port/db' },
   'max-request': { kind: 'int', def: 1048576, min: 1, help: 'largest request payload in bytes' },
   'idle-timeout': { kind: 'seconds', def: 300, help: 'close a connection that sends no frame for this long' },
   'request-timeout': { kind: 'seconds', def: 30, help: 'close a connection whose frame is not complete in this time' },
@@ -55,6 +56,8 @@ export type ServerOptions = {
   host: string;
   port: number;
   data: string;
+  /** `sqlite` or a postgres:// URL */
+  store: string;
   maxRequest: number;
   idleTimeoutMs: number;
   requestTimeoutMs: number;
@@ -165,6 +168,7 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
     host: v.host,
     port: v.port,
     data: v.data,
+    store: v.store,
     maxRequest: v['max-request'],
     idleTimeoutMs: v['idle-timeout'],
     requestTimeoutMs: v['request-timeout'],

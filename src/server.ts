@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { ServerCore } from './core/server-core.ts';
 import { CommandError } from './core/errors.ts';
 import { ConfigError, unknownFlags, CORE_FLAGS, type ServerOptions } from './config.ts';
-import { SqliteStore } from './store/sqlite-store.ts';
+import { CORE_MIGRATIONS } from './store/core-data.ts';
+import { openStore } from './store/open-store.ts';
 import { listenTcp, type TcpListener } from './transport/tcp.ts';
 import { startGateways, type Gateways } from './gateway/http.ts';
 
@@ -31,21 +32,22 @@ export function packageVersion(): string {
 
 /** Opens the store, loads the modules, listens. Throws ConfigError or ModuleLoadError on bad start-up input. */
 export async function createServer(options: ServerOptions, log: Logger): Promise<Server> {
-  const store = new SqliteStore(options.data);
+  const store = await openStore(options.store, options.data, log);
   const core = new ServerCore(options, store, log, packageVersion());
   let tcp: TcpListener;
   let gateways: Gateways;
   let ready = false;
   try {
+    await store.migrate('core', CORE_MIGRATIONS);
     await core.loadModules();
     const known = new Set([...Object.keys(CORE_FLAGS), ...core.moduleFlags()]);
     const unknown = unknownFlags(options.raw, known);
     if (unknown.length > 0) throw new ConfigError(`unknown flag --${unknown[0]}`);
     tcp = await listenTcp(core);
-    gateways = await startGateways(core, () => ready);
+    gateways = await startGateways(core, () => ready && store.up);
   } catch (err) {
     core.disposeModules();
-    store.close();
+    await store.close();
     throw err;
   }
   core.startSweeper();
@@ -64,7 +66,7 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     core.stopSweeper();
     await gateways.close();
     core.disposeModules();
-    store.close();
+    await store.close();
     log.info('stopped');
   }
 

@@ -51,6 +51,7 @@ const DEFAULT_PLAN: { scenario: string; params: Partial<Params> }[] = [
   { scenario: 'login', params: {} },
   { scenario: 'idle', params: {} },
   { scenario: 'history', params: {} },
+  { scenario: 'durable', params: {} },
 ];
 
 function parseFlags(argv: string[]): Flags {

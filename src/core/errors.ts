@@ -42,6 +42,7 @@ define('server', {
   slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough', status: 503 },
   too_many_connections: { fatal: true, info: 'connection limit reached', status: 503 },
   shutdown: { fatal: true, info: 'the server is stopping', status: 503 },
+  unavailable: { fatal: false, info: 'storage unavailable, try again', status: 503 },
 });
 
 /**

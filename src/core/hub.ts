@@ -2,7 +2,11 @@ import { CommandError } from './errors.ts';
 import type { HubApi, SessionApi, UserRef } from './module-api.ts';
 import { OutFrame } from './out-frame.ts';
 import type { Session } from './session.ts';
-import type { Store } from '../store/store.ts';
+import type { CoreData, StoredPush } from '../store/core-data.ts';
+import type { Logger } from 'pino';
+
+/** Stored messages read from the store at a time while a mailbox drains. */
+const DRAIN_PAGE = 64;
 
 export type HubEvents = {
   online(user: UserRef): void;
@@ -11,24 +15,22 @@ export type HubEvents = {
   logout(session: Session, user: UserRef): void;
 };
 
-/**
- * Which sessions belong to which user, and delivery to all of them. What
- * cannot be delivered (no connection) goes to the user's durable mailbox.
- */
 export class Hub implements HubApi {
   readonly #byUser = new Map<number, Set<Session>>();
-  readonly #store: Store;
+  readonly #data: CoreData;
+  readonly #log: Logger;
   readonly #mailboxSize: () => number;
   readonly #events: HubEvents;
-  /** Highest mailbox id being written to a connection, per user, so a second login does not repeat it. */
-  readonly #inFlight = new Map<number, number>();
-  /** Mailbox drains waiting for a connection to read; ended when it goes away. */
+  /** The session draining each user's mailbox: one drain per user at a time, so nothing goes out twice. */
+  readonly #draining = new Map<number, Session>();
+  /** How to stop a session's drain when it goes away. */
   readonly #drains = new Map<Session, () => void>();
   readonly #drainWindow: () => number;
   readonly stats = { pushed: 0, stored: 0, lost: 0 };
 
-  constructor(store: Store, mailboxSize: () => number, drainWindow: () => number, events: HubEvents) {
-    this.#store = store;
+  constructor(data: CoreData, log: Logger, mailboxSize: () => number, drainWindow: () => number, events: HubEvents) {
+    this.#data = data;
+    this.#log = log;
     this.#mailboxSize = mailboxSize;
     this.#drainWindow = drainWindow;
     this.#events = events;
@@ -47,7 +49,7 @@ export class Hub implements HubApi {
     set.add(session);
     this.#events.login(session, user);
     if (first) this.#events.online(user);
-    this.#drainMailbox(session, user);
+    if (!this.#draining.has(user.id)) this.#drainMailbox(session, user);
   }
 
   detach(session: Session): void {
@@ -97,7 +99,7 @@ export class Hub implements HubApi {
     return reached;
   }
 
-  deliver(user: UserRef, fields: readonly string[]): 'pushed' | 'stored' {
+  async deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'> {
     const frame = OutFrame.of(fields);
     if (this.#byUser.has(user.id)) {
       // A write that fails (the connection died under it) falls back to the mailbox.
@@ -107,93 +109,78 @@ export class Hub implements HubApi {
       });
       if (reached > 0) return 'pushed';
     }
-    this.#storeNow(user, frame.payload);
-    return 'stored';
-  }
-
-  #storeNow(user: UserRef, payload: string): void {
-    if (this.#store.mailboxCount(user.id) >= this.#mailboxSize()) {
+    if (!(await this.#data.mailboxAdd(user.id, frame.payload, this.#mailboxSize()))) {
       throw new CommandError('mailbox_full', `${user.name} has too many stored messages`);
     }
-    this.#store.mailboxAdd(user.id, payload);
     this.stats.stored++;
+    return 'stored';
   }
 
   /** After the sender had its `ok`: kept even past the mailbox limit rather than lost. */
   #storeLate(user: UserRef, frame: OutFrame): void {
-    try {
-      this.#store.mailboxAdd(user.id, frame.payload);
-      this.stats.stored++;
-    } catch {
-      this.stats.lost++;
-    }
+    this.#data.mailboxAdd(user.id, frame.payload).then(
+      () => void this.stats.stored++,
+      () => void this.stats.lost++,
+    );
   }
 
   /**
    * PROTOCOL.md section 3: stored messages follow the login's reply, oldest
-   * first, and are deleted only once written to the connection.
+   * first, and are deleted only once written to the connection. They are
+   * read a page at a time and pushed as the kernel takes them, like any
+   * other traffic, so a big mailbox is never all in memory and never outruns
+   * the outbound bound by itself; what was written is deleted page by page.
    */
   #drainMailbox(session: Session, user: UserRef): void {
-    const after = this.#inFlight.get(user.id) ?? 0;
-    const rows = this.#store.mailboxAfter(user.id, after, this.#mailboxSize() + 1000);
-    if (rows.length === 0) return;
-    const lastId = rows[rows.length - 1]!.id;
-    this.#inFlight.set(user.id, lastId);
-    // Delete exactly what reached the connection, once every write has settled:
-    // a drain cut short (slow consumer, a dropped connection) repeats nothing
-    // that was written and loses nothing that was not. `pending` counts the
-    // writes in flight plus one for the drain itself until it has finished.
-    let pending = 1;
-    let writtenUpTo = 0;
-    let next = 0;
-    let unsettledBytes = 0; // pushed but not yet handed to the kernel
-    let waiting = false;
-    const settle = () => {
-      if (--pending > 0) return;
-      if (this.#inFlight.get(user.id) === lastId) this.#inFlight.delete(user.id);
-      if (writtenUpTo > 0) this.#deleteUpTo(user.id, writtenUpTo);
+    let stopped = false;
+    let wake: (() => void) | undefined;
+    const stop = () => {
+      stopped = true;
+      wake?.();
     };
-    const finish = () => {
-      if (this.#drains.get(session) !== finish) return;
-      this.#drains.delete(session);
-      settle();
-    };
-    // Pushed as the kernel takes them, like any other traffic: a big mailbox
-    // must not outrun the outbound bound by itself. Each settled write lets
-    // the next rows go.
-    const pushMore = () => {
-      waiting = false;
-      while (next < rows.length && this.#drains.get(session) === finish) {
-        if (unsettledBytes > 0 && unsettledBytes + rows[next]!.payload.length > this.#drainWindow()) {
-          waiting = true;
-          return;
+    this.#draining.set(user.id, session);
+    this.#drains.set(session, stop);
+    const window = { unsettled: 0, pending: 0, writtenUpTo: 0 };
+    const settled = () => new Promise<void>((resolve) => (wake = resolve));
+    const run = async () => {
+      let after = 0;
+      while (!stopped) {
+        const rows: StoredPush[] = await this.#data.mailboxAfter(user.id, after, DRAIN_PAGE);
+        if (rows.length === 0) break;
+        for (const row of rows) {
+          while (!stopped && window.unsettled > 0 && window.unsettled + row.payload.length > this.#drainWindow()) await settled();
+          if (stopped) break;
+          const size = row.payload.length;
+          window.unsettled += size;
+          window.pending++;
+          const ok = session.pushFrame(new OutFrame(row.payload), (err) => {
+            if (!err && row.id > window.writtenUpTo) window.writtenUpTo = row.id;
+            window.unsettled -= size;
+            window.pending--;
+            wake?.();
+          });
+          if (!ok) {
+            window.unsettled -= size;
+            window.pending--;
+            stopped = true;
+          }
+          after = row.id;
         }
-        const row = rows[next++]!;
-        const size = row.payload.length;
-        pending++;
-        unsettledBytes += size;
-        const ok = session.pushFrame(new OutFrame(row.payload), (err) => {
-          if (!err && row.id > writtenUpTo) writtenUpTo = row.id;
-          unsettledBytes -= size;
-          if (waiting) pushMore();
-          settle();
-        });
-        if (!ok) {
-          pending--;
-          break;
-        }
+        // a page's rows are deleted once every write of it has settled
+        while (window.pending > 0) await settled();
+        if (window.writtenUpTo > 0) await this.#data.mailboxDeleteUpTo(user.id, window.writtenUpTo);
       }
-      finish();
+      while (window.pending > 0) await settled();
+      if (window.writtenUpTo > 0) await this.#data.mailboxDeleteUpTo(user.id, window.writtenUpTo);
     };
-    this.#drains.set(session, finish);
-    pushMore();
-  }
-
-  #deleteUpTo(userId: number, id: number): void {
-    try {
-      this.#store.mailboxDeleteUpTo(userId, id);
-    } catch {
-      // Still stored: delivered again at the next login rather than lost.
-    }
+    run()
+      .catch((err: unknown) => this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored'))
+      .finally(() => {
+        if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
+        if (this.#drains.get(session) === stop) this.#drains.delete(session);
+        // cut short (this connection went away): another connection of the user takes over the rest
+        const heir = stopped ? [...(this.#byUser.get(user.id) ?? [])].at(-1) : undefined;
+        if (heir !== undefined && !this.#draining.has(user.id)) this.#drainMailbox(heir, user);
+      });
   }
 }

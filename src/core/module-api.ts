@@ -5,19 +5,21 @@
  * get a per-connection context and the request's argument fields, and return
  * reply fields (or nothing, which means `ok`). They never touch sockets;
  * they reach other users through `server.hub` and keep data in their own
- * tables through `server.db`. What needs the running server (timers, a
+ * tables through `server.store` (asynchronous, any backend). What needs the running server (timers, a
  * repository, services for other modules) is built in `setup(ctx)`, which
  * gets a typed context, so module files hold no server state of their own.
  */
-import type { StatementSync } from 'node:sqlite';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { ErrorSpec } from './errors.ts';
+import type { Migration } from '../store/store.ts';
+export type { Migration, MigrationContext } from '../store/store.ts';
 
 /** Reply fields; `undefined` (no return) means `ok`, `[]` the empty frame. */
 export type Reply = readonly string[] | undefined | void;
 export type Handler = (ctx: CommandContext, args: string[]) => Reply | Promise<Reply>;
-/** Runs before the handler of a command another module defines; throw to refuse. */
-export type Filter = (ctx: CommandContext, args: string[]) => void;
+/** Runs before the handler of a command another module defines; throw (or reject) to refuse. */
+export type Filter = (ctx: CommandContext, args: string[]) => void | Promise<void>;
 
 export type UserRef = { readonly id: number; readonly name: string };
 
@@ -45,8 +47,8 @@ export interface HubApi {
   pushToUser(userId: number, fields: readonly string[]): number;
   /** Pushes one frame (formatted once) to every connection of each user; returns connections reached. */
   pushToUsers(userIds: Iterable<number>, fields: readonly string[]): number;
-  /** Pushes, or when the user has no connection stores it for their next login (`mailbox_full` past the limit). */
-  deliver(user: UserRef, fields: readonly string[]): 'pushed' | 'stored';
+  /** Pushes, or when the user has no connection stores it durably for their next login (`mailbox_full` past the limit). */
+  deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'>;
   isOnline(userId: number): boolean;
   /** Sessions logged in as the user (read-only view). */
   sessionsOf(userId: number): readonly SessionApi[];
@@ -56,20 +58,29 @@ export interface HubApi {
 
 export interface UsersApi {
   /** Case-insensitive look-up; null when no such user. */
-  find(name: string): UserRef | null;
-  byId(id: number): UserRef | null;
+  find(name: string): Promise<UserRef | null>;
+  byId(id: number): Promise<UserRef | null>;
   /** Validates, hashes and commits a new account. */
   register(name: string, password: string): Promise<UserRef>;
   /** Checks a password; throws `wrong_user_or_password` or `too_many_attempts`. */
   authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef>;
 }
 
-/** The shared SQLite file; a module creates its own tables through `migrations`. */
-export interface ModuleDb {
-  prepare(sql: string): StatementSync;
-  exec(sql: string): void;
-  /** Runs fn in one transaction (committed durably before it returns). */
-  transaction<T>(fn: () => T): T;
+/**
+ * The store, for a module's own tables (created by its `migrations`). Queries
+ * are Kysely's, typed with the module's tables (`store.db as Kysely<MyTables>`)
+ * and compiled for whichever backend runs (SQLite or PostgreSQL).
+ */
+export interface StoreApi {
+  /** Reads; a write here is refused (it would be acknowledged before it is durable). */
+  readonly db: Kysely<any>;
+  /**
+   * Writes: `fn`'s queries commit together and the promise resolves once the
+   * commit is durable, so a reply sent after it reports a write that lasts.
+   * Concurrent transactions share commits. A storage failure rejects with the
+   * `unavailable` error.
+   */
+  transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R>;
 }
 
 /**
@@ -87,7 +98,7 @@ export interface ServerApi {
   readonly protocolVersion: number;
   readonly hub: HubApi;
   readonly users: UsersApi;
-  readonly db: ModuleDb;
+  readonly store: StoreApi;
   readonly log: Logger;
   readonly services: ServicesApi;
   /** Parsed option values, core and module options alike, by flag name (`friends-only`). */
@@ -195,8 +206,8 @@ export interface ModuleDefinition<O extends OptionSpecs = OptionSpecs> extends M
    * a client takes such a frame as the reply while the command is outstanding.
    */
   readonly repliesLikePushes?: readonly string[];
-  /** SQL scripts applied once each, in order, versioned per module. */
-  readonly migrations?: readonly string[];
+  /** Schema steps applied once each, in order, versioned per module (see Migration). */
+  readonly migrations?: readonly Migration[];
   /** Command-line flags (`--name`) and `TEXTSERVER_NAME` variables this module reads. */
   readonly options?: O;
   /** Error types this module adds to the catalogue. */

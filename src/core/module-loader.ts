@@ -131,8 +131,8 @@ function validate(name: string, value: unknown): ModuleDefinition {
     if (!['login', 'logout', 'online', 'offline'].includes(hook)) throw new ModuleLoadError(name, `unknown hook ${hook}`);
     if (typeof fn !== 'function') throw new ModuleLoadError(name, `hook ${hook} is not a function`);
   }
-  if (def.migrations !== undefined && (!Array.isArray(def.migrations) || def.migrations.some((m) => typeof m !== 'string'))) {
-    throw new ModuleLoadError(name, 'migrations must be an array of SQL strings');
+  if (def.migrations !== undefined && (!Array.isArray(def.migrations) || def.migrations.some((m) => typeof m !== 'string' && typeof m !== 'function'))) {
+    throw new ModuleLoadError(name, 'migrations must be an array of SQL strings or functions');
   }
   if (def.routes !== undefined) {
     if (!Array.isArray(def.routes)) throw new ModuleLoadError(name, 'routes must be an array');

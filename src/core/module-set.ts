@@ -83,7 +83,7 @@ export class ModuleSet {
     const imported = await loadModules(options.modulesList, options.modulesDir, this.#owner);
     const values = this.#resolveOptions(imported);
     const errorTypes = errorTypesOf(imported);
-    this.#migrate(imported);
+    await this.#migrate(imported);
     const { modules, services } = await this.#setUp(imported, values);
     let routes;
     try {
@@ -134,10 +134,10 @@ export class ModuleSet {
     return values;
   }
 
-  #migrate(imported: readonly ImportedModule[]): void {
+  async #migrate(imported: readonly ImportedModule[]): Promise<void> {
     for (const m of imported) {
       try {
-        this.#deps.store.migrate(`module:${m.name}`, m.def.migrations ?? []);
+        await this.#deps.store.migrate(`module:${m.name}`, m.def.migrations ?? []);
       } catch (err) {
         throw new ModuleLoadError(m.name, `migration failed: ${(err as Error).message}`);
       }

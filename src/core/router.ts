@@ -18,10 +18,13 @@ export type RouteSource = {
 
 export class Router {
   readonly #log: Logger;
+  readonly #storeFailed: (err: unknown) => boolean;
   #routes: Routes = new Map();
 
-  constructor(log: Logger) {
+  /** `storeFailed` tells a failing store (answered `unavailable`) from a fault in the server. */
+  constructor(log: Logger, storeFailed: (err: unknown) => boolean = () => false) {
     this.#log = log;
+    this.#storeFailed = storeFailed;
   }
 
   use(routes: Routes): void {
@@ -36,13 +39,25 @@ export class Router {
       throw new CommandError('command_not_found', `no command ${JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}...` : name)}`);
     }
     const args = fields.slice(1);
-    for (let i = 0; i < route.filters.length; i++) route.filters[i]!(ctx, args);
+    const filters = route.filters;
+    for (let i = 0; i < filters.length; i++) {
+      const pending = filters[i]!(ctx, args);
+      if (pending instanceof Promise) return this.#afterFilters(pending, i + 1, route, ctx, args);
+    }
+    return route.handler(ctx, args);
+  }
+
+  /** The rest of a route once a filter went asynchronous (a look-up in the store). */
+  async #afterFilters(pending: Promise<void>, next: number, route: Route, ctx: CommandContext, args: string[]): Promise<Reply> {
+    await pending;
+    for (let i = next; i < route.filters.length; i++) await route.filters[i]!(ctx, args);
     return route.handler(ctx, args);
   }
 
   /** Expected failures pass through; anything else is logged with its stack and becomes `unhandled`. */
   toCommandError(err: unknown, session?: { id: number }): CommandError {
     if (err instanceof CommandError) return err;
+    if (this.#storeFailed(err)) return new CommandError('unavailable');
     this.#log.error({ err, session: session?.id }, 'unhandled error in a command');
     return new CommandError('unhandled');
   }

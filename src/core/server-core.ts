@@ -9,6 +9,7 @@ import type { Session } from './session.ts';
 import { detachedContext, SessionRegistry } from './sessions.ts';
 import { Users } from './users.ts';
 import type { ServerOptions } from '../config.ts';
+import { CoreData } from '../store/core-data.ts';
 import type { Store } from '../store/store.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -39,12 +40,13 @@ export class ServerCore {
     this.log = log;
     this.sessions = new SessionRegistry(options, log);
     const hasher = new PasswordHasher(options.argon2, options.hashConcurrency, options.hashQueue);
-    this.users = new Users(store, hasher, options, log);
-    this.router = new Router(log);
+    const data = new CoreData(store);
+    this.users = new Users(data, hasher, options, log);
+    this.router = new Router(log, (err) => store.isFailure(err));
     const modules = new ModuleSet({ options, store, log, router: this.router, api: () => this.api });
     this.moduleSet = modules;
     // a mailbox drain keeps at most half the outbound bound unread at a time
-    this.hub = new Hub(store, () => this.options.mailboxSize, () => this.options.maxOutbound / 2, {
+    this.hub = new Hub(data, log, () => this.options.mailboxSize, () => this.options.maxOutbound / 2, {
       login: (session, user) => modules.emit('login', session, user),
       logout: (session, user) => modules.emit('logout', session, user),
       online: (user) => modules.emit('online', user),
@@ -56,7 +58,10 @@ export class ServerCore {
       protocolVersion: PROTOCOL_VERSION,
       hub: this.hub,
       users: this.users,
-      db: store.db,
+      store: {
+        db: store.db,
+        transaction: (fn) => store.transaction(fn),
+      },
       log,
       services: {
         provide: (name, service) => modules.provide(name, service),

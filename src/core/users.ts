@@ -1,7 +1,8 @@
 import { CommandError, fail } from './errors.ts';
 import type { UserRef, UsersApi } from './module-api.ts';
 import { FailureCounter, PasswordHasher } from './passwords.ts';
-import { nameKey, type Store } from '../store/store.ts';
+import { nameKey } from '../store/store.ts';
+import type { CoreData } from '../store/core-data.ts';
 import type { Logger } from 'pino';
 
 const NAME_CHARS = /^[A-Za-z0-9_-]+$/;
@@ -14,7 +15,7 @@ export type UsersOptions = {
 
 /** Accounts: PROTOCOL.md's register/login rules, hashing, and login throttling. */
 export class Users implements UsersApi {
-  readonly #store: Store;
+  readonly #store: CoreData;
   readonly hasher: PasswordHasher;
   readonly #byName: FailureCounter;
   readonly #byIp: FailureCounter;
@@ -25,7 +26,7 @@ export class Users implements UsersApi {
   /** Counters read by metrics. */
   readonly stats = { loginFailures: 0, loginThrottled: 0 };
 
-  constructor(store: Store, hasher: PasswordHasher, options: UsersOptions, log: Logger) {
+  constructor(store: CoreData, hasher: PasswordHasher, options: UsersOptions, log: Logger) {
     this.#store = store;
     this.hasher = hasher;
     this.#log = log;
@@ -33,11 +34,11 @@ export class Users implements UsersApi {
     this.#byIp = new FailureCounter(options.loginFailLimitIp, options.loginFailWindowMs);
   }
 
-  find(name: string): UserRef | null {
+  async find(name: string): Promise<UserRef | null> {
     const key = nameKey(name);
     const cached = this.#byKey.get(key);
     if (cached !== undefined) return cached;
-    const row = this.#store.findUser(key);
+    const row = await this.#store.findUser(key);
     if (row === undefined) return null;
     const ref = this.#ref(row.id, row.name);
     if (this.#byKey.size > 100_000) this.#byKey.clear();
@@ -45,19 +46,24 @@ export class Users implements UsersApi {
     return ref;
   }
 
-  byId(id: number): UserRef | null {
+  /** The cached account, when it was looked up before (names never change). */
+  cachedById(id: number): UserRef | undefined {
+    return this.#cache.get(id);
+  }
+
+  async byId(id: number): Promise<UserRef | null> {
     const cached = this.#cache.get(id);
     if (cached !== undefined) return cached;
-    const row = this.#store.userById(id);
+    const row = await this.#store.userById(id);
     return row === undefined ? null : this.#ref(row.id, row.name);
   }
 
   async register(name: string, password: string): Promise<UserRef> {
     checkName(name);
-    if (this.#store.findUser(nameKey(name)) !== undefined) fail('name_taken', `the name ${name} is taken`);
+    if ((await this.#store.findUser(nameKey(name))) !== undefined) fail('name_taken', `the name ${name} is taken`);
     if ([...password].length < 8) fail('password_too_short');
     const hash = await this.hasher.hash(password);
-    const row = this.#store.createUser(name, hash);
+    const row = await this.#store.createUser(name, nameKey(name), hash);
     if (row === undefined) fail('name_taken', `the name ${name} is taken`);
     this.#log.info({ user: name }, 'registered');
     return this.#ref(row.id, row.name);
@@ -70,7 +76,7 @@ export class Users implements UsersApi {
       this.stats.loginThrottled++;
       throw new CommandError('too_many_attempts', 'too many failed logins; try again later');
     }
-    const row = this.#store.findUser(key);
+    const row = await this.#store.findUser(key);
     const ok = await this.hasher.verify(row?.hash, password);
     if (!ok || row === undefined) {
       const at = Date.now();
@@ -91,7 +97,7 @@ export class Users implements UsersApi {
 
   async #upgradeHash(id: number, password: string): Promise<void> {
     try {
-      this.#store.updateHash(id, await this.hasher.hash(password));
+      await this.#store.updateHash(id, await this.hasher.hash(password));
     } catch (err) {
       // The login itself succeeded; the old hash stays valid.
       this.#log.warn({ err: String(err) }, 'could not upgrade a password hash');

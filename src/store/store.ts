@@ -1,26 +1,45 @@
 /**
- * What the core keeps durably. Every write is committed (fsync'd) before the
- * method returns, so a caller may acknowledge it at once.
+ * The storage seam (STORAGE.md): one asynchronous interface for everything
+ * durable, with a SQLite and a PostgreSQL backend. Reads run at once;
+ * writes run in `transaction`, which resolves only once the commit is
+ * durable, and commits of concurrent transactions share one fsync (SQLite)
+ * or one WAL flush (PostgreSQL). The core and every module build their
+ * queries with Kysely, which compiles them to either dialect.
  */
-import type { ModuleDb } from '../core/module-api.ts';
+import type { Kysely } from 'kysely';
 
-export type UserRecord = { readonly id: number; readonly name: string; readonly hash: string };
-export type StoredPush = { readonly id: number; readonly payload: string };
+export type Dialect = 'sqlite' | 'postgres';
+
+/** What a migration gets: the transaction it runs in, and the one thing dialects spell differently. */
+export type MigrationContext = {
+  readonly db: Kysely<any>;
+  readonly dialect: Dialect;
+  /** The type and modifiers of an auto-increment primary key: `.addColumn('id', m.id.type, m.id.column)`. */
+  readonly id: { readonly type: 'integer' | 'bigint'; readonly column: <C extends IdColumn>(col: C) => C };
+};
+
+type IdColumn = { primaryKey(): IdColumn; autoIncrement(): IdColumn; generatedByDefaultAsIdentity(): IdColumn };
+
+/**
+ * One schema step, applied once, in order, in its own transaction. A string
+ * is SQL both dialects accept (statements separated by `;`); a function uses
+ * Kysely's schema builder.
+ */
+export type Migration = string | ((m: MigrationContext) => Promise<void>);
 
 export interface Store {
-  readonly db: ModuleDb;
-  findUser(nameKey: string): UserRecord | undefined;
-  userById(id: number): UserRecord | undefined;
-  /** Returns undefined when the name (case-insensitively) is taken. */
-  createUser(name: string, hash: string): UserRecord | undefined;
-  updateHash(id: number, hash: string): void;
-  mailboxCount(userId: number): number;
-  mailboxAdd(userId: number, payload: string): void;
-  mailboxAfter(userId: number, afterId: number, limit: number): StoredPush[];
-  mailboxDeleteUpTo(userId: number, lastId: number): void;
-  /** Applies the owner's migrations not yet applied, each in its own transaction. */
-  migrate(owner: string, migrations: readonly string[]): void;
-  close(): void;
+  readonly dialect: Dialect;
+  /** Reads. A write outside `transaction` is refused: it would be acknowledged before it is durable. */
+  readonly db: Kysely<any>;
+  /** Runs `fn` in one transaction and resolves once its commit is durable; rolls back when `fn` throws. */
+  transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R>;
+  /** Applies the owner's migrations not yet applied (once, even with several servers starting together). */
+  migrate(owner: string, migrations: readonly Migration[]): Promise<void>;
+  /** True when `err` is the store failing (disk full, I/O error, database gone), not a bad query. */
+  isFailure(err: unknown): boolean;
+  /** False from a failed commit or connection until the store answers again. */
+  readonly up: boolean;
+  close(): Promise<void>;
 }
 
 export function nameKey(name: string): string {

@@ -1,6 +1,6 @@
 /** HTTP routes come from modules: a third-party module mounts one, and a reload adds it without a restart. */
 import { describe, expect, it } from 'vitest';
-import { readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readdirSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, removeDir, startServer, tempDir } from '../helpers/server.ts';
 
@@ -16,7 +16,7 @@ describe('module routes', () => {
     mkdirSync(modules);
     symlinkSync(join(ROOT, 'src'), join(dir, 'src'));
     const names = readFileSync(join(ROOT, 'modules.txt'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-    for (const n of [...names, 'rooms-store', 'rooms-history']) symlinkSync(join(ROOT, 'modules', `${n}.ts`), join(modules, `${n}.ts`));
+    for (const f of readdirSync(join(ROOT, 'modules'))) symlinkSync(join(ROOT, 'modules', f), join(modules, f));
     const list = join(dir, 'modules.txt');
     writeFileSync(list, names.join('\n'));
     const srv = await startServer(['--http-port', '0', '--modules-dir', modules, '--modules-list', list], join(dir, 'data'));

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { createHash } from 'node:crypto';
+import { inject } from 'vitest';
 import { resolveOptions } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { createServer, type Server } from '../../src/server.ts';
@@ -22,8 +24,26 @@ export function tempDir(prefix = 'textserver-test-'): string {
 
 export type TestServer = { server: Server; port: number; data: string; stop(): Promise<void> };
 
+/** The throwaway PostgreSQL of the `postgres` test project (vitest.config.ts), when this run has one. */
+export function testPostgres(): string | undefined {
+  return inject('postgresUrl');
+}
+
+/**
+ * In the `postgres` project, a server's store is a database of its own on
+ * the throwaway cluster, named after its data directory, so a test that
+ * restarts a server on the same `--data` finds its data again.
+ */
+export async function storeArgs(data: string | undefined): Promise<string[]> {
+  const base = testPostgres();
+  if (base === undefined || data === undefined) return [];
+  const { createDatabase } = await import('../../tools/postgres.ts');
+  return ['--store', await createDatabase(base, `t_${createHash('sha1').update(data).digest('hex').slice(0, 20)}`)];
+}
+
 export async function startServer(args: string[] = [], data = tempDir()): Promise<TestServer> {
-  const options = resolveOptions(['--port', '0', '--data', data, '--log-level', 'silent', ...FAST_HASH, ...args], {});
+  const store = args.includes('--store') ? [] : await storeArgs(data);
+  const options = resolveOptions(['--port', '0', '--data', data, '--log-level', 'silent', ...FAST_HASH, ...store, ...args], {});
   if (!args.includes('--modules-list')) options.modulesList = join(ROOT, 'modules.txt');
   if (!args.includes('--modules-dir')) options.modulesDir = join(ROOT, 'modules');
   const server = await createServer(options, createLogger('silent'));
@@ -89,7 +109,9 @@ export function spawnServerRaw(args: string[], env: Record<string, string> = {})
 
 /** Starts `npm start`'s entry point as a child process and waits for its "listening" line. */
 export async function spawnServer(args: string[], env: Record<string, string> = {}): Promise<ChildServer> {
-  const child = spawnServerRaw(['--port', '0', ...FAST_HASH, ...args], env);
+  const data = args.includes('--data') ? args[args.indexOf('--data') + 1] : undefined;
+  const store = args.includes('--store') ? [] : await storeArgs(data);
+  const child = spawnServerRaw(['--port', '0', ...FAST_HASH, ...store, ...args], env);
   const line = await Promise.race([
     child.waitForLine(/"msg":"listening"/),
     child.exited.then((code) => Promise.reject(new Error(`server exited with ${code}:\n${child.lines.join('\n')}`))),

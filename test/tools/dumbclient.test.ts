@@ -100,7 +100,7 @@ describe('dumbclient', () => {
       const probe = await connect({ port: srv.port });
       await probe.login('tool_a', PW);
       await probe.close();
-      if (srv.server.core.hub.isOnline(srv.server.core.users.find('tool_b')!.id)) break;
+      if (srv.server.core.hub.isOnline((await srv.server.core.users.find('tool_b'))!.id)) break;
       await new Promise((r) => setTimeout(r, 50));
     }
     await sender.call('send', 'tool_b', 'msg', 'hello there');

@@ -1,0 +1,91 @@
+/**
+ * PostgreSQL's text cannot hold U+0000, which the protocol allows in any
+ * field. Strings going in are escaped with a private-use character, and
+ * strings coming out unescaped, so every text round-trips exactly and
+ * equality (names, keys) still compares escaped with escaped. Strings
+ * without either character (nearly all) pass through untouched.
+ */
+import { PostgresDialect, type CompiledQuery, type DatabaseConnection, type Driver, type PostgresDialectConfig, type QueryResult, type TransactionSettings } from 'kysely';
+
+const ESC = '\uE000';
+const NEEDS = /[\u0000\uE000]/;
+
+export function escapeText(s: string): string {
+  return NEEDS.test(s) ? s.replace(/[\u0000\uE000]/g, (c) => (c === '\0' ? `${ESC}0` : `${ESC}${ESC}`)) : s;
+}
+
+export function unescapeText(s: string): string {
+  return s.includes(ESC) ? s.replace(/\uE000([0\uE000])/g, (_, c: string) => (c === '0' ? '\0' : ESC)) : s;
+}
+
+function unescapeRow(row: unknown): unknown {
+  if (typeof row !== 'object' || row === null) return row;
+  const r = row as Record<string, unknown>;
+  for (const key in r) {
+    const v = r[key];
+    if (typeof v === 'string' && v.includes(ESC)) r[key] = unescapeText(v);
+  }
+  return r;
+}
+
+class NulSafeConnection implements DatabaseConnection {
+  readonly inner: DatabaseConnection;
+  constructor(inner: DatabaseConnection) {
+    this.inner = inner;
+  }
+
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    const params = compiled.parameters.some((p) => typeof p === 'string' && NEEDS.test(p))
+      ? compiled.parameters.map((p) => (typeof p === 'string' ? escapeText(p) : p))
+      : compiled.parameters;
+    const result = await this.inner.executeQuery<R>(params === compiled.parameters ? compiled : { ...compiled, parameters: params });
+    for (const row of result.rows) unescapeRow(row);
+    return result;
+  }
+
+  streamQuery<R>(compiled: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
+    return this.inner.streamQuery<R>(compiled, chunkSize);
+  }
+}
+
+class NulSafeDriver implements Driver {
+  readonly #inner: Driver;
+  readonly #wrapped = new WeakMap<DatabaseConnection, NulSafeConnection>();
+  constructor(inner: Driver) {
+    this.#inner = inner;
+  }
+  init(): Promise<void> {
+    return this.#inner.init();
+  }
+  async acquireConnection(): Promise<DatabaseConnection> {
+    const c = await this.#inner.acquireConnection();
+    let w = this.#wrapped.get(c);
+    if (w === undefined) this.#wrapped.set(c, (w = new NulSafeConnection(c)));
+    return w;
+  }
+  beginTransaction(c: DatabaseConnection, s: TransactionSettings): Promise<void> {
+    return this.#inner.beginTransaction(c, s);
+  }
+  commitTransaction(c: DatabaseConnection): Promise<void> {
+    return this.#inner.commitTransaction(c);
+  }
+  rollbackTransaction(c: DatabaseConnection): Promise<void> {
+    return this.#inner.rollbackTransaction(c);
+  }
+  releaseConnection(c: DatabaseConnection): Promise<void> {
+    return this.#inner.releaseConnection(c instanceof NulSafeConnection ? c.inner : c);
+  }
+  destroy(): Promise<void> {
+    return this.#inner.destroy();
+  }
+}
+
+/** Kysely's PostgreSQL dialect, NUL-safe. */
+export class NulSafePostgresDialect extends PostgresDialect {
+  constructor(config: PostgresDialectConfig) {
+    super(config);
+  }
+  override createDriver(): Driver {
+    return new NulSafeDriver(super.createDriver());
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * `--store postgres://...`: PostgreSQL 15+ through node-postgres. Each
+ * transaction runs on a pooled connection with `synchronous_commit = on`,
+ * so its COMMIT returns once the WAL is flushed; PostgreSQL flushes the
+ * commits of concurrent transactions together (its own group commit). The
+ * pool reconnects by itself; a probe with back-off tells readiness.
+ */
+import { Kysely, sql } from 'kysely';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { migrate } from '../migrations.ts';
+import { NulSafePostgresDialect } from './nul-safe.ts';
+import type { Migration, Store } from '../store.ts';
+
+// int8 (ids, times, counts) as numbers: they stay far below 2^53
+pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
+
+/** SQLSTATE classes of a failing server, not a failing query. */
+const FAILURE_STATES = /^(08|53|57P|58|XX)/;
+const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const FAILURE_TEXT = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i;
+
+const PROBE_MS = 2000;
+const PROBE_MAX_MS = 5000;
+
+export class PostgresStore implements Store {
+  readonly dialect = 'postgres' as const;
+  readonly db: Kysely<any>;
+  readonly #pool: pg.Pool;
+  readonly #log: Logger;
+  #up = true;
+  #probe: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(url: string, log: Logger) {
+    this.#log = log;
+    this.#pool = new pg.Pool({
+      connectionString: url,
+      max: 16,
+      connectionTimeoutMillis: 10_000, // includes waiting for a free pooled connection under load
+      idleTimeoutMillis: 30_000,
+      options: '-c synchronous_commit=on',
+      application_name: 'textserver',
+    });
+    // an idle connection that dies (server restart) must not crash the process
+    this.#pool.on('error', (err) => this.#failed(err));
+    this.db = new Kysely<any>({ dialect: new NulSafePostgresDialect({ pool: this.#pool }) });
+  }
+
+  /** Connects once, so a URL that cannot be reached stops the server at start. */
+  static async open(url: string, log: Logger): Promise<PostgresStore> {
+    const store = new PostgresStore(url, log);
+    try {
+      await sql`SELECT 1`.execute(store.db);
+    } catch (err) {
+      await store.#pool.end().catch(() => {});
+      throw new Error(`cannot reach PostgreSQL at ${redact(url)}: ${(err as Error).message}`);
+    }
+    store.#schedule(PROBE_MS);
+    return store;
+  }
+
+  get up(): boolean {
+    return this.#up;
+  }
+
+  async transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    const result = await this.db.transaction().execute(fn);
+    this.#up = true;
+    return result;
+  }
+
+  migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
+    return migrate(
+      {
+        dialect: 'postgres',
+        transaction: (fn) => this.transaction(fn),
+        script: async (tx, text) => void (await sql.raw(text).execute(tx)),
+        // one lock for every migration of every owner: servers starting together take turns
+        lock: async (tx) => void (await sql`SELECT pg_advisory_xact_lock(787800001)`.execute(tx)),
+      },
+      owner,
+      migrations,
+    );
+  }
+
+  isFailure(err: unknown): boolean {
+    if (typeof err !== 'object' || err === null) return false;
+    const e = err as { code?: string; message?: string };
+    const failed =
+      (typeof e.code === 'string' && (FAILURE_STATES.test(e.code) || FAILURE_ERRNOS.has(e.code))) || FAILURE_TEXT.test(e.message ?? '');
+    if (failed) this.#failed(err as Error);
+    return failed;
+  }
+
+  #failed(err: Error): void {
+    if (this.#up) this.#log.error({ err: err.message }, 'PostgreSQL unreachable: writes answer unavailable until it is back');
+    this.#up = false;
+    this.#schedule(250);
+  }
+
+  /** Probes the server: every PROBE_MS while up, with back-off while down. */
+  #schedule(ms: number): void {
+    if (this.#closed) return;
+    clearTimeout(this.#probe);
+    this.#probe = setTimeout(() => {
+      sql`SELECT 1`.execute(this.db).then(
+        () => {
+          if (!this.#up) this.#log.info('PostgreSQL reachable again');
+          this.#up = true;
+          this.#schedule(PROBE_MS);
+        },
+        (err: unknown) => {
+          if (this.#up) this.#failed(err as Error);
+          this.#schedule(Math.min(PROBE_MAX_MS, ms * 2));
+        },
+      );
+    }, ms);
+    this.#probe.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#probe);
+    await this.db.destroy().catch(() => {});
+  }
+}
+
+/** A URL for logs: without its password. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return 'the given URL';
+  }
+}

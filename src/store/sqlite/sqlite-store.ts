@@ -1,0 +1,158 @@
+/**
+ * `--store sqlite`: one file in `--data`, WAL. The connection that reads and
+ * writes lives on the main thread but never waits for the disk: it commits
+ * with `synchronous = OFF` (the COMMIT is a write() into the WAL), and
+ * `transaction` resolves only after GroupSync has fsync'd the WAL on the
+ * thread pool, one fsync for every commit made while the previous one ran.
+ * Checkpoints (copying the WAL into the database file, with its fsyncs) run
+ * in a worker thread. So acknowledged still means on disk, and a slow disk
+ * slows acknowledgements, not the event loop.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { Worker } from 'node:worker_threads';
+import { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { sqliteDialect } from './dialect.ts';
+import { GroupSync } from './group-sync.ts';
+import { migrate } from '../migrations.ts';
+import type { Migration, Store } from '../store.ts';
+
+/** Checkpoint once the WAL passes this size (bytes), checked at most every CHECK_MS. */
+const CHECKPOINT_BYTES = 16 * 1024 * 1024;
+const CHECK_MS = 1000;
+
+/** SQLite result codes that mean the store (not the query) failed: busy, I/O, full, read-only... */
+const FAILURE_CODES = new Set([5, 6, 7, 8, 10, 11, 13, 14, 15, 26]);
+
+export class SqliteStore implements Store {
+  readonly dialect = 'sqlite' as const;
+  readonly db: Kysely<any>;
+  readonly file: string;
+  readonly #sqlite: DatabaseSync;
+  readonly #walFd: number;
+  readonly #sync: GroupSync;
+  readonly #checkpointer: Worker;
+  readonly #timer: NodeJS.Timeout;
+  readonly #log: Logger;
+  #checkpointing = false;
+  #up = true;
+  #closed = false;
+
+  constructor(dataDir: string, log: Logger) {
+    this.#log = log;
+    mkdirSync(dataDir, { recursive: true });
+    this.file = join(dataDir, 'textserver.db');
+    this.#sqlite = new DatabaseSync(this.file);
+    this.#sqlite.exec(`PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = OFF;
+      PRAGMA wal_autocheckpoint = 0;
+      PRAGMA foreign_keys = ON;
+      PRAGMA busy_timeout = 5000;`);
+    // the WAL exists once something was written; make sure it does, and that its name is on disk
+    this.#sqlite.exec('BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL); COMMIT;');
+    this.#walFd = openSync(`${this.file}-wal`, 'r');
+    fsyncSync(this.#walFd);
+    syncDirectory(dataDir);
+    this.#sync = new GroupSync(this.#walFd, (err) => this.#failed(err));
+    this.db = new Kysely<any>({ dialect: sqliteDialect(this.#sqlite, () => this.#sync.committed()) });
+    this.#checkpointer = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { file: this.file } });
+    this.#checkpointer.on('message', (m: { ok: boolean; error?: string }) => {
+      this.#checkpointing = false;
+      if (!m.ok) this.#log.warn({ err: m.error }, 'checkpoint failed; will retry');
+    });
+    this.#checkpointer.on('error', (err) => this.#log.error({ err }, 'checkpointer stopped'));
+    this.#checkpointer.unref();
+    this.#timer = setInterval(() => this.#maybeCheckpoint(), CHECK_MS);
+    this.#timer.unref();
+  }
+
+  get up(): boolean {
+    return this.#up;
+  }
+
+  get stats(): { fsyncs: number; commits: number } {
+    return this.#sync.stats;
+  }
+
+  async transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    const result = await this.db.transaction().execute(fn);
+    await this.#sync.durable();
+    this.#up = true;
+    return result;
+  }
+
+  migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
+    return migrate(
+      {
+        dialect: 'sqlite',
+        transaction: (fn) => this.transaction(fn),
+        // the transaction holds the connection, so exec joins it
+        script: async (_tx, text) => this.#sqlite.exec(text),
+        lock: async () => {},
+      },
+      owner,
+      migrations,
+    );
+  }
+
+  isFailure(err: unknown): boolean {
+    if (typeof err !== 'object' || err === null) return false;
+    const e = err as { code?: string; errcode?: number; syscall?: string };
+    if (e.code === 'ERR_SQLITE_ERROR' && e.errcode !== undefined) {
+      const failed = FAILURE_CODES.has(e.errcode & 0xff);
+      if (failed) this.#failed(err as Error);
+      return failed;
+    }
+    return e.syscall === 'fdatasync'; // GroupSync's own failure
+  }
+
+  #failed(err: Error): void {
+    if (this.#up) this.#log.error({ err: err.message }, 'storage failed: writes answer unavailable until it recovers');
+    this.#up = false;
+  }
+
+  #maybeCheckpoint(): void {
+    if (this.#checkpointing || this.#closed) return;
+    const size = statSync(`${this.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    if (size < CHECKPOINT_BYTES) return;
+    this.#checkpointing = true;
+    this.#checkpointer.postMessage('checkpoint');
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    await this.#sync.durable().catch(() => {});
+    // held (ref) while closing: an unref'd worker would let the process exit mid-close
+    this.#checkpointer.ref();
+    this.#checkpointer.postMessage('close');
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      this.#checkpointer.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    // a clean close checkpoints and removes the WAL, with a FULL sync
+    this.#sqlite.exec('PRAGMA synchronous = FULL');
+    this.#sqlite.close();
+    closeSync(this.#walFd);
+  }
+}
+
+/** A new file's name is durable only once its directory is synced. */
+function syncDirectory(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // some file systems refuse to sync a directory; nothing more can be done there
+  }
+}

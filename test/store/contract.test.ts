@@ -1,0 +1,121 @@
+/**
+ * The storage contract (STORAGE.md section 3), against the backend of this
+ * test project: SQLite in the `sqlite` project, the throwaway PostgreSQL in
+ * the `postgres` project. Servers are not involved: this is the seam itself.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { sql, type Generated, type Kysely } from 'kysely';
+import { createLogger } from '../../src/log.ts';
+import { openStore } from '../../src/store/open-store.ts';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.ts';
+import type { Migration, Store } from '../../src/store/store.ts';
+import { removeDir, storeArgs, tempDir, testPostgres } from '../helpers/server.ts';
+
+type Tables = { notes: { id: Generated<number>; body: string } };
+
+const NOTES: Migration[] = [
+  async ({ db, id }) => {
+    await db.schema.createTable('notes').addColumn('id', id.type, id.column).addColumn('body', 'text', (c) => c.notNull()).execute();
+  },
+];
+
+const log = createLogger('silent');
+const open: Store[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) removeDir(d);
+});
+
+async function store(dir = tempDir()): Promise<Store> {
+  dirs.push(dir);
+  const args = await storeArgs(dir);
+  const s = await openStore(args[1] ?? 'sqlite', dir, log);
+  open.push(s);
+  return s;
+}
+
+const backend = testPostgres() === undefined ? 'sqlite' : 'postgres';
+
+describe(`store contract (${backend})`, () => {
+  it('commits a transaction, and a read after it sees the write', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const id = await s.transaction((tx: Kysely<Tables>) => tx.insertInto('notes').values({ body: 'hello' }).returning('id').executeTakeFirstOrThrow());
+    const row = await (s.db as Kysely<Tables>).selectFrom('notes').selectAll().where('id', '=', id.id).executeTakeFirst();
+    expect(row).toEqual({ id: id.id, body: 'hello' });
+  });
+
+  it('rolls back a transaction whose function throws: none of its writes remain', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    await expect(
+      s.transaction(async (tx: Kysely<Tables>) => {
+        await tx.insertInto('notes').values({ body: 'one' }).execute();
+        await tx.insertInto('notes').values({ body: 'two' }).execute();
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
+    expect(await (s.db as Kysely<Tables>).selectFrom('notes').selectAll().execute()).toEqual([]);
+  });
+
+  it('runs concurrent transactions, each committed once; on SQLite they share fsyncs (group commit)', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const before = s instanceof SqliteStore ? { ...s.stats } : undefined;
+    await Promise.all(Array.from({ length: 200 }, (_, i) => s.transaction((tx: Kysely<Tables>) => tx.insertInto('notes').values({ body: `n${i}` }).execute())));
+    const rows = await (s.db as Kysely<Tables>).selectFrom('notes').select('body').execute();
+    expect(rows.map((r) => r.body).sort()).toEqual(Array.from({ length: 200 }, (_, i) => `n${i}`).sort());
+    if (s instanceof SqliteStore) {
+      const commits = s.stats.commits - before!.commits;
+      const fsyncs = s.stats.fsyncs - before!.fsyncs;
+      expect(commits).toBe(200);
+      expect(fsyncs).toBeLessThan(commits / 4);
+    }
+  });
+
+  it('applies each migration once, in order, and refuses a store newer than the code', async () => {
+    const dir = tempDir();
+    const s = await store(dir);
+    const steps: Migration[] = [...NOTES, `INSERT INTO notes (body) VALUES ('seeded')`];
+    await s.migrate('test', steps);
+    await s.migrate('test', steps);
+    expect((await (s.db as Kysely<Tables>).selectFrom('notes').select('body').execute()).map((r) => r.body)).toEqual(['seeded']);
+    await expect(s.migrate('test', NOTES)).rejects.toThrow(/newer than this code/);
+  });
+
+  it('migrates once when several stores start together on one database', async () => {
+    const dir = tempDir();
+    const first = await store(dir);
+    if (first.dialect === 'sqlite') return; // one file, one process: PostgreSQL is where servers share a store
+    const others = await Promise.all([store(dir), store(dir), store(dir)]);
+    const steps: Migration[] = [...NOTES, `INSERT INTO notes (body) VALUES ('once')`];
+    await Promise.all([first, ...others].map((s) => s.migrate('race', steps)));
+    expect(await (first.db as Kysely<Tables>).selectFrom('notes').select('body').execute()).toEqual([{ body: 'once' }]);
+  });
+
+  it('refuses a write outside a transaction on SQLite (it would be acknowledged before its fsync)', async () => {
+    const s = await store();
+    if (s.dialect !== 'sqlite') return;
+    await s.migrate('test', NOTES);
+    await expect((s.db as Kysely<Tables>).insertInto('notes').values({ body: 'x' }).execute()).rejects.toThrow(/store.transaction/);
+  });
+
+  it('keeps every text exactly, U+0000 included (PostgreSQL text cannot hold it: it is escaped there)', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const odd = ['a\u0000b', '\uE000', '\uE0000', 'x\uE000\uE000\u0000y', 'plain'];
+    for (const body of odd) await s.transaction((tx: Kysely<Tables>) => tx.insertInto('notes').values({ body }).execute());
+    const db = s.db as Kysely<Tables>;
+    expect((await db.selectFrom('notes').select('body').orderBy('id').execute()).map((r) => r.body)).toEqual(odd);
+    expect(await db.selectFrom('notes').select('body').where('body', '=', 'a\u0000b').execute()).toEqual([{ body: 'a\u0000b' }]);
+  });
+
+  it('tells a failing store from a bad query', async () => {
+    const s = await store();
+    const bad = await sql`SELECT * FROM no_such_table`.execute(s.db).catch((err: unknown) => err);
+    expect(s.isFailure(bad)).toBe(false);
+    expect(s.up).toBe(true);
+  });
+});
