@@ -43,9 +43,11 @@ export default defineModule({
 
     /** Everyone who should hear about `user`: friends and co-members, never the user. */
     const audience = async (user: UserRef): Promise<Set<number>> => {
-      const ids = new Set<number>((await server.services.get<FriendsService>('friends')?.friendsOf(user.id)) ?? []);
+      // co-members as of the change itself (before any await): a join that follows does not hear of it
+      const ids = new Set<number>();
       const r = rooms();
       for (const room of r?.roomsOf(user.id) ?? []) for (const id of r!.membersOf(room)) ids.add(id);
+      for (const id of (await server.services.get<FriendsService>('friends')?.friendsOf(user.id)) ?? []) ids.add(id);
       ids.delete(user.id);
       return ids;
     };

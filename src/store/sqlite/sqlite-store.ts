@@ -129,13 +129,15 @@ export class SqliteStore implements Store {
     // held (ref) while closing: an unref'd worker would let the process exit mid-close
     this.#checkpointer.ref();
     this.#checkpointer.postMessage('close');
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 2000);
+    const exited = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000);
       this.#checkpointer.once('exit', () => {
         clearTimeout(timer);
-        resolve();
+        resolve(true);
       });
     });
+    // never close the database under a worker still in it: a process exiting then can crash
+    if (!exited) await this.#checkpointer.terminate();
     // a clean close checkpoints and removes the WAL, with a FULL sync
     this.#sqlite.exec('PRAGMA synchronous = FULL');
     this.#sqlite.close();
