@@ -29,6 +29,7 @@ define('server', {
   user_not_found: { fatal: false, info: 'no such user' },
   mailbox_full: { fatal: false, info: "the recipient's mailbox is full" },
   too_many_attempts: { fatal: false, info: 'too many attempts; try again later' },
+  rate_limited: { fatal: false, info: 'too many requests or bytes from this user; slow down' },
   slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough' },
   too_many_connections: { fatal: true, info: 'connection limit reached' },
   shutdown: { fatal: true, info: 'the server is stopping' },

@@ -68,6 +68,8 @@ export class ServerCore {
       modules: () => this.#set.modules.map((m) => m.name),
       invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply> {
         try {
+          // a request with no connection (the HTTP API) pays its user's budget here; over a connection, Session charges it
+          if (ctx.session.id === 0 && ctx.session.user !== null) core.users.budget.charge(ctx.session.user.id, fields.reduce((n, f) => n + f.length + 1, 0));
           const result = core.invoke(ctx, fields);
           if (result instanceof Promise) return result.catch((err: unknown) => Promise.reject(core.toCommandError(err, ctx.session)));
           return result;

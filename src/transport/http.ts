@@ -37,6 +37,7 @@ export const STATUS: Readonly<Record<string, number>> = {
   mailbox_full: 409,
   request_too_long: 413,
   too_many_attempts: 429,
+  rate_limited: 429,
   unhandled: 500,
   too_many_connections: 503,
   shutdown: 503,
