@@ -15,7 +15,9 @@
  * once instead of at some later garbage collection, which an idle server
  * may not run for a long time. A decoder that owns the chunks it is given
  * (`ownsChunks`: the server's socket reads, which nothing else holds) also
- * frees each chunk it has copied, so the next read reuses its memory.
+ * frees each chunk it has copied, so the next read reuses its memory; it
+ * does so at the next push() or release(), so the caller may still use a
+ * chunk until then.
  */
 
 export const HEADER_SIZE = 5;
@@ -51,6 +53,8 @@ export class FrameDecoder {
   /** The long frame being assembled (then #chunks is empty until it is complete), and its bytes so far. */
   #assembly: Buffer | undefined;
   #filled = 0;
+  /** Owned chunks copied into an assembly, freed at the next push() or release(). */
+  #spent: Buffer[] = [];
 
   readonly #ownsChunks: boolean;
 
@@ -69,6 +73,7 @@ export class FrameDecoder {
   }
 
   push(chunk: Buffer): void {
+    if (this.#spent.length > 0) this.#freeSpent();
     if (this.#fault !== undefined || chunk.length === 0) return;
     const assembly = this.#assembly;
     if (assembly !== undefined && this.#filled < this.#need) {
@@ -76,7 +81,7 @@ export class FrameDecoder {
       chunk.copy(assembly, this.#filled, 0, take);
       this.#filled += take;
       if (take === chunk.length) {
-        this.#free(chunk);
+        this.#spend(chunk);
         return;
       }
       chunk = chunk.subarray(take); // the start of the next frame
@@ -158,6 +163,7 @@ export class FrameDecoder {
     this.#chunks = [];
     this.#offset = 0;
     this.#buffered = 0;
+    this.#freeSpent();
     if (assembly !== undefined) (assembly.buffer as ArrayBuffer).transfer(0);
   }
 
@@ -166,9 +172,14 @@ export class FrameDecoder {
     this.#fault = { fault, info };
   }
 
-  /** Frees a chunk that is copied and no longer needed, when it is ours and backed by a buffer of its own. */
-  #free(chunk: Buffer): void {
-    if (this.#ownsChunks && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length) (chunk.buffer as ArrayBuffer).transfer(0);
+  /** A chunk copied and no longer needed: freed later if it is ours and backed by a buffer of its own. */
+  #spend(chunk: Buffer): void {
+    if (this.#ownsChunks && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length) this.#spent.push(chunk);
+  }
+
+  #freeSpent(): void {
+    for (const chunk of this.#spent) (chunk.buffer as ArrayBuffer).transfer(0); // detached: its memory is freed now
+    this.#spent = [];
   }
 
   /** Moves the frame's bytes so far (all that is buffered) into a buffer of its own, which push() fills. */
@@ -180,7 +191,7 @@ export class FrameDecoder {
       const chunk = this.#chunks[i]!;
       at += chunk.copy(assembly, at, i === 0 ? this.#offset : 0);
       // the first chunk may hold earlier frames, handed out and maybe still queued; the others hold this frame only
-      if (i > 0) this.#free(chunk);
+      if (i > 0) this.#spend(chunk);
     }
     this.#chunks = [];
     this.#offset = 0;

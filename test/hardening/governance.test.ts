@@ -165,3 +165,26 @@ describe('per-user budgets (item 7)', () => {
     expect(statuses).toContain('rate_limited'); // three in a row: one refill at most came meanwhile
   });
 });
+
+describe('partial frames (item 8)', () => {
+  it('hands the memory of half-received 1 MiB frames back as their connections close, and serves others meanwhile', async () => {
+    const s = await server([]);
+    const n = 16;
+    const body = Buffer.alloc(1024 * 1024 - 1, 0x61); // one byte short of the announced 1 MiB
+    const start = s.server.core.counters.bytesIn;
+    const conns = await Promise.all(Array.from({ length: n }, () => open(s.port)));
+    for (const c of conns) {
+      c.write(Buffer.from([0, 0x10, 0, 0, 0]));
+      for (let at = 0; at < body.length; at += 64 * 1024) c.write(body.subarray(at, at + 64 * 1024));
+    }
+    while (s.server.core.counters.bytesIn - start < n * (5 + body.length)) await new Promise((r) => setTimeout(r, 20));
+    const other = await open(s.port);
+    expect(await other.ask('nop')).toBe('');
+    const holding = process.memoryUsage().arrayBuffers;
+    for (const c of conns) c.close();
+    while (s.server.core.sessions.size > 1) await new Promise((r) => setTimeout(r, 20));
+    // freed as each connection closed, not at some later garbage collection
+    expect(holding - process.memoryUsage().arrayBuffers).toBeGreaterThan(0.8 * n * body.length);
+    expect(await other.ask('nop')).toBe('');
+  });
+});
