@@ -43,6 +43,10 @@ export const CORE_FLAGS = {
   'argon2-parallelism': { kind: 'int', def: 1, min: 1, help: 'argon2id lanes' },
   'hash-concurrency': { kind: 'int', def: availableParallelism(), min: 1, help: 'argon2 operations at once' },
   'hash-queue': { kind: 'int', def: 1000, min: 0, help: 'argon2 operations waiting before too_many_attempts' },
+  'user-rate': { kind: 'int', def: 100, min: 0, help: 'requests per second per logged-in user before rate_limited (0: no limit)' },
+  'user-rate-burst': { kind: 'int', def: 500, min: 1, help: 'requests a user may send at once above --user-rate' },
+  'user-bytes': { kind: 'int', def: 1048576, min: 0, help: 'request payload bytes per second per logged-in user before rate_limited (0: no limit)' },
+  'user-bytes-burst': { kind: 'int', def: 4194304, min: 1, help: 'payload bytes a user may send at once above --user-bytes' },
   'ws-port': { kind: 'optional-port', def: '', help: 'WebSocket transport port, path /ws (0 picks a free port; off when unset)' },
   'http-port': { kind: 'optional-port', def: '', help: 'HTTP gateway port (off when unset; on the WebSocket port when only --ws-port is set)' },
   'ws-origins': { kind: 'list', def: '', help: 'Origins allowed to open the WebSocket (default: the HTTP gateway\'s own origin)' },
@@ -74,6 +78,10 @@ export type ServerOptions = {
   argon2: { memoryKiB: number; time: number; parallelism: number };
   hashConcurrency: number;
   hashQueue: number;
+  userRate: number;
+  userRateBurst: number;
+  userBytes: number;
+  userBytesBurst: number;
   tls: { cert: string; key: string } | undefined;
   wsPort: number | undefined;
   httpPort: number | undefined;
@@ -185,6 +193,10 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
     argon2: { memoryKiB: v['argon2-memory-kib'], time: v['argon2-time'], parallelism: v['argon2-parallelism'] },
     hashConcurrency: v['hash-concurrency'],
     hashQueue: v['hash-queue'],
+    userRate: v['user-rate'],
+    userRateBurst: v['user-rate-burst'],
+    userBytes: v['user-bytes'],
+    userBytesBurst: v['user-bytes-burst'],
     tls: cert === '' ? undefined : { cert, key },
     wsPort: v['ws-port'],
     httpPort: v['http-port'],

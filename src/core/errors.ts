@@ -39,6 +39,7 @@ define('server', {
   user_not_found: { fatal: false, info: 'no such user', status: 404 },
   mailbox_full: { fatal: false, info: "the recipient's mailbox is full", status: 409 },
   too_many_attempts: { fatal: false, info: 'too many attempts; try again later', status: 429 },
+  rate_limited: { fatal: false, info: 'too many requests or bytes from this user; slow down', status: 429 },
   slow_consumer: { fatal: true, info: 'the client does not read its frames fast enough', status: 503 },
   too_many_connections: { fatal: true, info: 'connection limit reached', status: 503 },
   shutdown: { fatal: true, info: 'the server is stopping', status: 503 },

@@ -9,6 +9,7 @@ export class OutFrame {
   readonly payload: string;
   #bytes: Buffer | undefined;
   #wsBytes: Buffer | undefined;
+  #size = -1;
 
   constructor(payload: string) {
     this.payload = payload;
@@ -16,6 +17,12 @@ export class OutFrame {
 
   static of(fields: readonly string[]): OutFrame {
     return new OutFrame(formatFields(fields));
+  }
+
+  /** Payload bytes (UTF-8): what the frame adds to a connection's unsent bytes, give or take its header. */
+  get size(): number {
+    if (this.#size < 0) this.#size = this.#bytes === undefined ? Buffer.byteLength(this.payload, 'utf8') : this.#bytes.length - 5;
+    return this.#size;
   }
 
   /** The framed bytes for byte-stream transports. */

@@ -78,43 +78,127 @@ export class PasswordHasher {
   }
 }
 
-/** Failures per key inside a sliding window; `blocked` once `limit` are reached. */
+type Entry = { count: number; inFlight: number; last: number; first: number; waiting: ((ok: boolean) => void)[] };
+
+/** Attempts that may wait for one key before more are refused outright. */
+const MAX_WAITING = 1000;
+
+/**
+ * Failed logins per key inside a window, plus the attempts still being
+ * checked. An attempt is reserved before its hash is computed, so a burst of
+ * concurrent guesses cannot all pass the check before the first failure is
+ * counted: with `count` failures and `inFlight` attempts, a new one is
+ * refused once `count` reaches `limit`, and waits while `count + inFlight`
+ * does (it may be refused when those settle as failures). So at most
+ * `limit` attempts are ever checked per window, and a burst of genuine
+ * logins from one address (a NAT) is queued, not refused. A refused key
+ * stays refused until the window has passed since its last failure.
+ */
 export class FailureCounter {
   readonly #limit: number;
   readonly #windowMs: number;
-  readonly #entries = new Map<string, { count: number; last: number; first: number }>();
+  readonly #entries = new Map<string, Entry>();
 
   constructor(limit: number, windowMs: number) {
     this.#limit = limit;
     this.#windowMs = windowMs;
   }
 
-  blocked(key: string, now: number): boolean {
-    const e = this.#entries.get(key);
-    if (e === undefined) return false;
-    if (now - e.last >= this.#windowMs) {
-      this.#entries.delete(key);
-      return false;
-    }
-    return e.count >= this.#limit;
+  /** Number of keys tracked. */
+  get size(): number {
+    return this.#entries.size;
   }
 
-  fail(key: string, now: number): void {
+  /** True when a new attempt would be refused at once. */
+  blocked(key: string, now: number): boolean {
+    const e = this.#current(key, now);
+    return e !== undefined && e.count >= this.#limit;
+  }
+
+  /**
+   * Takes one attempt for `key`: true when taken (settle it with fail() or
+   * release()), false when refused; a promise when it must wait for the
+   * attempts in flight to settle.
+   */
+  reserve(key: string, now: number): boolean | Promise<boolean> {
+    const e = this.#current(key, now);
+    if (e === undefined) {
+      this.#entries.set(key, { count: 0, inFlight: 1, last: now, first: now, waiting: [] });
+      return true;
+    }
+    if (e.count >= this.#limit || e.waiting.length >= MAX_WAITING) return false;
+    if (e.count + e.inFlight < this.#limit && e.waiting.length === 0) {
+      e.inFlight++;
+      return true;
+    }
+    return new Promise((resolve) => e.waiting.push(resolve));
+  }
+
+  /** A reserved attempt that did not fail (or was never checked): gives it back. */
+  release(key: string): void {
     const e = this.#entries.get(key);
-    if (e === undefined || now - e.first >= this.#windowMs && e.count < this.#limit) {
-      this.#entries.set(key, { count: 1, last: now, first: now });
+    if (e === undefined) return;
+    if (e.inFlight > 0) e.inFlight--;
+    this.#settle(key, e);
+  }
+
+  /** A reserved attempt failed: it becomes a failure. */
+  fail(key: string, now: number): void {
+    let e = this.#entries.get(key);
+    if (e === undefined) {
+      e = { count: 0, inFlight: 0, last: now, first: now, waiting: [] };
+      this.#entries.set(key, e);
+    } else if (e.inFlight > 0) {
+      e.inFlight--;
+    }
+    if (e.count === 0 || (now - e.first >= this.#windowMs && e.count < this.#limit)) {
+      e.count = 1;
+      e.first = now;
     } else {
       e.count++;
-      e.last = now;
     }
+    e.last = now;
+    this.#settle(key, e);
   }
 
+  /** Forgets the failures (a successful login); attempts in flight stay counted. */
   reset(key: string): void {
-    this.#entries.delete(key);
+    const e = this.#entries.get(key);
+    if (e === undefined) return;
+    e.count = 0;
+    this.#settle(key, e);
   }
 
   /** Drops entries whose window has passed; called by the server's sweep. */
   sweep(now: number): void {
-    for (const [key, e] of this.#entries) if (now - e.last >= this.#windowMs) this.#entries.delete(key);
+    for (const [key, e] of this.#entries) {
+      if (e.inFlight === 0 && e.waiting.length === 0 && now - e.last >= this.#windowMs) this.#entries.delete(key);
+    }
+  }
+
+  /** After an attempt settled: wakes waiters that now fit, refuses them all once the limit is reached. */
+  #settle(key: string, e: Entry): void {
+    while (e.waiting.length > 0) {
+      if (e.count >= this.#limit) {
+        for (const wake of e.waiting.splice(0)) wake(false);
+        break;
+      }
+      if (e.count + e.inFlight >= this.#limit) break;
+      e.inFlight++;
+      e.waiting.shift()!(true);
+    }
+    if (e.count === 0 && e.inFlight === 0 && e.waiting.length === 0) this.#entries.delete(key);
+  }
+
+  /** The key's entry, its failures forgotten once the window has passed since the last one. */
+  #current(key: string, now: number): Entry | undefined {
+    const e = this.#entries.get(key);
+    if (e === undefined || e.count === 0 || now - e.last < this.#windowMs) return e;
+    e.count = 0;
+    if (e.inFlight === 0 && e.waiting.length === 0) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return e;
   }
 }

@@ -53,6 +53,7 @@ export class ServerCore {
       offline: (user, time) => modules.emit('offline', user, time),
     });
     const router = this.router;
+    const budget = this.users.budget;
     this.api = {
       version,
       protocolVersion: PROTOCOL_VERSION,
@@ -75,6 +76,8 @@ export class ServerCore {
       definitions: () => modules.modules.map((m) => ({ name: m.name, def: m.def, commands: Object.keys(m.runtime.commands) })),
       invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply> {
         try {
+          // a request with no connection (the HTTP API) pays its user's budget here; over a connection, Session charges it
+          if (ctx.session.id === 0 && ctx.session.user !== null) budget.charge(ctx.session.user.id, fields.reduce((n, f) => n + f.length + 1, 0));
           const result = router.invoke(ctx, fields);
           if (result instanceof Promise) return result.catch((err: unknown) => Promise.reject(router.toCommandError(err, ctx.session)));
           return result;

@@ -10,9 +10,14 @@ const OPEN = 0;
 const DRAINING = 1; // shutting down: finish the request in flight, then close
 const CLOSED = 2;
 
-/** Frames queued behind a running request before the transport stops reading. */
+/** Frames, or bytes, queued behind a running request before the transport stops reading. */
 const QUEUE_PAUSE = 256;
-/** Unsent reply bytes past which requests wait (and reading stops) until the client reads. */
+const QUEUE_PAUSE_BYTES = 1024 * 1024;
+/**
+ * Unsent reply bytes past which requests wait (and reading stops) until the
+ * client reads; at most half of `--max-outbound`, so that pipelining alone
+ * never reaches the bound (one reply larger than the rest of it does).
+ */
 const OUTBOUND_PAUSE = 1024 * 1024;
 
 const EMPTY_REPLY: readonly string[] = Object.freeze([]);
@@ -28,6 +33,23 @@ function shortText(bytes: Buffer, start: number, end: number): string {
     text += String.fromCharCode(c);
   }
   return text;
+}
+
+/** Longest `req` id in characters (PROTOCOL.md section 3), at most 4 UTF-8 bytes each. */
+const MAX_REQUEST_ID_BYTES = 64 * 4;
+
+/**
+ * `req,<id>` when the payload is a `req` request with a usable id, else
+ * nothing: errors answered before a payload is parsed (rate_limited) are
+ * wrapped like the request's own reply would be, so a client matching
+ * replies by id is not left waiting. Looks at the first bytes only.
+ */
+function requestTag(bytes: Buffer, start: number, end: number): readonly string[] {
+  if (end - start < 6 || bytes.toString('latin1', start, start + 4) !== 'req,') return EMPTY_REPLY;
+  const head = parseFields(bytes.toString('utf8', start, Math.min(end, start + 5 + MAX_REQUEST_ID_BYTES)));
+  if (isFieldsFault(head) || head.length < 3) return EMPTY_REPLY;
+  const id = head[1]!;
+  return id !== '' && [...id].length <= 64 ? ['req', id] : EMPTY_REPLY;
 }
 
 /**
@@ -47,6 +69,7 @@ export class Session implements SessionApi {
   #state = OPEN;
   #busy = false;
   #queue: Buffer[] = [];
+  #queuedBytes = 0;
   #pendingLogin: UserRef | null = null;
   /** The running request's command and start, for metrics. */
   #command = '';
@@ -103,11 +126,21 @@ export class Session implements SessionApi {
   /** Delivers a push unless the connection is past its outbound bound (then it is cut). */
   pushFrame(frame: OutFrame, written?: (err?: Error | null) => void): boolean {
     if (this.#state === CLOSED) return false;
+    return this.#write(frame, written);
+  }
+
+  /**
+   * Writes a reply or push within `--max-outbound`: a frame that would take
+   * the unsent bytes past it cuts the connection as `slow_consumer` instead
+   * (replies count like pushes: a client that asks for big replies and does
+   * not read them is not buffered without bound).
+   */
+  #write(frame: OutFrame, written?: (err?: Error | null) => void): boolean {
     const pending = this.link.pendingBytes();
-    if (pending + frame.payload.length > this.#core.options.maxOutbound) {
+    if (pending + frame.size > this.#core.options.maxOutbound) {
       this.#core.counters.slowConsumers++;
       this.fatal(new CommandError('slow_consumer', String(pending)));
-      return false;
+      return false; // the caller sees the frame was not written; `written` is never called for it
     }
     this.link.write(frame, written);
     return true;
@@ -121,7 +154,8 @@ export class Session implements SessionApi {
     if (this.#state !== OPEN) return;
     if (this.#busy || this.#blocked || this.#queue.length > 0) {
       this.#queue.push(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end));
-      if (this.#queue.length >= QUEUE_PAUSE) this.#setReading(false);
+      this.#queuedBytes += end - start;
+      if (this.#queue.length >= QUEUE_PAUSE || this.#queuedBytes >= QUEUE_PAUSE_BYTES) this.#setReading(false);
       return;
     }
     this.#execute(bytes, start, end);
@@ -140,6 +174,7 @@ export class Session implements SessionApi {
     if (this.#state !== OPEN) return;
     this.#state = DRAINING;
     this.#queue = [];
+    this.#queuedBytes = 0;
     if (!this.#busy) this.fatal(new CommandError('shutdown'));
   }
 
@@ -148,6 +183,7 @@ export class Session implements SessionApi {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     this.#queue = [];
+    this.#queuedBytes = 0;
     this.#core.detach(this);
     this.link.close(reason);
   }
@@ -175,6 +211,7 @@ export class Session implements SessionApi {
 
   #dispatch(bytes: Buffer, start: number, end: number): Reply | Promise<Reply> {
     if (end === start) return EMPTY_REPLY; // keepalive, answered like nop
+    if (this.user !== null) this.#charge(bytes, start, end);
     const text = end - start <= SHORT_TEXT ? shortText(bytes, start, end) : bytes.toString('utf8', start, end);
     // Invalid UTF-8 decodes to U+FFFD; only then is the (rarer) full check worth its cost.
     if (text.indexOf('\uFFFD') !== -1 && !isUtf8(bytes.subarray(start, end))) {
@@ -184,6 +221,16 @@ export class Session implements SessionApi {
     if (isFieldsFault(fields)) throw new CommandError('syntax', fields.info);
     this.#command = fields[0]!;
     return this.#core.invoke(this.ctx, fields);
+  }
+
+  /** The user's request and byte budget, charged before the payload is even decoded (a refusal costs next to nothing). */
+  #charge(bytes: Buffer, start: number, end: number): void {
+    try {
+      this.#core.users.budget.charge(this.user!.id, end - start);
+    } catch (err) {
+      (err as CommandError).prefix = requestTag(bytes, start, end);
+      throw err;
+    }
   }
 
   #settled(reply: Reply, err: unknown): void {
@@ -203,15 +250,16 @@ export class Session implements SessionApi {
   #pump(): void {
     while (this.#state === OPEN && !this.#busy && !this.#blocked && this.#queue.length > 0) {
       const next = this.#queue.shift()!;
+      this.#queuedBytes -= next.length;
       this.#execute(next, 0, next.length);
       this.#checkOutbound();
     }
-    this.#setReading(!this.#blocked && this.#queue.length < QUEUE_PAUSE / 2);
+    this.#setReading(!this.#blocked && this.#queue.length < QUEUE_PAUSE / 2 && this.#queuedBytes < QUEUE_PAUSE_BYTES / 2);
   }
 
   /** Order and backpressure in one move: no more requests while replies pile up unread. */
   #checkOutbound(): void {
-    if (this.#blocked || this.link.pendingBytes() <= OUTBOUND_PAUSE || this.#state !== OPEN) return;
+    if (this.#blocked || this.link.pendingBytes() <= Math.min(OUTBOUND_PAUSE, this.#core.options.maxOutbound / 2) || this.#state !== OPEN) return;
     this.#blocked = true;
     this.#setReading(false);
     this.link.onDrain(this.#unblock);
@@ -232,9 +280,10 @@ export class Session implements SessionApi {
   #reply(reply: Reply): void {
     this.#observe('ok');
     if (this.#state === CLOSED) return;
-    if (reply === undefined) this.link.write(OK_FRAME);
-    else if (reply.length === 0) this.link.write(EMPTY_FRAME);
-    else this.link.write(OutFrame.of(reply));
+    if (!this.#write(reply === undefined ? OK_FRAME : reply.length === 0 ? EMPTY_FRAME : OutFrame.of(reply))) {
+      this.#pendingLogin = null;
+      return;
+    }
     if (this.#pendingLogin !== null) {
       const user = this.#pendingLogin;
       this.#pendingLogin = null;
@@ -247,6 +296,6 @@ export class Session implements SessionApi {
     const error = this.#core.toCommandError(err, this);
     this.#observe(error.type);
     if (error.fatal) this.fatal(error);
-    else if (this.#state !== CLOSED) this.link.write(OutFrame.of(error.fields()));
+    else if (this.#state !== CLOSED) this.#write(OutFrame.of(error.fields()));
   }
 }

@@ -2,16 +2,24 @@ import { CommandError, fail } from './errors.ts';
 import type { UserRef, UsersApi } from './module-api.ts';
 import { FailureCounter, PasswordHasher } from './passwords.ts';
 import { nameKey } from '../store/store.ts';
-import type { CoreData } from '../store/core-data.ts';
+import type { CoreData, UserRecord } from '../store/core-data.ts';
+import { ThrottledLog } from './throttled-log.ts';
+import { UserBudget, type BudgetOptions } from './user-budget.ts';
 import type { Logger } from 'pino';
 
 const NAME_CHARS = /^[A-Za-z0-9_-]+$/;
 
-export type UsersOptions = {
+export type UsersOptions = BudgetOptions & {
   loginFailLimit: number;
   loginFailLimitIp: number;
   loginFailWindowMs: number;
 };
+
+/** Addresses remembered per name, and names remembered, for the owner's own throttling bucket. */
+const TRUSTED_PER_NAME = 3;
+const TRUSTED_NAMES = 100_000;
+/** At most one `login failed` line per this interval; the others are counted in the next one. */
+const FAILED_LOG_INTERVAL_MS = 1000;
 
 /** Accounts: PROTOCOL.md's register/login rules, hashing, and login throttling. */
 export class Users implements UsersApi {
@@ -25,6 +33,11 @@ export class Users implements UsersApi {
   readonly #byKey = new Map<string, UserRef>();
   /** Counters read by metrics. */
   readonly stats = { loginFailures: 0, loginThrottled: 0 };
+  /** Per-user request and byte budgets (the session and the HTTP gateway charge them). */
+  readonly budget: UserBudget;
+  /** Name key to the addresses it last logged in from, most recent first. */
+  readonly #trusted = new Map<string, string[]>();
+  readonly #failedLog: ThrottledLog;
 
   constructor(store: CoreData, hasher: PasswordHasher, options: UsersOptions, log: Logger) {
     this.#store = store;
@@ -32,6 +45,8 @@ export class Users implements UsersApi {
     this.#log = log;
     this.#byName = new FailureCounter(options.loginFailLimit, options.loginFailWindowMs);
     this.#byIp = new FailureCounter(options.loginFailLimitIp, options.loginFailWindowMs);
+    this.budget = new UserBudget(options);
+    this.#failedLog = new ThrottledLog(log, 'login failed', FAILED_LOG_INTERVAL_MS);
   }
 
   async find(name: string): Promise<UserRef | null> {
@@ -69,23 +84,47 @@ export class Users implements UsersApi {
     return this.#ref(row.id, row.name);
   }
 
+  /**
+   * Checks a password under the throttling of the security section: the
+   * attempt is reserved against the per-name and per-address limits before
+   * the hash is computed (see FailureCounter), and settled after it. An
+   * address the name recently logged in from counts its failures for that
+   * name apart from everyone else's, so strangers' guesses cannot lock the
+   * owner out of it.
+   */
   async authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef> {
     const key = nameKey(name);
-    const now = Date.now();
-    if (this.#byName.blocked(key, now) || this.#byIp.blocked(remoteAddress, now)) {
+    const nameBucket = this.#isTrusted(key, remoteAddress) ? `${key}\n${remoteAddress}` : key;
+    const ipTaken = await this.#byIp.reserve(remoteAddress, Date.now());
+    const nameTaken = ipTaken && (await this.#byName.reserve(nameBucket, Date.now()));
+    if (!nameTaken) {
+      if (ipTaken) this.#byIp.release(remoteAddress);
       this.stats.loginThrottled++;
+      this.#failedLog.note({ user: name.slice(0, 64), address: remoteAddress, reason: 'too_many_attempts' });
       throw new CommandError('too_many_attempts', 'too many failed logins; try again later');
     }
-    const row = await this.#store.findUser(key);
-    const ok = await this.hasher.verify(row?.hash, password);
+    let row: UserRecord | undefined;
+    let ok: boolean;
+    try {
+      row = await this.#store.findUser(key);
+      ok = await this.hasher.verify(row?.hash, password);
+    } catch (err) {
+      this.#byName.release(nameBucket);
+      this.#byIp.release(remoteAddress);
+      throw err;
+    }
     if (!ok || row === undefined) {
       const at = Date.now();
-      this.#byName.fail(key, at);
+      this.#byName.fail(nameBucket, at);
       this.#byIp.fail(remoteAddress, at);
       this.stats.loginFailures++;
+      this.#failedLog.note({ user: name.slice(0, 64), address: remoteAddress, reason: 'wrong_user_or_password' });
       fail('wrong_user_or_password');
     }
-    this.#byName.reset(key);
+    this.#byIp.release(remoteAddress);
+    this.#byName.release(nameBucket);
+    this.#byName.reset(nameBucket);
+    this.#trust(key, remoteAddress);
     if (this.hasher.needsRehash(row.hash)) await this.#upgradeHash(row.id, password);
     return this.#ref(row.id, row.name);
   }
@@ -93,6 +132,20 @@ export class Users implements UsersApi {
   sweep(now: number): void {
     this.#byName.sweep(now);
     this.#byIp.sweep(now);
+    this.#failedLog.flush();
+    this.budget.sweep();
+  }
+
+  #isTrusted(key: string, address: string): boolean {
+    return this.#trusted.get(key)?.includes(address) ?? false;
+  }
+
+  /** Remembers the address of a successful login: the latest few per name, for a bounded number of names. */
+  #trust(key: string, address: string): void {
+    const list = this.#trusted.get(key) ?? [];
+    this.#trusted.delete(key); // re-inserted last: the map's order is least recently used first
+    this.#trusted.set(key, [address, ...list.filter((a) => a !== address)].slice(0, TRUSTED_PER_NAME));
+    if (this.#trusted.size > TRUSTED_NAMES) this.#trusted.delete(this.#trusted.keys().next().value!);
   }
 
   async #upgradeHash(id: number, password: string): Promise<void> {

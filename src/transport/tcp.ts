@@ -25,7 +25,7 @@ class SocketLink implements Link {
     this.#socket = socket;
     this.transport = transport;
     this.remoteAddress = socket.remoteAddress ?? 'unknown';
-    this.#decoder = new FrameDecoder(maxRequest);
+    this.#decoder = new FrameDecoder(maxRequest, true); // owns the socket's chunks: it may free them once copied
   }
 
   start(session: Session): void {
@@ -71,6 +71,7 @@ class SocketLink implements Link {
     if (this.#closed) return;
     this.#batch.flush();
     this.#closed = true;
+    this.#decoder.release(); // a half-received frame's memory goes back now, not at some later GC
     const socket = this.#socket;
     socket.resume(); // read and discard until the peer goes, so our last frame is not reset away
     socket.end();

@@ -7,6 +7,17 @@
  * once the stream is unusable. The length is checked as soon as the four
  * header bytes are in, so an oversized body is never buffered. `next()` is
  * the allocation-free form the server's hot path uses.
+ *
+ * A long frame that arrives in pieces is copied, piece by piece, into one
+ * buffer of its own, allocated when its length is known: the decoder then
+ * holds one buffer per connection rather than every read's chunk, and
+ * `release()` (the connection is gone) hands that buffer's memory back at
+ * once instead of at some later garbage collection, which an idle server
+ * may not run for a long time. A decoder that owns the chunks it is given
+ * (`ownsChunks`: the server's socket reads, which nothing else holds) also
+ * frees each chunk it has copied, so the next read reuses its memory; it
+ * does so at the next push() or release(), so the caller may still use a
+ * chunk until then.
  */
 
 export const HEADER_SIZE = 5;
@@ -17,6 +28,16 @@ export type DecodeFault = {
 };
 
 const EMPTY = Buffer.alloc(0);
+
+/** Frames at least this long are assembled in a buffer of their own when they arrive in pieces. */
+const ASSEMBLE_MIN = 64 * 1024;
+/**
+ * Such a buffer is allocated at least this large: glibc then serves it with
+ * mmap (npm start sets MALLOC_MMAP_THRESHOLD_ to 1 MiB), so freeing it
+ * returns the memory to the system; the pages a shorter frame never
+ * touches are never committed.
+ */
+const ASSEMBLY_ALLOC = 1024 * 1024;
 
 export class FrameDecoder {
   readonly maxPayload: number;
@@ -29,14 +50,22 @@ export class FrameDecoder {
   #buffered = 0; // unread bytes in all chunks
   #need = -1; // payload length of the frame being read, -1 while in the header
   #fault: DecodeFault | undefined;
+  /** The long frame being assembled (then #chunks is empty until it is complete), and its bytes so far. */
+  #assembly: Buffer | undefined;
+  #filled = 0;
+  /** Owned chunks copied into an assembly, freed at the next push() or release(). */
+  #spent: Buffer[] = [];
 
-  constructor(maxPayload: number) {
+  readonly #ownsChunks: boolean;
+
+  constructor(maxPayload: number, ownsChunks = false) {
     this.maxPayload = maxPayload;
+    this.#ownsChunks = ownsChunks;
   }
 
   /** Bytes received but not yet handed out as a frame. */
   get pending(): number {
-    return this.#buffered;
+    return this.#buffered + this.#filled;
   }
 
   get fault(): DecodeFault | undefined {
@@ -44,7 +73,19 @@ export class FrameDecoder {
   }
 
   push(chunk: Buffer): void {
+    if (this.#spent.length > 0) this.#freeSpent();
     if (this.#fault !== undefined || chunk.length === 0) return;
+    const assembly = this.#assembly;
+    if (assembly !== undefined && this.#filled < this.#need) {
+      const take = Math.min(chunk.length, this.#need - this.#filled);
+      chunk.copy(assembly, this.#filled, 0, take);
+      this.#filled += take;
+      if (take === chunk.length) {
+        this.#spend(chunk);
+        return;
+      }
+      chunk = chunk.subarray(take); // the start of the next frame
+    }
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
   }
@@ -53,7 +94,20 @@ export class FrameDecoder {
   next(): boolean {
     if (this.#fault !== undefined || !this.#header()) return false;
     const n = this.#need;
-    if (this.#buffered < n) return false;
+    if (this.#assembly !== undefined) {
+      if (this.#filled < n) return false;
+      this.frameBuffer = this.#assembly;
+      this.frameStart = 0;
+      this.frameEnd = n;
+      this.#assembly = undefined;
+      this.#filled = 0;
+      this.#need = -1;
+      return true;
+    }
+    if (this.#buffered < n) {
+      if (n >= ASSEMBLE_MIN) this.#assemble(n);
+      return false;
+    }
     this.#need = -1;
     const first = this.#chunks[0];
     if (n === 0 || first === undefined) {
@@ -96,11 +150,54 @@ export class FrameDecoder {
     return true;
   }
 
-  #fail(fault: DecodeFault['fault'], info: string): void {
-    this.#fault = { fault, info };
+  /**
+   * Drops everything buffered (the connection is closed). The memory of a
+   * frame being assembled is freed now: its buffer was never handed out, so
+   * nothing else can hold it, and detaching it frees its backing store.
+   */
+  release(): void {
+    const assembly = this.#assembly;
+    this.#assembly = undefined;
+    this.#filled = 0;
+    this.#need = -1;
     this.#chunks = [];
     this.#offset = 0;
     this.#buffered = 0;
+    this.#freeSpent();
+    if (assembly !== undefined) (assembly.buffer as ArrayBuffer).transfer(0);
+  }
+
+  #fail(fault: DecodeFault['fault'], info: string): void {
+    this.release();
+    this.#fault = { fault, info };
+  }
+
+  /** A chunk copied and no longer needed: freed later if it is ours and backed by a buffer of its own. */
+  #spend(chunk: Buffer): void {
+    if (this.#ownsChunks && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length) this.#spent.push(chunk);
+  }
+
+  #freeSpent(): void {
+    for (const chunk of this.#spent) (chunk.buffer as ArrayBuffer).transfer(0); // detached: its memory is freed now
+    this.#spent = [];
+  }
+
+  /** Moves the frame's bytes so far (all that is buffered) into a buffer of its own, which push() fills. */
+  #assemble(n: number): void {
+    const filled = this.#buffered;
+    const assembly = Buffer.allocUnsafeSlow(Math.max(n, ASSEMBLY_ALLOC));
+    let at = 0;
+    for (let i = 0; i < this.#chunks.length; i++) {
+      const chunk = this.#chunks[i]!;
+      at += chunk.copy(assembly, at, i === 0 ? this.#offset : 0);
+      // the first chunk may hold earlier frames, handed out and maybe still queued; the others hold this frame only
+      if (i > 0) this.#spend(chunk);
+    }
+    this.#chunks = [];
+    this.#offset = 0;
+    this.#buffered = 0;
+    this.#assembly = assembly;
+    this.#filled = filled;
   }
 
   #peekLength(): number {

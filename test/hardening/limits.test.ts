@@ -164,7 +164,7 @@ describe('slow consumers', () => {
   });
 
   it('drains a big mailbox as the client reads, and one cut short deletes exactly what was written', async () => {
-    const s = await server(['--max-outbound', '65536']);
+    const s = await server(['--max-outbound', '65536', '--user-bytes', '0']); // the sender floods on purpose
     const [sender, slow] = await freshUsers(s.port, 'dsnd', 'dslow');
     const c = await loggedIn(s.port, sender!);
     closers.push(() => c.close());

@@ -120,6 +120,54 @@ describe('FrameDecoder', () => {
     );
   });
 
+  it('property: long frames (assembled in a buffer of their own) decode the same under any chunking, mixed with short ones', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 64 * 1024, max: 200 * 1024 })), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 90_000 }), { minLength: 1, maxLength: 8 }),
+        fc.boolean(),
+        (sizes, cuts, owns) => {
+          const payloads = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+          const stream = encodeFrames(payloads);
+          const d = new FrameDecoder(256 * 1024, owns);
+          const out: string[] = [];
+          let offset = 0;
+          for (let i = 0; offset < stream.length; i++) {
+            const size = cuts[i % cuts.length]!;
+            d.push(Buffer.from(stream.subarray(offset, offset + size))); // a chunk of its own, like a socket read
+            offset += size;
+            for (let f = d.read(); f !== undefined; f = d.read()) {
+              if (isFault(f)) throw new Error('unexpected fault');
+              out.push(`${f.length}:${f[0] ?? ''}:${f.at(-1) ?? ''}:${f.every((b) => b === f[0])}`);
+            }
+          }
+          expect(out).toEqual(payloads.map((p) => `${p.length}:${p[0] ?? ''}:${p.at(-1) ?? ''}:true`));
+          expect(d.pending).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('frees a half-received long frame on release, and the chunks it copied when it owns them', () => {
+    const d = new FrameDecoder(1 << 20, true);
+    const head = Buffer.from([0, 0x08, 0, 0, 0]); // 512 KiB announced
+    const chunks = [Buffer.concat([head, Buffer.alloc(1000, 1)]), Buffer.alloc(70_000, 2), Buffer.alloc(70_000, 3)];
+    for (const c of chunks) d.push(c);
+    expect(d.next()).toBe(false);
+    expect(d.pending).toBe(141_000);
+    expect(chunks[0]!.buffer.byteLength).toBeGreaterThan(0); // may hold earlier frames: kept
+    expect(chunks[2]!.length).toBe(70_000); // the caller may still use it until the next push
+    d.push(Buffer.alloc(1000, 4));
+    expect(chunks[2]!.buffer.byteLength).toBe(0); // copied into the frame's own buffer, then freed
+    const before = process.memoryUsage().arrayBuffers;
+    d.release();
+    expect(before - process.memoryUsage().arrayBuffers).toBeGreaterThanOrEqual(512 * 1024); // at once, no GC needed
+    expect(d.pending).toBe(0);
+    d.push(encodeFrame('after'));
+    expect(d.read()?.toString()).toBe('after');
+  });
+
   it('property: random bytes never throw, and a fault is final', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 50 }), { maxLength: 30 }), fc.integer({ min: 0, max: 100 }), (chunks, max) => {

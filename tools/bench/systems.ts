@@ -71,7 +71,8 @@ export type TextserverOptions = { data?: string; args?: string[]; fastHash?: boo
 
 export async function startTextserver(options: TextserverOptions = {}): Promise<System & { data: string }> {
   const data = options.data ?? mkdtempSync(join(tmpdir(), 'textserver-bench-'));
-  const args = ['--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--max-connections', '30000', '--max-connections-per-ip', '30000', '--idle-timeout', '3600'];
+  // a benchmark drives one user far past any chat's rate on purpose: the per-user budgets are off
+  const args = ['--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--max-connections', '30000', '--max-connections-per-ip', '30000', '--idle-timeout', '3600', '--user-rate', '0', '--user-bytes', '0'];
   if (options.fastHash) args.push('--argon2-memory-kib', '256', '--argon2-time', '1');
   args.push(...(options.args ?? []));
   const proc = spawn(process.execPath, args, { cwd: ROOT, env: SERVER_ENV, stdio: ['ignore', 'pipe', 'inherit'] });
