@@ -12,7 +12,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
-import { Kysely } from 'kysely';
+import { Kysely, sql } from 'kysely';
 import type { Logger } from 'pino';
 import { sqliteDialect } from './dialect.ts';
 import { GroupSync } from './group-sync.ts';
@@ -37,6 +37,7 @@ export class SqliteStore implements Store {
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
   #checkpointing = false;
+  #probe: NodeJS.Timeout | undefined;
   #up = true;
   #closed = false;
 
@@ -111,6 +112,21 @@ export class SqliteStore implements Store {
   #failed(err: Error): void {
     if (this.#up) this.#log.error({ err: err.message }, 'storage failed: writes answer unavailable until it recovers');
     this.#up = false;
+    this.#probeSoon();
+  }
+
+  /** While down, a small durable write every second tells when the disk takes writes again (readiness). */
+  #probeSoon(): void {
+    if (this.#probe !== undefined || this.#closed) return;
+    this.#probe = setTimeout(() => {
+      this.#probe = undefined;
+      if (this.#up || this.#closed) return;
+      this.transaction((tx) => sql`UPDATE schema_versions SET version = version WHERE owner = 'core'`.execute(tx)).then(
+        () => this.#log.info('storage writes again'),
+        () => this.#probeSoon(),
+      );
+    }, 1000);
+    this.#probe.unref();
   }
 
   #maybeCheckpoint(): void {
@@ -125,6 +141,7 @@ export class SqliteStore implements Store {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#probe);
     await this.#sync.durable().catch(() => {});
     // held (ref) while closing: an unref'd worker would let the process exit mid-close
     this.#checkpointer.ref();
