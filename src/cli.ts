@@ -27,20 +27,21 @@ async function main(): Promise<void> {
     return exitWith(2, err);
   }
   const log = createLogger(options.logLevel);
-  let server: Server;
-  try {
-    server = await createServer(options, log);
-  } catch (err) {
-    // a bad flag is a usage error (2); a module that fails to load, or anything else, is 1
-    return exitWith(err instanceof ConfigError ? 2 : 1, err);
-  }
-  process.stderr.write(`${startupLine(options, server)}\n`);
+  // Signals are handled from the start: before a handler is installed the
+  // default action kills the process at once, so a stop that arrives while
+  // the server is starting waits for the start and then stops it cleanly.
+  let server: Server | undefined;
   let stopping = false;
+  let requested: string | undefined;
   const stop = (signal: string) => {
     if (stopping) {
       // a second signal: the person wants out now
       abandonLog(log);
       process.exit(1);
+    }
+    if (server === undefined) {
+      requested ??= signal;
+      return;
     }
     stopping = true;
     log.info({ signal }, 'shutting down');
@@ -56,7 +57,15 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reload());
+  try {
+    server = await createServer(options, log);
+  } catch (err) {
+    // a bad flag is a usage error (2); a module that fails to load, or anything else, is 1
+    return exitWith(err instanceof ConfigError ? 2 : 1, err);
+  }
+  process.stderr.write(`${startupLine(options, server)}\n`);
+  if (requested !== undefined) stop(requested);
+  process.on('SIGHUP', () => void server?.reload());
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 }
