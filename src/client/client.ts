@@ -117,7 +117,9 @@ export class TextClient extends EventEmitter<TextClientEvents> {
   /** Drops the connection at once, as a crashed client would (no reconnect). */
   destroy(): void {
     this.#closedByUser = true;
-    this.#socket.resetAndDestroy();
+    // a TLS socket has no TCP handle of its own to reset (resetAndDestroy throws)
+    if (this.#socket instanceof tls.TLSSocket) this.#socket.destroy();
+    else this.#socket.resetAndDestroy();
   }
 
   close(): Promise<void> {

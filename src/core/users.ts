@@ -8,6 +8,9 @@ import { UserBudget, type BudgetOptions } from './user-budget.ts';
 import type { Logger } from 'pino';
 
 const NAME_CHARS = /^[A-Za-z0-9_-]+$/;
+const MAX_NAME_LENGTH = 32;
+/** The one per-name bucket of every name too long to exist: a megabyte of name must not be kept as a key. */
+const IMPOSSIBLE_NAME = '\u0000too long';
 
 export type UsersOptions = BudgetOptions & {
   loginFailLimit: number;
@@ -94,7 +97,7 @@ export class Users implements UsersApi {
    */
   async authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef> {
     const key = nameKey(name);
-    const nameBucket = this.#isTrusted(key, remoteAddress) ? `${key}\n${remoteAddress}` : key;
+    const nameBucket = key.length > MAX_NAME_LENGTH ? IMPOSSIBLE_NAME : this.#isTrusted(key, remoteAddress) ? `${key}\n${remoteAddress}` : key;
     const ipTaken = await this.#byIp.reserve(remoteAddress, Date.now());
     const nameTaken = ipTaken && (await this.#byName.reserve(nameBucket, Date.now()));
     if (!nameTaken) {
@@ -171,5 +174,5 @@ export class Users implements UsersApi {
 /** PROTOCOL.md section 3, `register`: too short first, then the character set and length. */
 export function checkName(name: string): void {
   if ([...name].length < 3) fail('name_too_short');
-  if (name.length > 32 || !NAME_CHARS.test(name)) fail('invalid_name');
+  if (name.length > MAX_NAME_LENGTH || !NAME_CHARS.test(name)) fail('invalid_name');
 }
