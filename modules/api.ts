@@ -160,7 +160,9 @@ const routes: HttpRoute[] = [
     path: '/api/rooms/:room/messages',
     async handler(req, server) {
       const fields = await run(await authed(req, server), 'history', req.params.room!, ...historyQuery(req.query));
-      return { body: { room: fields[1], messages: parseHistory(fields) } };
+      const messages = parseHistory(fields);
+      // a page that stopped at the byte bound ends with `more`: continue with after/before from its edge
+      return { body: { room: fields[1], messages, more: fields.length === 3 + 4 * messages.length + 1 && fields.at(-1) === 'more' } };
     },
   },
   {
