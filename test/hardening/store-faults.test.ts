@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, FAST_HASH, removeDir, spawnServer, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
+import { ROOT, FAST_HASH, removeDir, spawnServer, startServer, tempDir, testPostgres } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { eventually } from '../helpers/eventually.ts';
 import { startPostgres, createDatabase } from '../../tools/postgres.ts';

@@ -1,8 +1,7 @@
 /** MODULES.md rooms: every row and push rule, several users with several connections. */
 import { describe, expect, it } from 'vitest';
 import { startServer, removeDir, tempDir } from '../helpers/server.ts';
-import { RawConnection } from '../helpers/raw.ts';
-import { errorOf as err, expectSilence, freshUsers, loggedIn as login, PW, serverFixture } from '../helpers/users.ts';
+import { errorOf as err, expectSilence, freshUsers, loggedIn as login, serverFixture } from '../helpers/users.ts';
 
 const fx = serverFixture();
 const loggedIn = (u: string) => fx.loggedIn(u);
