@@ -1,8 +1,22 @@
 import { defineConfig } from 'vitest/config';
 import { postgresBin } from './tools/postgres.ts';
 
-/** Pure unit tests run once; everything that starts a server runs against SQLite and against PostgreSQL. */
-const UNIT = ['test/wire/**', 'test/text/**', 'test/tools/console-view.test.ts', 'test/tools/bench.test.ts'];
+/**
+ * Unit tests run once (those of the core on a SQLite store of their own);
+ * everything that starts a server runs against SQLite and against PostgreSQL.
+ */
+const UNIT = [
+  'test/wire/**',
+  'test/text/**',
+  'test/transport/**',
+  'test/config.test.ts',
+  'test/core/session.test.ts',
+  'test/core/hub.test.ts',
+  'test/core/module-loader.test.ts',
+  'test/core/error-table.test.ts',
+  'test/tools/console-view.test.ts',
+  'test/tools/bench.test.ts',
+];
 
 const hasPostgres = postgresBin() !== undefined;
 if (!hasPostgres) process.stdout.write('PostgreSQL is not installed (Debian package postgresql): the postgres test project is skipped\n');
