@@ -29,6 +29,8 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 2,
     reporters: ['default', './test/summary-reporter.ts'],
+    // npm run coverage: the code run in the test processes (servers started as child processes are not seen)
+    coverage: { provider: 'v8', include: ['src/**', 'modules/**'], reporter: ['text-summary', 'json-summary', 'html'] },
     projects: [
       { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'] } },
       ...(hasPostgres
