@@ -34,7 +34,6 @@ async function main(): Promise<void> {
     // a bad flag is a usage error (2); a module that fails to load, or anything else, is 1
     return exitWith(err instanceof ConfigError ? 2 : 1, err);
   }
-  process.stderr.write(`${startupLine(options, server)}\n`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -59,6 +58,8 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => void server.reload());
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+  // last: once people (and tests) read that it listens, a stop signal is handled
+  process.stderr.write(`${startupLine(options, server)}\n`);
 }
 
 /** The one line for people: where to connect, and with --ws-port where to point a browser. */
