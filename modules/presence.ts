@@ -41,11 +41,16 @@ export default defineModule({
     const typing = new Map<string, { user: UserRef; room: string; timer: NodeJS.Timeout }>();
     const rooms = () => server.services.get<RoomsService>('rooms');
 
-    /** Everyone who should hear about `user`: friends and co-members, never the user. */
+    /**
+     * Everyone who should hear about `user`: friends and co-members, never the
+     * user. Co-members as of the change (read before the friends look-up
+     * yields): someone who joins a room later does not hear of it.
+     */
     const audience = async (user: UserRef): Promise<Set<number>> => {
-      const ids = new Set<number>((await server.services.get<FriendsService>('friends')?.friendsOf(user.id)) ?? []);
+      const ids = new Set<number>();
       const r = rooms();
       for (const room of r?.roomsOf(user.id) ?? []) for (const id of r!.membersOf(room)) ids.add(id);
+      for (const id of (await server.services.get<FriendsService>('friends')?.friendsOf(user.id)) ?? []) ids.add(id);
       ids.delete(user.id);
       return ids;
     };
