@@ -1,8 +1,22 @@
 import { defineConfig } from 'vitest/config';
 import { postgresBin } from './tools/postgres.ts';
 
-/** Pure unit tests run once; everything that starts a server runs against SQLite and against PostgreSQL. */
-const UNIT = ['test/wire/**', 'test/text/**', 'test/tools/console-view.test.ts', 'test/tools/bench.test.ts'];
+/**
+ * Unit tests run once (those of the core on a SQLite store of their own);
+ * everything that starts a server runs against SQLite and against PostgreSQL.
+ */
+const UNIT = [
+  'test/wire/**',
+  'test/text/**',
+  'test/transport/**',
+  'test/config.test.ts',
+  'test/core/session.test.ts',
+  'test/core/hub.test.ts',
+  'test/core/module-loader.test.ts',
+  'test/core/error-table.test.ts',
+  'test/tools/console-view.test.ts',
+  'test/tools/bench.test.ts',
+];
 
 const hasPostgres = postgresBin() !== undefined;
 if (!hasPostgres) process.stdout.write('PostgreSQL is not installed (Debian package postgresql): the postgres test project is skipped\n');
@@ -15,6 +29,8 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 2,
     reporters: ['default', './test/summary-reporter.ts'],
+    // npm run coverage: the code run in the test processes (servers started as child processes are not seen)
+    coverage: { provider: 'v8', include: ['src/**', 'modules/**'], reporter: ['text-summary', 'json-summary', 'html'] },
     projects: [
       { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'] } },
       ...(hasPostgres

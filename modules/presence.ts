@@ -41,7 +41,11 @@ export default defineModule({
     const typing = new Map<string, { user: UserRef; room: string; timer: NodeJS.Timeout }>();
     const rooms = () => server.services.get<RoomsService>('rooms');
 
-    /** Everyone who should hear about `user`: friends and co-members, never the user. */
+    /**
+     * Everyone who should hear about `user`: friends and co-members, never the
+     * user. Co-members as of the change (read before the friends look-up
+     * yields): someone who joins a room later does not hear of it.
+     */
     const audience = async (user: UserRef): Promise<Set<number>> => {
       // co-members as of the change itself (before any await): a join that follows does not hear of it
       const ids = new Set<number>();

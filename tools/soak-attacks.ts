@@ -28,7 +28,7 @@ function count(counts: Counts, key: string, n = 1): void {
   counts.set(key, (counts.get(key) ?? 0) + n);
 }
 
-function dial(target: Target, port: number, localAddress: string, secure: boolean): Promise<net.Socket> {
+function dial(_target: Target, port: number, localAddress: string, secure: boolean): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const raw = net.connect({ port, host: '127.0.0.1', localAddress }, () => {
       if (!secure) return resolve(raw);
@@ -187,7 +187,7 @@ function logins(target: Target, until: number, counts: Counts): Promise<void> {
   const addresses = ['127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'];
   return every(until, 10_000, counts, 'logins', async () => {
     const conns = await Promise.all(addresses.flatMap((a) => Array.from({ length: 10 }, () => Conn.open(target, a))));
-    conns.forEach((c, i) => c.send('login', 'victim', `guess-${i}`));
+    for (const [i, c] of conns.entries()) c.send('login', 'victim', `guess-${i}`);
     conns.at(-1)!.send('login', 'victim', PW);
     const replies = await Promise.all(conns.map((c) => c.next()));
     for (const r of replies) count(counts, `logins.guess:${typeOf(r)}`);

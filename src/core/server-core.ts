@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { CommandError } from './errors.ts';
+import type { CommandError } from './errors.ts';
 import { Hub } from './hub.ts';
 import type { CommandContext, Reply, ServerApi } from './module-api.ts';
 import { ModuleSet, type LoadedModule } from './module-set.ts';

@@ -1,6 +1,6 @@
 import { CommandError, fail } from './errors.ts';
 import type { UserRef, UsersApi } from './module-api.ts';
-import { FailureCounter, PasswordHasher } from './passwords.ts';
+import { FailureCounter, type PasswordHasher } from './passwords.ts';
 import { nameKey } from '../store/store.ts';
 import type { CoreData, UserRecord } from '../store/core-data.ts';
 import { ThrottledLog } from './throttled-log.ts';

@@ -56,7 +56,7 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
       // how often node looks for requests past those timeouts (its default is 30 s)
       connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(requestTimeoutMs / 4))),
       // only `Upgrade: websocket` on the WebSocket path switches protocols: any other (h2c) is a plain request
-      shouldUpgradeCallback: (req) => withWs !== undefined && withWs.wants(req),
+      shouldUpgradeCallback: (req) => withWs?.wants(req) === true,
     };
     const listener = tls === undefined ? 'http' : 'https';
     const server = tls === undefined ? http.createServer(options, onRequest) : https.createServer({ ...options, ...tlsServerOptions(tls, requestTimeoutMs) }, onRequest);

@@ -155,6 +155,6 @@ function accept(core: ServerCore, socket: net.Socket, transport: string, maxRequ
   socket.setNoDelay(true);
   const link = new SocketLink(socket, transport, maxRequest);
   const session = openSession(core, link);
-  if (session === undefined) return refuse(socket, new CommandError('shutdown'));
-  link.start(session);
+  if (session === undefined) refuse(socket, new CommandError('shutdown'));
+  else link.start(session);
 }

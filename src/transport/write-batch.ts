@@ -48,8 +48,13 @@ export class WriteBatch {
     const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     this.#counters.framesOut += parts.length;
     this.#counters.bytesOut += bytes.length;
-    if (callbacks === undefined) this.#sink(bytes);
-    else this.#sink(bytes, (err) => callbacks.forEach((cb) => cb(err)));
+    if (callbacks === undefined) {
+      this.#sink(bytes);
+      return;
+    }
+    this.#sink(bytes, (err) => {
+      for (const cb of callbacks) cb(err);
+    });
   }
 }
 

@@ -10,7 +10,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Socket } from 'node:net';
 import { CommandError } from '../core/errors.ts';
 import type { Link } from '../core/link.ts';
-import { OutFrame } from '../core/out-frame.ts';
+import type { OutFrame } from '../core/out-frame.ts';
 import type { Session } from '../core/session.ts';
 import { CLOSE_GRACE_MS, openSession } from '../core/sessions.ts';
 import type { ServerCore } from '../core/server-core.ts';

@@ -1,7 +1,8 @@
 /** GATEWAYS.md sections 2 to 4: every route, its errors and statuses, body limits, KFCR, health and metrics. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { removeDir, spawnServer, startServer, tempDir, type TestServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
+import { eventually } from '../helpers/eventually.ts';
 import { api } from '../helpers/ws.ts';
 import { freshUsers, PW } from '../helpers/users.ts';
 
@@ -66,10 +67,19 @@ describe('accounts', () => {
     const own = await startServer(['--http-port', '0', '--token-ttl', '0.3']);
     const b = `http://127.0.0.1:${own.server.httpPort}`;
     const [u] = await freshUsers(own.port, 'ttl');
+    const issuing = Date.now();
     const t = (await api(b, 'POST', '/api/login', { user: u, password: PW })).json.token;
-    expect((await api(b, 'GET', '/api/me', undefined, t)).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 400));
-    expect((await api(b, 'GET', '/api/me', undefined, t)).status).toBe(401);
+    const issued = Date.now();
+    // the server (in this process) reads the time from Date: the test sets it instead of waiting
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(issuing + 299);
+      expect((await api(b, 'GET', '/api/me', undefined, t)).status).toBe(200);
+      vi.setSystemTime(issued + 300);
+      expect((await api(b, 'GET', '/api/me', undefined, t)).status).toBe(401);
+    } finally {
+      vi.useRealTimers();
+    }
     await own.stop();
     removeDir(own.data);
   });
@@ -121,11 +131,12 @@ describe('users and send over HTTP', () => {
     expect(await c.ask('login', v!, PW)).toBe('ok');
     expect(await api(base, 'GET', `/api/users/${v!.toUpperCase()}`, undefined, t)).toMatchObject({ json: { user: v, online: true } });
     c.close();
-    await c.closedPromise;
-    await new Promise((r) => setTimeout(r, 50));
-    const after = await api(base, 'GET', `/api/users/${v}`, undefined, t);
-    expect(after.json.online).toBe(false);
-    expect(after.json.lastSeen).toBeGreaterThan(0);
+    // offline once the server saw the close; last seen once its write committed
+    await eventually(async () => {
+      const after = await api(base, 'GET', `/api/users/${v}`, undefined, t);
+      expect(after.json.online).toBe(false);
+      expect(after.json.lastSeen).toBeGreaterThan(0);
+    });
     expect(await api(base, 'GET', '/api/users/nobody-here', undefined, t)).toMatchObject({ status: 404, json: { error: 'user_not_found' } });
   });
 
@@ -253,7 +264,8 @@ describe('health and metrics', () => {
     expect((await fetch(`${b}/readyz`)).status).toBe(200);
     const c = await RawConnection.open(s.port);
     c.send('register', 'slowhash', PW); // in flight: the drain waits for it
-    await new Promise((r) => setTimeout(r, 20));
+    // the server has read the request (and started it) once it counted the frame
+    await eventually(async () => expect(await (await fetch(`${b}/metrics`)).text()).toMatch(/^textserver_frames_total\{direction="in"\} 1$/m));
     s.proc.kill('SIGTERM');
     await s.waitForLine(/shutting down/);
     expect((await fetch(`${b}/readyz`)).status).toBe(503); // the hash (about a second) is still running

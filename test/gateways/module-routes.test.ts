@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, removeDir, startServer, tempDir } from '../helpers/server.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 const ROUTE_MODULE = `export default {
   routes: [{ method: 'GET', path: '/hello/:name', handler: (req, server) => ({ body: { hello: req.params.name, version: server.version } }) }],
@@ -26,9 +27,12 @@ describe('module routes', () => {
       writeFileSync(join(modules, 'hello.ts'), ROUTE_MODULE);
       writeFileSync(list, [...names, 'hello'].join('\n'));
       expect(await srv.server.reload()).toBe(true);
-      await new Promise((r) => setTimeout(r, 100)); // the gateway rebuilds its routes after the reload
-      const res = await fetch(`${base}/hello/world`);
-      expect(res.status).toBe(200);
+      // the gateway rebuilds its routes after the reload
+      const res = await eventually(async () => {
+        const r = await fetch(`${base}/hello/world`);
+        expect(r.status).toBe(200);
+        return r;
+      });
       expect(await res.json()).toEqual({ hello: 'world', version: srv.server.core.api.version });
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
     } finally {

@@ -43,7 +43,7 @@ describe('login throttling under concurrency', () => {
     const s = await server(['--login-fail-limit', '5', '--login-fail-limit-ip', '20', '--hash-concurrency', '1', '--argon2-memory-kib', '4096', '--argon2-time', '2']);
     const [u] = await freshUsers(s.port, 'burst');
     const conns = await Promise.all(ADDRESSES.flatMap((a) => Array.from({ length: 10 }, () => openFrom(s.port, a))));
-    conns.forEach((c, i) => c.send('login', u!, `wrong-guess-${i}`));
+    for (const [i, c] of conns.entries()) c.send('login', u!, `wrong-guess-${i}`);
     const owner = conns.at(-1)!;
     owner.send('login', u!, PW); // runs once that connection's guess is answered, within the burst
     const other = await openFrom(s.port, '127.0.0.9');
@@ -61,7 +61,7 @@ describe('login throttling under concurrency', () => {
     const s = await server(['--login-fail-limit-ip', '3', '--hash-concurrency', '1', '--argon2-memory-kib', '4096', '--argon2-time', '2']);
     const users = await freshUsers(s.port, ...Array.from({ length: 12 }, () => 'nat'));
     const conns = await Promise.all(users.map(() => openFrom(s.port, '127.0.0.2')));
-    conns.forEach((c, i) => c.send('login', users[i]!, PW));
+    for (const [i, c] of conns.entries()) c.send('login', users[i]!, PW);
     expect(await Promise.all(conns.map((c) => c.next(15_000)))).toEqual(Array(12).fill('ok'));
   });
 });

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, FAST_HASH, removeDir, spawnServer, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
+import { ROOT, FAST_HASH, removeDir, spawnServer, startServer, tempDir, testPostgres } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { eventually } from '../helpers/eventually.ts';
 import { startPostgres, createDatabase } from '../../tools/postgres.ts';
@@ -113,7 +113,6 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL stopped and restarted 
     }, 15_000);
     await eventually(async () => expect(await ready()).toBe(503), 5000);
     expect(await a.ask('nop')).toBe('');
-    const restarted = performance.now();
     const back = cluster.restart();
     await eventually(async () => {
       const before = acked.length;
@@ -121,7 +120,6 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL stopped and restarted 
       expect(acked.length).toBe(before + 1);
     }, 20_000, 100);
     await back;
-    expect(performance.now() - restarted).toBeLessThan(20_000);
     for (let k = 0; k < 20; k++) await send();
     await eventually(async () => expect(await ready()).toBe(200), 10_000);
     const b = await RawConnection.open(srv.port);

@@ -25,11 +25,16 @@ export async function loggedIn(port: number, user: string, opened?: RawConnectio
   return c;
 }
 
-/** Lets in-flight frames arrive, then checks nothing more came. */
-export async function expectSilence(c: RawConnection, ms = 150): Promise<void> {
-  const before = c.frames.length;
-  await new Promise((r) => setTimeout(r, ms));
-  expect(c.frames.slice(before)).toEqual([]);
+/**
+ * Checks that nothing reached `c` beyond the frames the test has read: the
+ * reply to a `nop` sent now must be the very next frame. A request's pushes
+ * are queued before its reply is, so once the test has seen a request's
+ * reply (or one of its pushes elsewhere), every push it made to `c` would
+ * come before this answer: no waiting, and no passing by luck of timing.
+ * Pushes from work with no reply (a close) need a witness first.
+ */
+export async function expectNoMoreFrames(c: RawConnection): Promise<void> {
+  expect(await c.ask('nop')).toBe('');
 }
 
 /**

@@ -59,11 +59,16 @@ export class WsConnection {
     return this.next();
   }
 
+  /** Resolves with the close code once the close event came. */
   async closed(timeoutMs = 5000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (this.closeCode === undefined) {
-      if (Date.now() > deadline) throw new Error('still open');
-      await new Promise((r) => setTimeout(r, 10));
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('still open');
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.#waiters.push(() => (clearTimeout(t), r()));
+      });
     }
     return this.closeCode;
   }

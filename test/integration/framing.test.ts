@@ -1,7 +1,8 @@
 /** PROTOCOL.md section 1 over real sockets: partial frames, pipelining, limits, faults, timeouts. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
+import { eventually } from '../helpers/eventually.ts';
 import { encodeFrame } from '../../src/wire/frame-encoder.ts';
 import { formatFields } from '../../src/text/fields.ts';
 
@@ -21,9 +22,11 @@ describe('frames', () => {
   it('handles a frame split byte by byte', async () => {
     const c = await RawConnection.open(srv.port);
     const bytes = encodeFrame('req,split,nop');
-    for (const b of bytes) {
-      c.write(Buffer.from([b]));
-      await new Promise((r) => setTimeout(r, 2));
+    const counted = srv.server.core.counters.bytesIn;
+    for (let i = 0; i < bytes.length; i++) {
+      c.write(bytes.subarray(i, i + 1));
+      // one read per byte: the next byte leaves once the server has taken this one
+      await eventually(() => expect(srv.server.core.counters.bytesIn).toBe(counted + i + 1), 5000, 1);
     }
     expect(await c.next()).toBe('req,split');
     c.close();
@@ -99,42 +102,64 @@ describe('frames', () => {
 });
 
 describe('timeouts', () => {
+  // The sweeper's interval and its clock (performance.now) are on vitest's fake clock from
+  // before the server starts: each test moves time to just before and just after a timeout.
+  const IDLE_MS = 1200;
+  const REQUEST_MS = 400;
+  const SWEEP_MS = 100; // a quarter of the shorter timeout (sessions.ts)
   let timed: TestServer;
   beforeAll(async () => {
-    timed = await startServer(['--idle-timeout', '1.2', '--request-timeout', '0.4']);
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'performance'] });
+    vi.advanceTimersByTime(1000); // performance.now() 0 means "no partial frame" to a link
+    timed = await startServer(['--idle-timeout', String(IDLE_MS / 1000), '--request-timeout', String(REQUEST_MS / 1000)]);
   });
   afterAll(async () => {
     await timed.stop();
+    vi.useRealTimers();
     removeDir(timed.data);
   });
 
-  it('closes an idle connection with a fatal timeout', async () => {
+  const sessions = () => [...timed.server.core.sessions].filter((s) => s.open);
+
+  /** A connection the server has a session for, opened at the current (fake) time. */
+  async function connect(): Promise<RawConnection> {
+    await eventually(() => expect(sessions()).toHaveLength(0)); // the previous test's connection is gone
     const c = await RawConnection.open(timed.port);
-    const started = Date.now();
-    expect(await c.next(5000)).toMatch(/^error,fatal,timeout(,.*)?$/);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1100);
+    await eventually(() => expect(sessions()).toHaveLength(1));
+    return c;
+  }
+
+  it('closes an idle connection with a fatal timeout, not before', async () => {
+    const c = await connect();
+    vi.advanceTimersByTime(IDLE_MS - 1);
+    expect(sessions()).toHaveLength(1);
+    vi.advanceTimersByTime(SWEEP_MS);
+    expect(sessions()).toHaveLength(0);
+    expect(await c.next()).toMatch(/^error,fatal,timeout(,.*)?$/);
     await c.waitClosed();
   });
 
   it('keepalives hold an idle connection open', async () => {
-    const c = await RawConnection.open(timed.port);
+    const c = await connect();
     for (let i = 0; i < 5; i++) {
-      await new Promise((r) => setTimeout(r, 400));
-      c.write(encodeFrame(''));
+      vi.advanceTimersByTime(IDLE_MS - SWEEP_MS);
+      expect(await c.ask('')).toBe(''); // answered, so the server saw it
     }
-    expect(c.frames).not.toContainEqual(expect.stringMatching(/timeout/));
-    expect(await c.waitFrames(5)).toEqual(['', '', '', '', '']);
+    expect(sessions()).toHaveLength(1); // five times the idle timeout in all
+    expect(c.closed).toBe(false);
     c.close();
   });
 
   it('closes a connection whose frame does not complete within the request timeout', async () => {
-    const c = await RawConnection.open(timed.port);
-    const started = Date.now();
+    const c = await connect();
+    const before = timed.server.core.counters.bytesIn;
     c.write(encodeFrame('nop,abc').subarray(0, 6));
-    expect(await c.next(5000)).toMatch(/^error,fatal,timeout(,.*)?$/);
-    const took = Date.now() - started;
-    expect(took).toBeGreaterThanOrEqual(350);
-    expect(took).toBeLessThan(1100); // the request timeout, not the idle one
+    await eventually(() => expect(timed.server.core.counters.bytesIn).toBe(before + 6));
+    vi.advanceTimersByTime(REQUEST_MS - 1);
+    expect(sessions()).toHaveLength(1);
+    vi.advanceTimersByTime(SWEEP_MS); // long before the idle timeout
+    expect(sessions()).toHaveLength(0);
+    expect(await c.next()).toMatch(/^error,fatal,timeout,request not completed /);
     await c.waitClosed();
   });
 });

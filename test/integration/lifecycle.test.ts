@@ -4,6 +4,7 @@ import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, removeDir, spawnServer, spawnServerRaw, tempDir, type ChildServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 const PW = 'password1';
 const cleanup: (() => void)[] = [];
@@ -120,7 +121,7 @@ describe('SIGHUP', () => {
     writeFileSync(m.list, [...names, 'echo'].join('\n'));
     s.proc.kill('SIGHUP');
     const failures = () => s.lines.filter((l) => l.includes('module reload failed'));
-    for (let i = 0; i < 200 && failures().length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+    await eventually(() => expect(failures()).toHaveLength(2));
     expect(failures()[1]).toContain('module echo');
     expect(await c.ask('echo', 'still')).toBe('echo,still');
     expect(await c.ask('nop')).toBe('');
@@ -143,11 +144,13 @@ describe('graceful shutdown', () => {
   });
 
   it('finishes the request in flight before closing', async () => {
-    // a slow hash makes the register certainly in flight when SIGTERM arrives
-    const s = await server(['--data', data(), '--argon2-memory-kib', '65536', '--argon2-time', '3']);
+    // a slow hash keeps the register in flight when SIGINT arrives
+    const s = await server(['--data', data(), '--http-port', '0', '--argon2-memory-kib', '65536', '--argon2-time', '3']);
+    const metrics = `http://127.0.0.1:${(JSON.parse(await s.waitForLine(/"transport":"http"/)) as { port: number }).port}/metrics`;
     const a = await RawConnection.open(s.port);
     a.send('register', 'inflight', PW);
-    await new Promise((r) => setTimeout(r, 30));
+    // the server has read the request (and started it) once it counted the frame
+    await eventually(async () => expect(await (await fetch(metrics)).text()).toMatch(/^textserver_frames_total\{direction="in"\} 1$/m));
     s.proc.kill('SIGINT');
     expect(await a.nextN(2, 10_000)).toEqual(['ok', expect.stringMatching(/^error,fatal,shutdown/)]);
     expect(await s.exited).toBe(0);

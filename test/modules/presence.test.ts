@@ -1,8 +1,9 @@
 /** MODULES.md presence and info: online/offline once per change, last seen, typing with auto-stop. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
-import { expectSilence, freshUsers, loggedIn as login } from '../helpers/users.ts';
+import { expectNoMoreFrames, freshUsers, loggedIn as login } from '../helpers/users.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 let srv: TestServer;
 const opened: RawConnection[] = [];
@@ -11,8 +12,11 @@ const users = (...p: string[]) => freshUsers(srv.port, ...p);
 const err = (type: string) => new RegExp(`^error,nonfatal,${type}(,.*)?$`);
 let roomNo = 0;
 
+/** Long, so no automatic stop arrives while a test runs; the test of the timeout moves the clock. */
+const TYPING_TIMEOUT_S = 600;
+
 beforeAll(async () => {
-  srv = await startServer(['--typing-timeout', '0.5']);
+  srv = await startServer(['--typing-timeout', String(TYPING_TIMEOUT_S)]);
 });
 
 afterAll(async () => {
@@ -51,9 +55,13 @@ describe('presence', () => {
     expect(await sa.ask('presence', b!)).toBe(`presence,${b},online`);
     const before = Date.now();
     sb.close();
-    await sb.closedPromise;
-    await new Promise((r) => setTimeout(r, 100));
-    const [, , state, seen] = (await sa.ask('presence', b!)).split(',');
+    // offline once the server saw the close; last seen once its write committed
+    const [, , state, seen] = await eventually(async () => {
+      const reply = (await sa.ask('presence', b!)).split(',');
+      expect(reply[2]).toBe('offline');
+      expect(Number(reply[3])).toBeGreaterThan(0);
+      return reply;
+    });
     expect(state).toBe('offline');
     expect(Number(seen)).toBeGreaterThanOrEqual(before - 5);
     expect(Number(seen)).toBeLessThanOrEqual(Date.now());
@@ -79,11 +87,19 @@ describe('presence', () => {
     expect(await sm.next()).toBe(`presence,${a},online`);
     const sa3 = await loggedIn(a!); // a second connection changes nothing
     sa3.close();
-    await sa3.closedPromise;
-    await expectSilence(sf);
-    await expectSilence(sm);
-    await expectSilence(ss, 10);
-    await expectSilence(sa2, 10);
+    const id = (await srv.server.core.users.find(a!))!.id;
+    await eventually(() => expect(srv.server.core.hub.sessionsOf(id)).toHaveLength(1)); // the server saw the close
+    // witnesses announced the same way: had sa3 announced anything, it would come before them
+    sa2.close();
+    expect(await sf.next()).toBe(`presence,${a},offline`);
+    expect(await sm.next()).toBe(`presence,${a},offline`);
+    const sa4 = await loggedIn(a!);
+    expect(await sf.next()).toBe(`presence,${a},online`);
+    expect(await sm.next()).toBe(`presence,${a},online`);
+    await expectNoMoreFrames(sf);
+    await expectNoMoreFrames(sm);
+    await expectNoMoreFrames(ss);
+    await expectNoMoreFrames(sa4);
   });
 });
 
@@ -95,7 +111,7 @@ describe('typing', () => {
     const sb = await loggedIn(b!);
     const sc = await loggedIn(c!);
     const room = await inRoom(sa, sb);
-    await sa2.next();
+    expect(await sa2.nextN(2)).toEqual([`room,${room},joined,${a}`, `room,${room},joined,${b}`]);
     expect(await sc.ask('typing', room, 'start')).toMatch(err('not_in_room'));
     expect(await sa.ask('typing', room, 'maybe')).toMatch(err('syntax'));
     expect(await sa.ask('typing', room)).toMatch(err('syntax'));
@@ -103,8 +119,8 @@ describe('typing', () => {
     expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
     expect(await sa.ask('typing', room, 'stop')).toBe('ok');
     expect(await sb.next()).toBe(`room,${room},typing,${a},stop`);
-    await expectSilence(sa2, 10);
-    await expectSilence(sc, 10);
+    await expectNoMoreFrames(sa2);
+    await expectNoMoreFrames(sc);
   });
 
   it('stops by itself after the typing timeout', async () => {
@@ -112,11 +128,18 @@ describe('typing', () => {
     const sa = await loggedIn(a!);
     const sb = await loggedIn(b!);
     const room = await inRoom(sa, sb);
-    const started = Date.now();
-    expect(await sa.ask('typing', room, 'start')).toBe('ok');
-    expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
-    expect(await sb.next(3000)).toBe(`room,${room},typing,${a},stop`);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(450);
+    // the module's timer is set on vitest's clock: the test moves time instead of waiting
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      expect(await sa.ask('typing', room, 'start')).toBe('ok');
+      expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
+      vi.advanceTimersByTime(TYPING_TIMEOUT_S * 1000 - 1);
+      await expectNoMoreFrames(sb);
+      vi.advanceTimersByTime(1);
+      expect(await sb.next()).toBe(`room,${room},typing,${a},stop`);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("stops when the user's last connection closes", async () => {
@@ -132,20 +155,10 @@ describe('typing', () => {
 });
 
 describe('typing and say', () => {
-  // a long timeout, so no automatic stop can arrive while the test runs
-  let slow: TestServer;
-  beforeAll(async () => {
-    slow = await startServer(['--typing-timeout', '600']);
-  });
-  afterAll(async () => {
-    await slow.stop();
-    removeDir(slow.data);
-  });
-
   it('a say ends the typing without a stop push, so the next start is pushed again', async () => {
-    const [a, b] = await freshUsers(slow.port, 'a', 'b');
-    const sa = await login(slow.port, a!, opened);
-    const sb = await login(slow.port, b!, opened);
+    const [a, b] = await users('a', 'b');
+    const sa = await loggedIn(a!);
+    const sb = await loggedIn(b!);
     const room = await inRoom(sa, sb);
     const other = await inRoom(sa, sb);
     expect(await sa.ask('typing', room, 'start')).toBe('ok');
@@ -167,7 +180,7 @@ describe('typing and say', () => {
     expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
     expect(await sa.ask('say', room)).toMatch(err('syntax'));
     expect(await sa.ask('typing', room, 'start')).toBe('ok');
-    await expectSilence(sb);
+    await expectNoMoreFrames(sb);
   });
 });
 

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { startServer, removeDir, nodeArgs, type TestServer } from '../helpers/server.ts';
 import { connect } from '../../src/client/client.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 let srv: TestServer;
 const PW = 'password1';
@@ -96,13 +97,8 @@ describe('dumbclient', () => {
     const sender = await connect({ port: srv.port });
     await sender.login('tool_a', PW);
     // wait until tool_b is online (the send would otherwise be stored)
-    for (let i = 0; i < 100; i++) {
-      const probe = await connect({ port: srv.port });
-      await probe.login('tool_a', PW);
-      await probe.close();
-      if (srv.server.core.hub.isOnline((await srv.server.core.users.find('tool_b'))!.id)) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const b = (await srv.server.core.users.find('tool_b'))!.id;
+    await eventually(() => expect(srv.server.core.hub.isOnline(b)).toBe(true), 10_000);
     await sender.call('send', 'tool_b', 'msg', 'hello there');
     await sender.close();
     const r = await waiting;

@@ -52,13 +52,13 @@ describe('npm start', () => {
 
   it('exits on SIGTERM even when the reader of its stdout has gone (npm start | tee, then Ctrl-C)', async () => {
     const [cmd, argv] = nodeArgs('src/cli.ts', ['--port', '0', '--data', data(), ...FAST_HASH]);
-    const proc = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] });
+    const proc = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     cleanup.push(() => proc.kill('SIGKILL'));
     const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-    const lines = createInterface({ input: proc.stdout });
-    await new Promise<void>((resolve) => lines.on('line', (l) => l.includes('"msg":"listening"') && resolve()));
+    // the line for people comes once the signal handlers are in place (the JSON "listening"
+    // line on stdout may come before them)
+    await new Promise<void>((resolve) => createInterface({ input: proc.stderr }).on('line', (l) => l.includes(' listening on ') && resolve()));
     // the reading end goes away, as tee does on Ctrl-C: every later write to stdout fails with EPIPE
-    lines.close();
     proc.stdout.destroy();
     proc.kill('SIGTERM');
     // before the fix the process never exited (the test timeout fails it); the limit is 10 s

@@ -15,7 +15,7 @@ import { connect } from '../../src/client/client.ts';
 import { encodeFrame } from '../../src/wire/frame-encoder.ts';
 import { formatFields } from '../../src/text/fields.ts';
 import { closedLoop, exchange, newWindow, openSocket, pacedLoop, type Window } from './load.ts';
-import { freePort, redisAvailable, startTextserver, type System } from './systems.ts';
+import { freePort, redisAvailable, startTextserver } from './systems.ts';
 import { createDatabase, postgresBin, startPostgres, type Postgres } from '../postgres.ts';
 import type { SpecialResult } from './special.ts';
 
