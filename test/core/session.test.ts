@@ -104,10 +104,10 @@ describe('session: backpressure', () => {
     session.close();
   });
 
-  it('runs no more requests while over a MiB of replies is unread, until the link drains', () => {
+  it('runs no more requests while over half of --max-outbound (or a MiB) of replies is unread, until the link drains', () => {
     const { session, link } = t.open();
     link.holding = true;
-    session.receive(bytes(`big,${1024 * 1024}`));
+    session.receive(bytes('big,3000')); // over half of the 4096 bound, under the bound itself
     session.receive(bytes('echo,after'));
     expect(link.frames).toHaveLength(1);
     expect(link.reading).toEqual([false]);
