@@ -254,3 +254,33 @@ describe('rooms: say and history', () => {
     expect(await counts('after', String(firstId + 499))).toEqual([2, 'm501', 'm502']);
   });
 });
+
+describe('rooms: history pages bounded in bytes', () => {
+  it('stops a page at --history-max-bytes, keeps the end nearest the query, and ends it with more', async () => {
+    const own = await startServer(['--history-max-bytes', '3000'], tempDir());
+    try {
+      const [a] = await freshUsers(own.port, 'hb');
+      const s = await login(own.port, a!);
+      const r = room();
+      s.send('join', r);
+      await s.nextN(2);
+      for (let i = 1; i <= 5; i++) {
+        s.send('say', r, `${i}${'x'.repeat(999)}`);
+        await s.nextN(2);
+      }
+      const page = async (...q: string[]) => {
+        const f = (await s.ask('history', r, ...q)).split(',');
+        const count = Number(f[2]);
+        return { texts: Array.from({ length: count }, (_, i) => f[3 + 4 * i + 3]![0]), more: f.length === 3 + 4 * count + 1 && f.at(-1) === 'more' };
+      };
+      // about 1 KB a message: two fit in 3000 bytes (with each message's overhead), a third does not
+      expect(await page('last', '5')).toEqual({ texts: ['4', '5'], more: true });
+      expect(await page('after', '0')).toEqual({ texts: ['1', '2'], more: true });
+      expect(await page('last', '2')).toEqual({ texts: ['4', '5'], more: false });
+      s.close();
+    } finally {
+      await own.stop();
+      removeDir(own.data);
+    }
+  });
+});
