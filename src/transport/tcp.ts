@@ -6,7 +6,7 @@ import type { Link } from '../core/link.ts';
 import { OutFrame } from '../core/out-frame.ts';
 import type { Session } from '../core/session.ts';
 import { CLOSE_GRACE_MS, openSession } from '../core/sessions.ts';
-import { WriteBatch } from './write-batch.ts';
+import { SocketOutput } from './write-batch.ts';
 import { tlsServerOptions } from './tls-options.ts';
 import type { ServerCore } from '../core/server-core.ts';
 
@@ -17,8 +17,7 @@ class SocketLink implements Link {
   readonly #socket: net.Socket;
   readonly #decoder: FrameDecoder;
   #session!: Session;
-  #batch!: WriteBatch;
-  #closed = false;
+  #out!: SocketOutput;
   #partialSince = 0;
 
   constructor(socket: net.Socket, transport: string, maxRequest: number) {
@@ -31,7 +30,7 @@ class SocketLink implements Link {
   start(session: Session): void {
     this.#session = session;
     const socket = this.#socket;
-    this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), session.counters);
+    this.#out = new SocketOutput(socket, session.counters);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', () => session.close());
     // the peer is done: stop routing pushes here now, not when the socket finally closes
@@ -40,27 +39,19 @@ class SocketLink implements Link {
   }
 
   write(frame: OutFrame, written?: (err?: Error | null) => void): void {
-    if (this.#closed) {
-      written?.(new Error('connection closed'));
-      return;
-    }
-    this.#batch.add(frame.bytes, written);
+    this.#out.write(frame.bytes, written);
   }
 
   pendingBytes(): number {
-    return this.#socket.writableLength + this.#batch.bytes;
+    return this.#out.pendingBytes();
   }
 
   setReading(on: boolean): void {
-    if (this.#closed) return;
-    if (on) this.#socket.resume();
-    else this.#socket.pause();
+    this.#out.setReading(on);
   }
 
   onDrain(cb: () => void): void {
-    this.#batch.flush();
-    if (this.#socket.writableLength === 0) queueMicrotask(cb);
-    else this.#socket.once('drain', cb);
+    this.#out.onDrain(cb);
   }
 
   partialSince(): number {
@@ -68,9 +59,7 @@ class SocketLink implements Link {
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#batch.flush();
-    this.#closed = true;
+    if (!this.#out.end()) return;
     this.#decoder.release(); // a half-received frame's memory goes back now, not at some later GC
     const socket = this.#socket;
     socket.resume(); // read and discard until the peer goes, so our last frame is not reset away
@@ -79,23 +68,24 @@ class SocketLink implements Link {
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#closed) return;
+    const out = this.#out;
+    if (out.closed) return;
     const decoder = this.#decoder;
     const session = this.#session;
     decoder.push(chunk);
     session.counters.bytesIn += chunk.length;
     let completed = false;
     // replies to this read leave with one write at its end, no tick needed
-    const batch = this.#batch;
+    const batch = out.batch;
     batch.holding = true;
     while (decoder.next()) {
       completed = true;
       session.receive(decoder.frameBuffer, decoder.frameStart, decoder.frameEnd);
-      if (this.#closed) break;
+      if (out.closed) break;
     }
     batch.holding = false;
     if (!batch.scheduled) batch.flush();
-    if (this.#closed) return;
+    if (out.closed) return;
     const fault = decoder.fault;
     if (fault !== undefined) {
       session.fatal(new CommandError(fault.fault, fault.info, true));

@@ -4,6 +4,8 @@
  * which is what makes fan-out cheap. Write callbacks (a stored message that
  * must be kept if its write fails) ride on that one write.
  */
+import type { Socket } from 'node:net';
+
 type Written = (err?: Error | null) => void;
 type Sink = (bytes: Buffer, done?: Written) => void;
 
@@ -60,4 +62,50 @@ export class WriteBatch {
 
 function flushBatch(batch: WriteBatch): void {
   batch.flush();
+}
+
+/**
+ * The output side every stream link shares (TCP, TLS, WebSocket): frames
+ * batched into one socket write, the unsent bytes the session bounds, read
+ * pausing for backpressure, and drain. After `end()` nothing more is
+ * written; a write then reports failure to its callback.
+ */
+export class SocketOutput {
+  readonly batch: WriteBatch;
+  readonly #socket: Socket;
+  closed = false;
+
+  constructor(socket: Socket, counters: { framesOut: number; bytesOut: number }) {
+    this.#socket = socket;
+    this.batch = new WriteBatch((bytes, done) => socket.write(bytes, done), counters);
+  }
+
+  write(bytes: Buffer, written?: Written): void {
+    if (this.closed) written?.(new Error('connection closed'));
+    else this.batch.add(bytes, written);
+  }
+
+  pendingBytes(): number {
+    return this.#socket.writableLength + this.batch.bytes;
+  }
+
+  setReading(on: boolean): void {
+    if (this.closed) return;
+    if (on) this.#socket.resume();
+    else this.#socket.pause();
+  }
+
+  onDrain(cb: () => void): void {
+    this.batch.flush();
+    if (this.#socket.writableLength === 0) queueMicrotask(cb);
+    else this.#socket.once('drain', cb);
+  }
+
+  /** Flushes what is queued and writes nothing more; false when it had ended already. */
+  end(): boolean {
+    if (this.closed) return false;
+    this.batch.flush();
+    this.closed = true;
+    return true;
+  }
 }

@@ -15,7 +15,7 @@ import type { Session } from '../core/session.ts';
 import { CLOSE_GRACE_MS, openSession } from '../core/sessions.ts';
 import type { ServerCore } from '../core/server-core.ts';
 import { closeFrame, pongFrame, WsFrameReader, type WsEvent } from './ws-frames.ts';
-import { WriteBatch } from './write-batch.ts';
+import { SocketOutput } from './write-batch.ts';
 
 export const WS_PATH = '/ws';
 export const SUBPROTOCOL = 'textserver.v1';
@@ -35,9 +35,8 @@ class WsLink implements Link {
   readonly #socket: Socket;
   readonly #reader: WsFrameReader;
   #session!: Session;
-  #batch!: WriteBatch;
-  /** Our Close is out: no more frames. */
-  #closed = false;
+  /** Closed once our Close is out: no more frames. */
+  #out!: SocketOutput;
   /** The peer's Close arrived (its code, undefined when it had none). */
   #peerClosed = false;
   #peerCode: number | undefined;
@@ -54,7 +53,7 @@ class WsLink implements Link {
   start(session: Session, head: Buffer): void {
     this.#session = session;
     const socket = this.#socket;
-    this.#batch = new WriteBatch((bytes, done) => socket.write(bytes, done), session.counters);
+    this.#out = new SocketOutput(socket, session.counters);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', () => session.close());
     socket.on('end', () => session.close());
@@ -64,27 +63,19 @@ class WsLink implements Link {
   }
 
   write(frame: OutFrame, written?: (err?: Error | null) => void): void {
-    if (this.#closed) {
-      written?.(new Error('connection closed'));
-      return;
-    }
-    this.#batch.add(frame.wsBytes, written);
+    this.#out.write(frame.wsBytes, written);
   }
 
   pendingBytes(): number {
-    return this.#socket.writableLength + this.#batch.bytes;
+    return this.#out.pendingBytes();
   }
 
   setReading(on: boolean): void {
-    if (this.#closed) return;
-    if (on) this.#socket.resume();
-    else this.#socket.pause();
+    this.#out.setReading(on);
   }
 
   onDrain(cb: () => void): void {
-    this.#batch.flush();
-    if (this.#socket.writableLength === 0) queueMicrotask(cb);
-    else this.#socket.once('drain', cb);
+    this.#out.onDrain(cb);
   }
 
   partialSince(): number {
@@ -92,9 +83,7 @@ class WsLink implements Link {
   }
 
   close(reason: 'fatal' | 'shutdown' | 'normal'): void {
-    if (this.#closed) return;
-    this.#batch.flush();
-    this.#closed = true;
+    if (!this.#out.end()) return;
     const socket = this.#socket;
     if (socket.destroyed) return;
     // answering the peer's Close echoes its code; otherwise ours says why
@@ -109,16 +98,16 @@ class WsLink implements Link {
     const reader = this.#reader;
     const session = this.#session;
     reader.push(chunk);
-    if (!this.#closed) session.counters.bytesIn += chunk.length;
+    if (!this.#out.closed) session.counters.bytesIn += chunk.length;
     let completed = false;
-    const batch = this.#batch;
+    const batch = this.#out.batch;
     batch.holding = true; // replies to this read leave with one write at its end
     for (let event = reader.next(); event !== undefined; event = reader.next()) {
       if (event.kind === 'close') {
         this.#onPeerClose(event);
         break;
       }
-      if (this.#closed) continue; // after our Close: discard until theirs
+      if (this.#out.closed) continue; // after our Close: discard until theirs
       if (event.kind === 'message') {
         completed = true;
         session.receive(event.data);
@@ -130,7 +119,7 @@ class WsLink implements Link {
     if (!batch.scheduled) batch.flush();
     const fault = reader.fault;
     if (fault !== undefined) {
-      if (this.#closed) this.#socket.destroy();
+      if (this.#out.closed) this.#socket.destroy();
       else if (fault.code === 'too_long') session.fatal(new CommandError('request_too_long', `message of ${fault.size} bytes exceeds the limit`));
       else {
         this.#code = fault.code;
@@ -138,14 +127,14 @@ class WsLink implements Link {
       }
       return;
     }
-    if (this.#closed) return;
+    if (this.#out.closed) return;
     if (completed) session.lastActive = performance.now();
     if (!reader.pending) this.#partialSince = 0;
     else if (completed || this.#partialSince === 0) this.#partialSince = performance.now();
   }
 
   #onPeerClose(event: Extract<WsEvent, { kind: 'close' }>): void {
-    if (this.#closed) return; // they answered our Close
+    if (this.#out.closed) return; // they answered our Close
     this.#peerClosed = true;
     this.#peerCode = event.code;
     this.#session.close('normal');
