@@ -6,7 +6,7 @@
  */
 import type { Kysely } from 'kysely';
 import { CommandError, defineModule, expectArgs, type Migration, type UserRef } from '../src/core/module-api.ts';
-import type { RoomsService } from './rooms.ts';
+import { checkRoom, type RoomsService } from './rooms.ts';
 import type { FriendsService } from './friends.ts';
 
 type Tables = { presence_last_seen: { user_id: number; last_seen: number } };
@@ -128,6 +128,7 @@ export default defineModule({
           expectArgs(args, 2, 'typing,<room>,start|stop');
           const [room, state] = args as [string, string];
           if (state !== 'start' && state !== 'stop') throw new CommandError('syntax', 'usage: typing,<room>,start|stop');
+          checkRoom(room); // invalid_room, as every command taking a room answers
           if (rooms()?.isMember(room, user.id) !== true) throw new CommandError('not_in_room', `you are not in ${room}`);
           const key = `${user.id} ${room}`;
           const current = typing.get(key);

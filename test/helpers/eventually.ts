@@ -1,5 +1,5 @@
 /** Taken at import: a test may put the globals on vitest's fake clock, and polling must still run in real time. */
-const clock = performance;
+const now = performance.now.bind(performance);
 const wait = setTimeout;
 
 /**
@@ -8,12 +8,12 @@ const wait = setTimeout;
  * or `timeoutMs` runs out, then rethrows its last failure.
  */
 export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 5000, everyMs = 10): Promise<T> {
-  const deadline = clock.now() + timeoutMs;
+  const deadline = now() + timeoutMs;
   for (;;) {
     try {
       return await check();
     } catch (err) {
-      if (clock.now() >= deadline) throw err;
+      if (now() >= deadline) throw err;
       await new Promise((r) => wait(r, everyMs));
     }
   }

@@ -113,6 +113,7 @@ describe('typing', () => {
     const room = await inRoom(sa, sb);
     expect(await sa2.nextN(2)).toEqual([`room,${room},joined,${a}`, `room,${room},joined,${b}`]);
     expect(await sc.ask('typing', room, 'start')).toMatch(err('not_in_room'));
+    expect(await sc.ask('typing', 'has space', 'start')).toMatch(err('invalid_room'));
     expect(await sa.ask('typing', room, 'maybe')).toMatch(err('syntax'));
     expect(await sa.ask('typing', room)).toMatch(err('syntax'));
     expect(await sa.ask('typing', room, 'start')).toBe('ok');
@@ -166,8 +167,9 @@ describe('typing and say', () => {
     expect(await sa.ask('typing', other, 'start')).toBe('ok');
     expect(await sb.next()).toBe(`room,${other},typing,${a},start`);
     sa.send('say', room, 'hello');
-    const [said, pushed] = await sa.nextN(2);
-    expect([said, pushed].some((f) => f!.startsWith(`said,${room},`))).toBe(true);
+    const [pushed, said] = await sa.nextN(2);
+    expect(pushed!.split(',').slice(0, 3)).toEqual(['room', room, 'msg']); // a request's push comes before its reply
+    expect(said!.startsWith(`said,${room},`)).toBe(true);
     expect((await sb.next()).split(',').slice(0, 3)).toEqual(['room', room, 'msg']); // the message, and no stop
     expect(await sa.ask('typing', room, 'start')).toBe('ok');
     expect(await sb.next()).toBe(`room,${room},typing,${a},start`);
