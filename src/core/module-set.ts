@@ -105,10 +105,12 @@ export class ModuleSet {
   /** Runs a hook of every loaded module; one module's failure does not stop the others. */
   emit<K extends keyof ModuleHooks>(hook: K, ...args: Parameters<NonNullable<ModuleHooks[K]>>): void {
     for (const m of this.#active.modules) {
-      const fn = m.runtime.hooks[hook] as ((...a: unknown[]) => void) | undefined;
+      const fn = m.runtime.hooks[hook] as ((...a: unknown[]) => unknown) | undefined;
       if (fn === undefined) continue;
       try {
-        fn(...args);
+        const result = fn(...args);
+        // hooks are not awaited; an async one that rejects is logged, not left unhandled
+        if (result instanceof Promise) result.catch((err: unknown) => this.#deps.log.error({ err, module: m.name, hook }, 'module hook failed'));
       } catch (err) {
         this.#deps.log.error({ err, module: m.name, hook }, 'module hook failed');
       }

@@ -132,7 +132,8 @@ export class WsFrameReader {
     }
     if (header.opcode !== 0) this.#messageOpcode = header.opcode;
     if (!header.fin) {
-      this.#fragments.push(payload);
+      // empty fragments add nothing but would grow the list without touching the byte bound
+      if (payload.length > 0) this.#fragments.push(payload);
       this.#fragmentBytes += payload.length;
       return undefined;
     }
