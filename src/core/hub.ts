@@ -140,8 +140,15 @@ export class Hub implements HubApi {
     };
     this.#draining.set(user.id, session);
     this.#drains.set(session, stop);
-    const window = { unsettled: 0, pending: 0, writtenUpTo: 0 };
+    const window = { unsettled: 0, pending: 0, written: [] as number[] };
     const settled = () => new Promise<void>((resolve) => (wake = resolve));
+    // exactly the rows written, not a range: on PostgreSQL a lower id can commit after a higher one was read
+    const deleteWritten = async () => {
+      if (window.written.length === 0) return;
+      const ids = window.written;
+      window.written = [];
+      await this.#data.mailboxDelete(user.id, ids);
+    };
     const run = async () => {
       let after = 0;
       while (!stopped) {
@@ -154,7 +161,7 @@ export class Hub implements HubApi {
           window.unsettled += size;
           window.pending++;
           const ok = session.pushFrame(new OutFrame(row.payload), (err) => {
-            if (!err && row.id > window.writtenUpTo) window.writtenUpTo = row.id;
+            if (!err) window.written.push(row.id);
             window.unsettled -= size;
             window.pending--;
             wake?.();
@@ -168,10 +175,10 @@ export class Hub implements HubApi {
         }
         // a page's rows are deleted once every write of it has settled
         while (window.pending > 0) await settled();
-        if (window.writtenUpTo > 0) await this.#data.mailboxDeleteUpTo(user.id, window.writtenUpTo);
+        await deleteWritten();
       }
       while (window.pending > 0) await settled();
-      if (window.writtenUpTo > 0) await this.#data.mailboxDeleteUpTo(user.id, window.writtenUpTo);
+      await deleteWritten();
     };
     run()
       .catch((err: unknown) => this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored'))

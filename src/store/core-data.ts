@@ -98,7 +98,8 @@ export class CoreData {
       .execute();
   }
 
-  async mailboxDeleteUpTo(userId: number, lastId: number): Promise<void> {
-    await this.#store.transaction((tx: Kysely<CoreTables>) => tx.deleteFrom('mailbox').where('user_id', '=', userId).where('id', '<=', lastId).execute());
+  async mailboxDelete(userId: number, ids: readonly number[]): Promise<void> {
+    await this.#store.transaction((tx: Kysely<CoreTables>) => tx.deleteFrom('mailbox').where('user_id', '=', userId).where('id', 'in', ids).execute());
   }
+
 }
