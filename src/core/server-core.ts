@@ -62,6 +62,7 @@ export class ServerCore {
       store: {
         db: store.db,
         transaction: (fn) => store.transaction(fn),
+        afterCommit: (fn) => store.afterCommit(fn),
       },
       log,
       services: {

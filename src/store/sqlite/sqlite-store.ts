@@ -14,6 +14,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Kysely, sql } from 'kysely';
 import type { Logger } from 'pino';
+import { afterCommit, runTransaction } from '../ambient.ts';
 import { sqliteDialect } from './dialect.ts';
 import { GroupSync } from './group-sync.ts';
 import { migrate } from '../migrations.ts';
@@ -36,6 +37,7 @@ export class SqliteStore implements Store {
   readonly #checkpointer: Worker;
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
+  readonly #flush: () => Promise<void>;
   #checkpointing = false;
   #probe: NodeJS.Timeout | undefined;
   #up = true;
@@ -57,7 +59,9 @@ export class SqliteStore implements Store {
     fsyncSync(this.#walFd);
     syncDirectory(dataDir);
     this.#sync = new GroupSync(this.#walFd, (err) => this.#failed(err));
-    this.db = new Kysely<any>({ dialect: sqliteDialect(this.#sqlite, () => this.#sync.committed()) });
+    const { dialect, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
+    this.db = new Kysely<any>({ dialect });
+    this.#flush = flush;
     this.#checkpointer = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { file: this.file } });
     this.#checkpointer.on('message', (m: { ok: boolean; error?: string }) => {
       this.#checkpointing = false;
@@ -77,11 +81,16 @@ export class SqliteStore implements Store {
     return this.#sync.stats;
   }
 
-  async transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    const result = await this.db.transaction().execute(fn);
-    await this.#sync.durable();
-    this.#up = true;
-    return result;
+  transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    return runTransaction(this.db, fn, async (committed) => {
+      await committed;
+      await this.#sync.durable();
+      this.#up = true;
+    });
+  }
+
+  afterCommit(fn: () => void): void {
+    afterCommit(fn);
   }
 
   migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
@@ -142,6 +151,7 @@ export class SqliteStore implements Store {
     this.#closed = true;
     clearInterval(this.#timer);
     clearTimeout(this.#probe);
+    await this.#flush().catch(() => {});
     await this.#sync.durable().catch(() => {});
     // held (ref) while closing: an unref'd worker would let the process exit mid-close
     this.#checkpointer.ref();
