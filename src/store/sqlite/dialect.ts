@@ -17,7 +17,7 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { AmbientDriver, noteCommit } from '../ambient.ts';
 import {
-  CompiledQuery,
+  type CompiledQuery,
   SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
