@@ -63,10 +63,10 @@ class Connection implements DatabaseConnection {
     }
   }
 
-  /** Runs SQL of the driver's own (transaction control). */
+  /** Runs a statement of the driver's own (transaction control), prepared once: they run several times per request. */
   exec(text: string): void {
     try {
-      this.#db.exec(text);
+      this.#prepare(text).stmt.run();
     } catch (err) {
       this.lastError = err as Error;
       throw err;
@@ -167,7 +167,8 @@ class SqliteDriver implements Driver {
   async rollbackTransaction(): Promise<void> {
     this.#connection.logical = false;
     if (this.#db.isTransaction) {
-      this.#connection.exec('ROLLBACK TO batched; RELEASE batched');
+      this.#connection.exec('ROLLBACK TO batched');
+      this.#connection.exec('RELEASE batched');
       return;
     }
     // SQLite rolled the whole batch back (a full disk, an I/O error): those released before fail too
