@@ -114,11 +114,17 @@ export class RoomStore {
     );
   }
 
-  /** Removes a membership; the caller updates the index (`unindex`) in its turn. */
-  async leave(room: string, userId: number): Promise<void> {
+  /**
+   * Removes a membership; false when there was none (a concurrent leave of the
+   * same user removed it first). The caller updates the index (`unindex`) in its turn.
+   */
+  async leave(room: string, userId: number): Promise<boolean> {
     const id = this.#ids.get(room);
-    if (id === undefined) return;
-    await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).execute());
+    if (id === undefined) return false;
+    const result = await this.#store.transaction((tx: Kysely<Tables>) =>
+      tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).executeTakeFirst(),
+    );
+    return Number(result.numDeletedRows) > 0;
   }
 
   unindex(room: string, userId: number): void {

@@ -81,10 +81,12 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     },
     async leave(user, room) {
       if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-      await inOrder.run(room, () => store.leave(room, user.id), () => {
+      const removed = await inOrder.run(room, () => store.leave(room, user.id), (removed) => {
+        if (!removed) return; // another connection of the user left first, and pushed it
         store.unindex(room, user.id);
         push(room, ['room', room, 'left', user.name], user.id);
       });
+      if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
     post: (room, userName, text) => says.add(room, { user: userName, text }),
     history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { RawConnection } from '../helpers/raw.ts';
-import { serverFixture } from '../helpers/users.ts';
+import { errorOf as err, expectNoMoreFrames, serverFixture } from '../helpers/users.ts';
 
 const fx = serverFixture();
 let roomNo = 0;
@@ -71,5 +71,57 @@ describe('rooms: concurrent say', () => {
     await polling;
     // a message that committed after a higher id was already readable would be missing here
     expect(polled).toEqual(pushed);
+  });
+});
+
+describe('rooms: concurrent leave', () => {
+  it('two connections of one user leaving at once: left pushed once to everyone, one ok and one not_in_room', async () => {
+    const ROOMS = 6;
+    const [a, b] = await fx.users('leaver', 'stayer');
+    const [a1, a2, b1] = [await fx.loggedIn(a!), await fx.loggedIn(a!), await fx.loggedIn(b!)];
+    const rooms = Array.from({ length: ROOMS }, room);
+    for (const r of rooms) {
+      a1.send('join', r);
+      expect(await a1.nextN(2)).toEqual([`room,${r},joined,${a}`, 'ok']);
+      expect(await a2.next()).toBe(`room,${r},joined,${a}`);
+      b1.send('join', r);
+      expect(await b1.nextN(2)).toEqual([`room,${r},joined,${b}`, 'ok']);
+      expect(await a1.next()).toBe(`room,${r},joined,${b}`);
+      expect(await a2.next()).toBe(`room,${r},joined,${b}`);
+    }
+    for (const r of rooms) {
+      a1.send('leave', r);
+      a2.send('leave', r);
+    }
+    const framesUntilReplies = async (c: RawConnection) => {
+      const got: string[] = [];
+      let replies = 0;
+      while (replies < ROOMS) {
+        const f = await c.next();
+        got.push(f);
+        if (!f.startsWith('room,')) replies++;
+      }
+      return got;
+    };
+    const [got1, got2] = [await framesUntilReplies(a1), await framesUntilReplies(a2)];
+    // every push those leaves made is written before this nop's reply
+    for (const [c, got] of [[a1, got1], [a2, got2]] as const) {
+      c.send('nop');
+      for (let f = await c.next(); f !== ''; f = await c.next()) got.push(f);
+    }
+    const toB: string[] = [];
+    b1.send('nop');
+    for (let f = await b1.next(); f !== ''; f = await b1.next()) toB.push(f);
+    for (const r of rooms) {
+      const left = `room,${r},left,${a}`;
+      expect(got1.filter((f) => f === left)).toHaveLength(1);
+      expect(got2.filter((f) => f === left)).toHaveLength(1);
+      expect(toB.filter((f) => f === left)).toHaveLength(1);
+    }
+    const replies = [...got1, ...got2].filter((f) => !f.startsWith('room,'));
+    expect(replies.filter((f) => f === 'ok')).toHaveLength(ROOMS);
+    expect(replies.filter((f) => err('not_in_room').test(f))).toHaveLength(ROOMS);
+    expect(await b1.ask('members', rooms[0]!)).toBe(`members,${rooms[0]},${b}`);
+    await expectNoMoreFrames(a1);
   });
 });
