@@ -196,8 +196,9 @@ const routes: HttpRoute[] = [
       let lastSeen = 0;
       try {
         lastSeen = Number((await run(ctx, 'presence', user.name))[3] ?? 0); // the presence module keeps last-seen times
-      } catch {
-        // without the presence module there is no last-seen time
+      } catch (err) {
+        // without the presence module there is no last-seen time; any other failure (the store down) is the answer
+        if (!(err instanceof CommandError && err.type === 'command_not_found')) throw err;
       }
       return { body: { user: user.name, online: false, lastSeen } };
     },

@@ -96,6 +96,8 @@ function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusC
   if (headers !== undefined) reply.headers(headers);
   let status: number;
   let body: { error: string; info: string };
+  // a route's own store read (a token look-up) that fails is the store being down, as in a command
+  if (!(err instanceof CommandError) && core.store.isFailure(err)) err = new CommandError('unavailable');
   if (err instanceof CommandError) {
     status = httpStatus(err.type);
     body = { error: err.type, info: err.info };
