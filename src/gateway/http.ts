@@ -33,21 +33,26 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
   const listeners: Listener[] = [];
   const pagePorts = () => listeners.filter((l) => l.transport === 'http').map((l) => l.port);
   const ws = wsPort === undefined ? undefined : wsAcceptor(core, originPolicy(wsOrigins, host, tls !== undefined, pagePorts));
-  let app: App | undefined;
   const info = { wsPort: undefined as number | undefined };
-  const rebuild = async () => {
-    const next = await buildApp(core, registry, isReady, info);
-    const old = app;
-    app = next;
-    await old?.instance.close().catch(() => undefined);
-  };
-  await rebuild();
-  core.onModulesLoaded(() => void rebuild().catch((err: unknown) => core.log.error({ err }, 'could not rebuild the HTTP routes')));
+  let app: App = await buildApp(core, registry, isReady, info);
+  // a reload's routes are built before its modules are put in force and swapped in with them:
+  // no request reaches a disposed module's route, and routes that cannot be mounted fail the reload
+  core.moduleSet.onPrepare(async (modules) => {
+    const next = await buildApp(core, registry, isReady, info, modules);
+    return {
+      commit() {
+        const old = app;
+        app = next;
+        void old.instance.close().catch(() => undefined);
+      },
+      abort: () => void next.instance.close().catch(() => undefined),
+    };
+  });
 
   const listen = async (port: number, withHttp: boolean, withWs: WsAcceptor | undefined): Promise<number> => {
     const onRequest: Handler = (req, res) => {
       if (withWs !== undefined && pathOf(req) === WS_PATH) return withWs.serveHttp(req, res);
-      if (withHttp) return app!.handler(req, res);
+      if (withHttp) return app.handler(req, res);
       res.writeHead(404, JSON_TYPE).end(JSON.stringify({ error: 'command_not_found', info: `this port serves only the WebSocket, on ${WS_PATH}` }));
     };
     const options: http.ServerOptions = {
@@ -97,7 +102,7 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
     wsPort: info.wsPort,
     async close() {
       await Promise.all(servers.map((s) => new Promise((r) => (s.close(r), s.closeAllConnections()))));
-      await app?.instance.close().catch(() => undefined);
+      await app.instance.close().catch(() => undefined);
     },
   };
 }
