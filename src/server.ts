@@ -63,7 +63,8 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     tcp.server.close();
     core.sessions.drain();
     const deadline = Date.now() + DRAIN_LIMIT_MS;
-    while (core.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // connections finish their running requests, HTTP ones included (the HTTP listeners still answer, /readyz with 503)
+    while ((core.sessions.size > 0 || gateways.inFlight() > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const session of core.sessions) session.fatal(new CommandError('shutdown'));
     core.stopSweeper();
     await gateways.close();

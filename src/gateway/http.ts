@@ -21,13 +21,19 @@ import { buildApp, type App, type Handler } from './app.ts';
 import { originPolicy } from './origins.ts';
 
 export type Listener = { transport: 'ws' | 'http'; port: number };
-export type Gateways = { listeners: Listener[]; wsPort: number | undefined; close(): Promise<void> };
+export type Gateways = {
+  listeners: Listener[];
+  wsPort: number | undefined;
+  /** HTTP requests being answered now: a graceful stop waits for them (within its drain time). */
+  inFlight(): number;
+  close(): Promise<void>;
+};
 
 const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' };
 
 export async function startGateways(core: ServerCore, isReady: () => boolean): Promise<Gateways> {
   const { wsPort, httpPort, host, tls, maxRequest, requestTimeoutMs, wsOrigins } = core.options;
-  if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, close: async () => {} };
+  if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, inFlight: () => 0, close: async () => {} };
   const registry = createMetrics(core);
   const servers: http.Server[] = [];
   const listeners: Listener[] = [];
@@ -49,8 +55,14 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
     };
   });
 
+  let inFlight = 0;
+  const finished = () => void inFlight--;
   const listen = async (port: number, withHttp: boolean, withWs: WsAcceptor | undefined): Promise<number> => {
     const onRequest: Handler = (req, res) => {
+      inFlight++;
+      res.once('close', finished); // answered, or its connection gone
+      // while draining, answered requests do not keep their connection for more
+      if (core.sessions.draining) res.shouldKeepAlive = false;
       if (withWs !== undefined && pathOf(req) === WS_PATH) return withWs.serveHttp(req, res);
       if (withHttp) return app.handler(req, res);
       res.writeHead(404, JSON_TYPE).end(JSON.stringify({ error: 'command_not_found', info: `this port serves only the WebSocket, on ${WS_PATH}` }));
@@ -100,6 +112,7 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
   return {
     listeners,
     wsPort: info.wsPort,
+    inFlight: () => inFlight,
     async close() {
       await Promise.all(servers.map((s) => new Promise((r) => (s.close(r), s.closeAllConnections()))));
       await app.instance.close().catch(() => undefined);
