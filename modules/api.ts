@@ -69,6 +69,35 @@ function forgetLogin(session: SessionApi): void {
   if (set?.size === 0) liveLogins.delete(hash);
 }
 
+/**
+ * Records a token login, then reads the token once more. A logout whose
+ * commit landed after the login's look-up but before this record found no
+ * login to end; the second read, made after the record, sees that commit,
+ * and this login ends here instead. (A logout committing after the record
+ * finds the login in `liveLogins`.) When the store cannot answer, the login
+ * ends too: a token that may be revoked must not stay in use.
+ */
+function recordTokenLogin(server: ServerApi, session: SessionApi, hash: string): void {
+  recordLogin(session, hash);
+  const end = () => {
+    if (tokenOf.get(session) !== hash) return; // logged out or in as someone else since
+    forgetLogin(session);
+    server.hub.logout(session);
+  };
+  (server.store.db as Kysely<Tables>)
+    .selectFrom('api_tokens')
+    .select('hash')
+    .where('hash', '=', hash)
+    .executeTakeFirst()
+    .then(
+      (row) => row === undefined && end(),
+      (err: unknown) => {
+        server.log.warn({ err: (err as Error).message }, 'token login not confirmed (store unavailable); ended');
+        end();
+      },
+    );
+}
+
 async function revoke(server: ServerApi, hash: string): Promise<void> {
   await server.store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('api_tokens').where('hash', '=', hash).execute());
   for (const session of liveLogins.get(hash) ?? []) server.hub.logout(session);
@@ -196,8 +225,9 @@ const routes: HttpRoute[] = [
       let lastSeen = 0;
       try {
         lastSeen = Number((await run(ctx, 'presence', user.name))[3] ?? 0); // the presence module keeps last-seen times
-      } catch {
-        // without the presence module there is no last-seen time
+      } catch (err) {
+        // without the presence module there is no last-seen time; any other failure (the store down) is the answer
+        if (!(err instanceof CommandError && err.type === 'command_not_found')) throw err;
       }
       return { body: { user: user.name, online: false, lastSeen } };
     },
@@ -225,23 +255,25 @@ export default defineModule({
   async setup({ server }) {
     const now = Date.now();
     await server.store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('api_tokens').where('expires_at', '<=', now).execute());
+    return {
+      hooks: {
+        login(session) {
+          const hash = pendingLogins.get(session);
+          pendingLogins.delete(session);
+          if (hash === undefined) forgetLogin(session); // logged in some other way since
+          else recordTokenLogin(server, session, hash);
+        },
+        logout(session) {
+          pendingLogins.delete(session);
+          forgetLogin(session);
+        },
+      },
+    };
   },
   dispose() {
     liveLogins.clear();
     tokenOf = new WeakMap();
     pendingLogins = new WeakMap();
-  },
-  hooks: {
-    login(session) {
-      const hash = pendingLogins.get(session);
-      pendingLogins.delete(session);
-      if (hash === undefined) forgetLogin(session); // logged in some other way since
-      else recordLogin(session, hash);
-    },
-    logout(session) {
-      pendingLogins.delete(session);
-      forgetLogin(session);
-    },
   },
   routes,
   commands: {
@@ -252,7 +284,7 @@ export default defineModule({
       if (user === null) throw new CommandError('wrong_user_or_password', 'the token is unknown or expired');
       ctx.session.loginAs(user);
       // already this user: the hub makes no new login, so no hook will record it
-      if (ctx.session.user?.id === user.id) recordLogin(ctx.session, hashToken(args[0]!));
+      if (ctx.session.user?.id === user.id) recordTokenLogin(ctx.server, ctx.session, hashToken(args[0]!));
       else pendingLogins.set(ctx.session, hashToken(args[0]!));
     },
   },

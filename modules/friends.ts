@@ -6,6 +6,7 @@
  */
 import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import { FRIENDS_MIGRATIONS, FriendStore } from './friends-store.ts';
+import { OneAtATime } from './one-at-a-time.ts';
 
 export type FriendsService = { friendsOf(userId: number): Promise<number[]>; areFriends(a: number, b: number): Promise<boolean> };
 
@@ -53,6 +54,13 @@ export default defineModule({
       await notify(me, ['friend', 'added', other.name]);
       await notify(other, ['friend', 'added', me.name]);
     };
+    /**
+     * Everything that changes one pair (its checks, its write, its pushes) runs one at a
+     * time: crossing requests must make one friendship, and a repeated accept must see
+     * the first one's result, not push `added` again.
+     */
+    const pairs = new OneAtATime<string>();
+    const forPair = <T>(a: UserRef, b: UserRef, work: () => Promise<T>) => pairs.run(a.id < b.id ? `${a.id} ${b.id}` : `${b.id} ${a.id}`, work);
     const names = (ids: number[]) => Promise.all(ids.map(async (id) => (await server.users.byId(id))?.name ?? `#${id}`));
 
     return {
@@ -76,27 +84,38 @@ export default defineModule({
           const { me, other } = await target(c, args, 'friend_request,<user>');
           if (other === null) throw new CommandError('user_not_found', `no user ${args[0]}`);
           if (other.id === me.id) throw new CommandError('invalid_name', 'you cannot befriend yourself');
-          if (await store.areFriends(me.id, other.id)) throw new CommandError('already_friends', `you and ${other.name} are friends already`);
-          if (await store.hasRequest(other.id, me.id)) return befriend(me, other);
-          if (await store.hasRequest(me.id, other.id)) return;
-          await store.addRequest(me.id, other.id);
-          await notify(other, ['friend', 'request', me.name]);
+          await forPair(me, other, async () => {
+            if (await store.areFriends(me.id, other.id)) throw new CommandError('already_friends', `you and ${other.name} are friends already`);
+            if (await store.hasRequest(other.id, me.id)) return befriend(me, other);
+            if (await store.hasRequest(me.id, other.id)) return;
+            await store.addRequest(me.id, other.id);
+            await notify(other, ['friend', 'request', me.name]);
+          });
         },
         async friend_accept(c, args) {
           const { me, other } = await target(c, args, 'friend_accept,<user>');
-          if (other === null || !(await store.hasRequest(other.id, me.id))) throw new CommandError('no_request', `${args[0]} has not asked you`);
-          await befriend(me, other);
+          if (other === null) throw new CommandError('no_request', `${args[0]} has not asked you`);
+          await forPair(me, other, async () => {
+            if (!(await store.hasRequest(other.id, me.id))) throw new CommandError('no_request', `${args[0]} has not asked you`);
+            await befriend(me, other);
+          });
         },
         async friend_deny(c, args) {
           const { me, other } = await target(c, args, 'friend_deny,<user>');
-          if (other === null || !(await store.dropRequest(other.id, me.id))) throw new CommandError('no_request', `${args[0]} has not asked you`);
-          await notify(other, ['friend', 'denied', me.name]);
+          if (other === null) throw new CommandError('no_request', `${args[0]} has not asked you`);
+          await forPair(me, other, async () => {
+            if (!(await store.dropRequest(other.id, me.id))) throw new CommandError('no_request', `${args[0]} has not asked you`);
+            await notify(other, ['friend', 'denied', me.name]);
+          });
         },
         async friend_remove(c, args) {
           const { me, other } = await target(c, args, 'friend_remove,<user>');
-          if (other === null || !(await store.unfriend(me.id, other.id))) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
-          await notify(me, ['friend', 'removed', other.name]);
-          await notify(other, ['friend', 'removed', me.name]);
+          if (other === null) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
+          await forPair(me, other, async () => {
+            if (!(await store.unfriend(me.id, other.id))) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
+            await notify(me, ['friend', 'removed', other.name]);
+            await notify(other, ['friend', 'removed', me.name]);
+          });
         },
         async friends(c, args) {
           const me = c.session.requireUser();

@@ -8,6 +8,7 @@ import type { Kysely } from 'kysely';
 import { CommandError, defineModule, expectArgs, type Migration, type UserRef } from '../src/core/module-api.ts';
 import { checkRoom, type RoomsService } from './rooms.ts';
 import type { FriendsService } from './friends.ts';
+import { InOrder } from './in-order.ts';
 
 type Tables = { presence_last_seen: { user_id: number; last_seen: number } };
 
@@ -55,11 +56,20 @@ export default defineModule({
       ids.delete(user.id);
       return ids;
     };
+    /**
+     * Each change looks up its audience at once, but a user's changes are pushed in the
+     * order they happened: a quick offline's look-up may finish before the online's
+     * before it, and friends must not be left seeing online last.
+     */
+    const changes = new InOrder<number>();
     const announce = (user: UserRef, state: 'online' | 'offline') =>
-      audience(user).then(
-        (ids) => server.hub.pushToUsers(ids, ['presence', user.name, state]),
-        (err: unknown) => log.warn({ err: (err as Error).message, user: user.name }, 'presence not announced'),
-      );
+      changes
+        .run(
+          user.id,
+          () => audience(user),
+          (ids) => server.hub.pushToUsers(ids, ['presence', user.name, state]),
+        )
+        .catch((err: unknown) => log.warn({ err: (err as Error).message, user: user.name }, 'presence not announced'));
     const pushTyping = (user: UserRef, room: string, state: 'start' | 'stop') => {
       const members = rooms()?.membersOf(room);
       if (members === undefined) return;
@@ -89,7 +99,8 @@ export default defineModule({
               tx
                 .insertInto('presence_last_seen')
                 .values({ user_id: user.id, last_seen: time })
-                .onConflict((oc) => oc.column('user_id').doUpdateSet({ last_seen: time }))
+                // two quick offlines may commit in either order: the later time stays
+                .onConflict((oc) => oc.column('user_id').doUpdateSet({ last_seen: time }).where('presence_last_seen.last_seen', '<', time))
                 .execute(),
             )
             .catch((err: unknown) => log.warn({ err: (err as Error).message, user: user.name }, 'last-seen time not stored'));

@@ -3,7 +3,7 @@
  * in-memory membership index for fan-out (loaded at start, kept in step
  * with committed writes).
  */
-import { sql, type Generated, type Kysely } from 'kysely';
+import { PostgresAdapter, sql, type Generated, type Kysely } from 'kysely';
 import type { Migration, StoreApi } from '../src/core/module-api.ts';
 
 export type RoomMessage = { id: number; time: number; user: string; text: string };
@@ -54,9 +54,12 @@ export class RoomStore {
   readonly #members = new Map<string, Set<number>>();
   readonly #byUser = new Map<number, Set<string>>();
   #lastTime = 0;
+  /** SQLite has no row locks (and needs none: one process, one writer). */
+  readonly #postgres: boolean;
 
   private constructor(store: StoreApi) {
     this.#store = store;
+    this.#postgres = store.db.getExecutor().adapter instanceof PostgresAdapter;
   }
 
   get #db(): Kysely<Tables> {
@@ -111,11 +114,17 @@ export class RoomStore {
     );
   }
 
-  /** Removes a membership; the caller updates the index (`unindex`) in its turn. */
-  async leave(room: string, userId: number): Promise<void> {
+  /**
+   * Removes a membership; false when there was none (a concurrent leave of the
+   * same user removed it first). The caller updates the index (`unindex`) in its turn.
+   */
+  async leave(room: string, userId: number): Promise<boolean> {
     const id = this.#ids.get(room);
-    if (id === undefined) return;
-    await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).execute());
+    if (id === undefined) return false;
+    const result = await this.#store.transaction((tx: Kysely<Tables>) =>
+      tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).executeTakeFirst(),
+    );
+    return Number(result.numDeletedRows) > 0;
   }
 
   unindex(room: string, userId: number): void {
@@ -123,14 +132,26 @@ export class RoomStore {
     this.#byUser.get(userId)?.delete(room);
   }
 
-  /** Durable when it returns; times never go backwards, so id order is time order. */
-  async append(room: string, user: string, text: string, now: number): Promise<RoomMessage> {
+  /**
+   * Stores messages in one commit, their ids in the given order; durable when
+   * it returns. Times never go backwards, so id order is time order. The
+   * caller runs one call per room at a time (so within this process a room's
+   * ids are taken in commit order); on PostgreSQL the room's row is locked
+   * too, so that holds for several processes on one database.
+   */
+  async append(room: string, messages: readonly { user: string; text: string }[], now: number): Promise<RoomMessage[]> {
     const roomId = await this.ensure(room, now);
     const time = (this.#lastTime = Math.max(now, this.#lastTime));
-    const row = await this.#store.transaction((tx: Kysely<Tables>) =>
-      tx.insertInto('room_messages').values({ room_id: roomId, time, user, text }).returning('id').executeTakeFirstOrThrow(),
-    );
-    return { id: Number(row.id), time, user, text };
+    return this.#store.transaction(async (tx: Kysely<Tables>) => {
+      if (this.#postgres) await tx.selectFrom('rooms').select('id').where('id', '=', roomId).forUpdate().execute();
+      const stored: RoomMessage[] = [];
+      // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
+      for (const { user, text } of messages) {
+        const row = await tx.insertInto('room_messages').values({ room_id: roomId, time, user, text }).returning('id').executeTakeFirstOrThrow();
+        stored.push({ id: Number(row.id), time, user, text });
+      }
+      return stored;
+    });
   }
 
   /**

@@ -6,10 +6,13 @@
  */
 import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import { InOrder } from './in-order.ts';
+import { SerialBatches } from './serial-batches.ts';
 import { ROOM_MIGRATIONS, RoomStore, type HistoryMode, type HistoryPage, type RoomMessage } from './rooms-store.ts';
 
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_HISTORY = 500;
+/** Messages of one room committed together at most (the rest wait for the next commit). */
+const MAX_BATCH = 256;
 
 export type RoomsService = {
   roomsOf(userId: number): string[];
@@ -56,6 +59,13 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     const audience = extra === undefined || members.has(extra) ? members : [...members, extra];
     server.hub.pushToUsers(audience, fields);
   };
+  // a room's says commit one batch at a time, so ids are taken in commit order; the pushes
+  // then go out in that order, placed among the room's joins and leaves by InOrder
+  const says = new SerialBatches<string, { user: string; text: string }, RoomMessage>(MAX_BATCH, (room, items) =>
+    inOrder.run(room, () => store.append(room, items, Date.now()), (stored) => {
+      for (const m of stored) push(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
+    }),
+  );
   return {
     roomsOf: (userId) => store.roomsOf(userId),
     membersOf: (room) => store.members(room),
@@ -71,15 +81,14 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     },
     async leave(user, room) {
       if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-      await inOrder.run(room, () => store.leave(room, user.id), () => {
+      const removed = await inOrder.run(room, () => store.leave(room, user.id), (removed) => {
+        if (!removed) return; // another connection of the user left first, and pushed it
         store.unindex(room, user.id);
         push(room, ['room', room, 'left', user.name], user.id);
       });
+      if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
-    post: (room, userName, text) =>
-      inOrder.run(room, () => store.append(room, userName, text, Date.now()), (m) => {
-        push(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
-      }),
+    post: (room, userName, text) => says.add(room, { user: userName, text }),
     history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
   };
 }

@@ -34,13 +34,16 @@ async function main(): Promise<void> {
   let stopping = false;
   let requested: string | undefined;
   const stop = (signal: string) => {
-    if (stopping) {
-      // a second signal: the person wants out now
+    if (stopping || requested !== undefined) {
+      // a second signal (also while a start hangs): the person wants out now
       abandonLog(log);
       process.exit(1);
     }
     if (server === undefined) {
-      requested ??= signal;
+      requested = signal;
+      log.info({ signal }, 'stop requested while starting: stopping once started');
+      // a start that hangs (a database that never answers) must not keep the process past the limit either
+      setTimeout(() => (abandonLog(log), process.exit(1)), EXIT_LIMIT_MS).unref();
       return;
     }
     stopping = true;
@@ -57,6 +60,15 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // SIGHUP's default action kills the process too: one that arrives while starting is kept
+  // for after the start (modules.txt may have changed after the start read it); reloads
+  // themselves run one at a time (the module set queues them)
+  let reloadAsked = false;
+  const reload = () => {
+    if (server === undefined) reloadAsked = true;
+    else if (!stopping) void server.reload();
+  };
+  process.on('SIGHUP', reload);
   try {
     server = await createServer(options, log);
   } catch (err) {
@@ -64,8 +76,12 @@ async function main(): Promise<void> {
     return exitWith(err instanceof ConfigError ? 2 : 1, err);
   }
   process.stderr.write(`${startupLine(options, server)}\n`);
-  if (requested !== undefined) stop(requested);
-  process.on('SIGHUP', () => void server?.reload());
+  if (requested !== undefined) {
+    const signal = requested;
+    requested = undefined;
+    return stop(signal);
+  }
+  if (reloadAsked) reload();
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 }

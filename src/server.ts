@@ -35,6 +35,7 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
   const store = await openStore(options.store, options.data, log);
   const core = new ServerCore(options, store, log, packageVersion());
   let tcp: TcpListener;
+  let listening: TcpListener | undefined;
   let gateways: Gateways;
   let ready = false;
   try {
@@ -43,9 +44,10 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     const known = new Set([...Object.keys(CORE_FLAGS), ...core.moduleFlags()]);
     const unknown = unknownFlags(options.raw, known);
     if (unknown.length > 0) throw new ConfigError(`unknown flag --${unknown[0]}`);
-    tcp = await listenTcp(core);
+    tcp = listening = await listenTcp(core);
     gateways = await startGateways(core, () => ready && store.up);
   } catch (err) {
+    listening?.server.close(); // a gateway port that cannot be had must not leave the TCP port listening
     core.disposeModules();
     await store.close();
     throw err;
@@ -61,7 +63,8 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     tcp.server.close();
     core.sessions.drain();
     const deadline = Date.now() + DRAIN_LIMIT_MS;
-    while (core.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // connections finish their running requests, HTTP ones included (the HTTP listeners still answer, /readyz with 503)
+    while ((core.sessions.size > 0 || gateways.inFlight() > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const session of core.sessions) session.fatal(new CommandError('shutdown'));
     core.stopSweeper();
     await gateways.close();

@@ -24,6 +24,14 @@ type ActiveSet = {
   readonly services: ReadonlyMap<string, object>;
 };
 
+/**
+ * Readies something that must change together with the set (the HTTP
+ * gateway's routes) for a candidate, before it is put in force: `commit`
+ * switches to it in the same step as the set, `abort` drops it when the
+ * candidate is not used. Throwing fails the load, keeping the set in force.
+ */
+export type Preparer = (modules: readonly LoadedModule[]) => Promise<{ commit(): void; abort(): void }>;
+
 export type ModuleSetDeps = {
   readonly options: ServerOptions;
   readonly store: Store;
@@ -42,6 +50,9 @@ export class ModuleSet {
   /** Services provided through `server.services.provide` while a candidate is being set up. */
   #providing: Map<string, object> | undefined;
   readonly #listeners: (() => void)[] = [];
+  readonly #preparers: Preparer[] = [];
+  /** The load running now: loads (start, each SIGHUP) run one after another, never interleaved. */
+  #loading: Promise<void> = Promise.resolve();
 
   constructor(deps: ModuleSetDeps) {
     this.#deps = deps;
@@ -72,13 +83,29 @@ export class ModuleSet {
     this.#listeners.push(listener);
   }
 
+  /** See Preparer: the HTTP gateway builds a candidate's routes before the candidate is put in force. */
+  onPrepare(preparer: Preparer): void {
+    this.#preparers.push(preparer);
+  }
+
   /** Flags declared by the loaded modules. */
   flags(): Set<string> {
     return new Set(this.#active.modules.flatMap((m) => Object.keys(m.def.options ?? {})));
   }
 
-  /** Loads `modules.txt` and puts it in force; throws (naming the module) and keeps the old set on failure. */
-  async load(): Promise<void> {
+  /**
+   * Loads `modules.txt` and puts it in force; throws (naming the module) and
+   * keeps the old set on failure. A load asked for while one runs starts
+   * when that one is done (two quick SIGHUPs would otherwise set up the same
+   * modules twice, at once, and share the services being provided).
+   */
+  load(): Promise<void> {
+    const run = this.#loading.then(() => this.#load());
+    this.#loading = run.catch(() => undefined);
+    return run;
+  }
+
+  async #load(): Promise<void> {
     const { options, router } = this.#deps;
     const imported = await loadModules(options.modulesList, options.modulesDir, this.#owner);
     const values = this.#resolveOptions(imported);
@@ -94,12 +121,24 @@ export class ModuleSet {
       this.#dispose(modules, this.#active.modules);
       throw err;
     }
+    const prepared = await this.#prepare(modules);
     const old = this.#active;
     this.#active = { modules, values, services };
     router.use(routes);
     useModuleErrorTypes(errorTypes);
+    for (const p of prepared) p.commit();
     this.#dispose(old.modules, modules);
     for (const listener of this.#listeners) listener();
+  }
+
+  /** Runs every preparer for the candidate; on a failure drops what the others prepared and the candidate's new modules. */
+  async #prepare(modules: LoadedModule[]): Promise<{ commit(): void; abort(): void }[]> {
+    const results = await Promise.allSettled(this.#preparers.map((p) => p(modules)));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed === undefined) return results.map((r) => (r as PromiseFulfilledResult<{ commit(): void; abort(): void }>).value);
+    for (const r of results) if (r.status === 'fulfilled') r.value.abort();
+    this.#dispose(modules, this.#active.modules);
+    throw new Error(`the modules' HTTP routes cannot be mounted: ${(failed.reason as Error).message}`);
   }
 
   /** Runs a hook of every loaded module; one module's failure does not stop the others. */
@@ -175,12 +214,19 @@ export class ModuleSet {
 
   async #setUpOne(m: ImportedModule, values: Record<string, unknown>, provided: Map<string, object>): Promise<LoadedModule> {
     const api = this.#deps.api();
-    await m.def.init?.(api);
     const own: Record<string, unknown> = {};
     for (const flag of Object.keys(m.def.options ?? {})) own[flag] = values[flag];
     const ctx: ModuleContext = { server: api, options: own as ModuleContext['options'], log: this.#deps.log.child({ module: m.name }) };
-    const returned = (await m.def.setup?.(ctx)) ?? undefined;
-    validateRuntime(m.name, returned);
+    let returned: ModuleRuntime | void | undefined;
+    try {
+      await m.def.init?.(api);
+      returned = (await m.def.setup?.(ctx)) ?? undefined;
+      validateRuntime(m.name, returned);
+    } catch (err) {
+      // what init or setup started (timers, connections) is released: the module never comes into force
+      this.#disposeHalf(m, returned);
+      throw err;
+    }
     const r: ModuleRuntime = returned ?? {};
     const d = m.def;
     return {
@@ -197,6 +243,19 @@ export class ModuleSet {
         },
       },
     };
+  }
+
+  /** A module whose init or setup failed: its own dispose, and that of whatever setup returned. */
+  #disposeHalf(m: ImportedModule, returned: unknown): void {
+    const fns = [(returned as ModuleRuntime | undefined)?.dispose, m.def.dispose];
+    for (const fn of fns) {
+      if (typeof fn !== 'function') continue;
+      try {
+        fn();
+      } catch (err) {
+        this.#deps.log.warn({ err, module: m.name }, 'module dispose failed');
+      }
+    }
   }
 
   /** Disposes the modules of `list` that are not also in `keep` (unchanged modules carry over). */

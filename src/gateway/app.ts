@@ -9,6 +9,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import type { Registry } from 'prom-client';
 import { CommandError, httpStatus } from '../core/errors.ts';
 import type { HttpRequest, HttpRoute } from '../core/module-api.ts';
+import type { LoadedModule } from '../core/module-set.ts';
 import type { ServerCore } from '../core/server-core.ts';
 import { WS_PATH } from '../transport/ws.ts';
 import { mountWebClient } from './web-client.ts';
@@ -21,7 +22,14 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as 
 /** Headers a route asked for on every reply, errors included (CORS). */
 type RouteConfig = { headers?: Readonly<Record<string, string>> };
 
-export async function buildApp(core: ServerCore, registry: Registry, isReady: () => boolean, info: { wsPort: number | undefined }): Promise<App> {
+/** The app for a set of modules: the set in force at start, a candidate set on reload (built before it is put in force). */
+export async function buildApp(
+  core: ServerCore,
+  registry: Registry,
+  isReady: () => boolean,
+  info: { wsPort: number | undefined },
+  modules: readonly LoadedModule[] = core.modules,
+): Promise<App> {
   let handler: Handler | undefined;
   const app: FastifyInstance = Fastify({
     // per-request lines are info level: keep them out unless the operator asks for less than warn
@@ -40,7 +48,7 @@ export async function buildApp(core: ServerCore, registry: Registry, isReady: ()
   app.get('/api/info', () => ({ version: core.api.version, protocol: core.api.protocolVersion, ws: info.wsPort === undefined ? null : { port: info.wsPort, path: WS_PATH }, tls: core.options.tls !== undefined }));
   mountWebClient(app);
   const seen = new Set<string>();
-  for (const m of core.modules) {
+  for (const m of modules) {
     for (const route of m.runtime.routes) {
       const key = `${route.method} ${route.path}`;
       if (seen.has(key)) {
@@ -96,6 +104,8 @@ function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusC
   if (headers !== undefined) reply.headers(headers);
   let status: number;
   let body: { error: string; info: string };
+  // a route's own store read (a token look-up) that fails is the store being down, as in a command
+  if (!(err instanceof CommandError) && core.store.isFailure(err)) err = new CommandError('unavailable');
   if (err instanceof CommandError) {
     status = httpStatus(err.type);
     body = { error: err.type, info: err.info };

@@ -21,33 +21,50 @@ import { buildApp, type App, type Handler } from './app.ts';
 import { originPolicy } from './origins.ts';
 
 export type Listener = { transport: 'ws' | 'http'; port: number };
-export type Gateways = { listeners: Listener[]; wsPort: number | undefined; close(): Promise<void> };
+export type Gateways = {
+  listeners: Listener[];
+  wsPort: number | undefined;
+  /** HTTP requests being answered now: a graceful stop waits for them (within its drain time). */
+  inFlight(): number;
+  close(): Promise<void>;
+};
 
 const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' };
 
 export async function startGateways(core: ServerCore, isReady: () => boolean): Promise<Gateways> {
   const { wsPort, httpPort, host, tls, maxRequest, requestTimeoutMs, wsOrigins } = core.options;
-  if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, close: async () => {} };
+  if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, inFlight: () => 0, close: async () => {} };
   const registry = createMetrics(core);
   const servers: http.Server[] = [];
   const listeners: Listener[] = [];
   const pagePorts = () => listeners.filter((l) => l.transport === 'http').map((l) => l.port);
   const ws = wsPort === undefined ? undefined : wsAcceptor(core, originPolicy(wsOrigins, host, tls !== undefined, pagePorts));
-  let app: App | undefined;
   const info = { wsPort: undefined as number | undefined };
-  const rebuild = async () => {
-    const next = await buildApp(core, registry, isReady, info);
-    const old = app;
-    app = next;
-    await old?.instance.close().catch(() => undefined);
-  };
-  await rebuild();
-  core.onModulesLoaded(() => void rebuild().catch((err: unknown) => core.log.error({ err }, 'could not rebuild the HTTP routes')));
+  let app: App = await buildApp(core, registry, isReady, info);
+  // a reload's routes are built before its modules are put in force and swapped in with them:
+  // no request reaches a disposed module's route, and routes that cannot be mounted fail the reload
+  core.moduleSet.onPrepare(async (modules) => {
+    const next = await buildApp(core, registry, isReady, info, modules);
+    return {
+      commit() {
+        const old = app;
+        app = next;
+        void old.instance.close().catch(() => undefined);
+      },
+      abort: () => void next.instance.close().catch(() => undefined),
+    };
+  });
 
+  let inFlight = 0;
+  const finished = () => void inFlight--;
   const listen = async (port: number, withHttp: boolean, withWs: WsAcceptor | undefined): Promise<number> => {
     const onRequest: Handler = (req, res) => {
+      inFlight++;
+      res.once('close', finished); // answered, or its connection gone
+      // while draining, answered requests do not keep their connection for more
+      if (core.sessions.draining) res.shouldKeepAlive = false;
       if (withWs !== undefined && pathOf(req) === WS_PATH) return withWs.serveHttp(req, res);
-      if (withHttp) return app!.handler(req, res);
+      if (withHttp) return app.handler(req, res);
       res.writeHead(404, JSON_TYPE).end(JSON.stringify({ error: 'command_not_found', info: `this port serves only the WebSocket, on ${WS_PATH}` }));
     };
     const options: http.ServerOptions = {
@@ -95,9 +112,10 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
   return {
     listeners,
     wsPort: info.wsPort,
+    inFlight: () => inFlight,
     async close() {
       await Promise.all(servers.map((s) => new Promise((r) => (s.close(r), s.closeAllConnections()))));
-      await app?.instance.close().catch(() => undefined);
+      await app.instance.close().catch(() => undefined);
     },
   };
 }

@@ -43,11 +43,15 @@ class WsLink implements Link {
   /** A close code that overrides the session's reason (1002, 1007 from the reader). */
   #code: number | undefined;
   #partialSince = 0;
+  readonly #maxOutbound: number;
+  readonly #counters: { slowConsumers: number };
 
-  constructor(socket: Socket, remoteAddress: string, maxRequest: number) {
+  constructor(socket: Socket, remoteAddress: string, maxRequest: number, maxOutbound: number, counters: { slowConsumers: number }) {
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
     this.#reader = new WsFrameReader(maxRequest);
+    this.#maxOutbound = maxOutbound;
+    this.#counters = counters;
   }
 
   start(session: Session, head: Buffer): void {
@@ -112,7 +116,16 @@ class WsLink implements Link {
         completed = true;
         session.receive(event.data);
       } else if (event.kind === 'ping') {
-        batch.add(pongFrame(event.data));
+        // a pong is written like any reply: within --max-outbound, or a client that pings and
+        // never reads would grow its unsent pongs without bound (pings need no reading pause)
+        const pong = pongFrame(event.data);
+        const pending = this.#out.pendingBytes();
+        if (pending + pong.length > this.#maxOutbound) {
+          this.#counters.slowConsumers++;
+          session.fatal(new CommandError('slow_consumer', String(pending)));
+          continue; // closed: the rest of this read is discarded
+        }
+        batch.add(pong);
       }
     }
     batch.holding = false;
@@ -182,7 +195,7 @@ export function wsAcceptor(core: ServerCore, originAllowed: (origin: string | un
       const key = req.headers['sec-websocket-key'];
       if (typeof key !== 'string' || !KEY.test(key)) return refuse(socket, 400, 'missing or malformed Sec-WebSocket-Key');
       if (req.headers['sec-websocket-version'] !== '13') return refuse(socket, 426, 'WebSocket version 13 only', 'Sec-WebSocket-Version: 13\r\n');
-      const link = new WsLink(socket, socket.remoteAddress ?? 'unknown', maxRequest);
+      const link = new WsLink(socket, socket.remoteAddress ?? 'unknown', maxRequest, core.options.maxOutbound, core.counters);
       const session = openSession(core, link);
       if (session === undefined) return refuse(socket, 503, 'the server is stopping');
       const accept = createHash('sha1').update(key + ACCEPT_GUID).digest('base64');
