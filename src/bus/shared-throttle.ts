@@ -161,7 +161,10 @@ export class SharedFailureCounter implements LoginThrottle {
 
   release(key: string): void {
     const hold = this.#take(key);
-    if (hold === LOCAL) return this.#fallback.release(key);
+    if (hold === LOCAL) {
+      this.#fallback.release(key);
+      return;
+    }
     if (hold === undefined) return;
     // if this is lost, the lease lapses on its own
     this.#redis.zRem(this.#keys(key)[1]!, hold).catch((err: unknown) => this.#failed(err));
@@ -169,7 +172,10 @@ export class SharedFailureCounter implements LoginThrottle {
 
   fail(key: string, now: number): void {
     const hold = this.#take(key);
-    if (hold === LOCAL) return this.#fallback.fail(key, now);
+    if (hold === LOCAL) {
+      this.#fallback.fail(key, now);
+      return;
+    }
     FAIL.run(this.#redis, this.#keys(key), [this.#limit, this.#windowMs, hold ?? '']).catch((err: unknown) => {
       this.#failed(err);
       // counted here at least: refused on this node as without --bus
