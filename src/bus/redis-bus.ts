@@ -97,9 +97,14 @@ export class RedisBus implements Bus {
     if (c === undefined) this.#channels.set(channel, (c = { refs: 0, active: false, op: undefined }));
     c.refs++;
     this.#reconcile(channel, c);
-    if (!this.#subscriber.isReady || c.op === undefined) return;
-    // bounded: a connection that drops now must not hold the request that asked
-    await withTimeout(c.op, this.#subscribeWaitMs);
+    // until Redis has it: an unsubscribe in flight settles first, then the subscribe it was followed by;
+    // bounded, so a connection that drops now does not hold the request that asked
+    const deadline = performance.now() + this.#subscribeWaitMs;
+    while (c.op !== undefined && c.refs > 0 && this.#subscriber.isReady && !this.#closed) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      await withTimeout(c.op, left);
+    }
   }
 
   async unsubscribe(channel: string): Promise<void> {
