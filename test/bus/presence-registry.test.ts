@@ -17,8 +17,7 @@ let n = 0;
 
 type Node = { registry: PresenceRegistry; bus: RedisBus; events: string[] };
 
-async function node(redisUrl = url!, ttlMs = TTL_MS): Promise<Node> {
-  const nodeId = `node-${process.pid}-${++n}`;
+async function node(redisUrl = url!, ttlMs = TTL_MS, nodeId = `node-${process.pid}-${++n}`): Promise<Node> {
   const bus = await RedisBus.start({ url: redisUrl, nodeId, log });
   const registry = await PresenceRegistry.start({ bus, redis: bus.redis, nodeId, ttlMs, log, catchUpAfterMs: 500 });
   const events: string[] = [];
@@ -124,6 +123,18 @@ describe.skipIf(url === undefined)('PresenceRegistry', () => {
     await a.registry.stop();
     await eventually(() => expect(b.events).toEqual([`${u} online`, `${u} offline`]), 1000);
     expect(performance.now() - stoppedAt).toBeLessThan(1000);
+  });
+
+  it('a node restarted under the same id takes the users of its last run offline at once', async () => {
+    const a = await node();
+    const b = await node();
+    const u = user();
+    await a.registry.userConnected(u);
+    await eventually(() => expect(b.events).toEqual([`${u} online`]));
+    a.registry.halt();
+    // well within the TTL: the new run's first write says the old run's users are gone
+    await node(url, 60_000, a.registry.nodeId);
+    await eventually(() => expect(b.events).toEqual([`${u} online`, `${u} offline`]), 1000);
   });
 
   it('onlineAmong answers for many users in one go', async () => {

@@ -96,6 +96,22 @@ describe.skipIf(url === undefined)('RedisBus', () => {
     expect(b.bus.stats.malformed).toBe(2);
   });
 
+  it('a node whose publishes were dropped tells the others when it is back, and they re-read', async () => {
+    const a = await node('a');
+    const b = await node('b');
+    let rereads = 0;
+    b.bus.onResubscribed(() => rereads++);
+    const ch = fresh('u');
+    await b.bus.subscribe(ch);
+    // a's command connection alone goes away; b's subscription stays up and hears nothing
+    a.bus.redis.destroy();
+    a.bus.publish(ch, { kind: 'missed' });
+    expect(a.bus.stats.dropped).toBe(1);
+    await a.bus.redis.connect();
+    await eventually(() => expect(rereads).toBe(1));
+    expect(b.got).toEqual([]);
+  });
+
   async function numsub(channel: string): Promise<number> {
     const raw = createClient({ url });
     await raw.connect();
