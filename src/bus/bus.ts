@@ -73,9 +73,19 @@ export function userChannel(userId: number): string {
   return `ts:u:${userId}`;
 }
 
-/** The channel of a room: a node subscribes while it holds a connection of one of its members. */
+/** The channel of a room (by the key the store names it by, so two spellings are one channel): a node subscribes while it holds a connection of one of its members. */
 export function roomChannel(roomName: string): string {
   return `ts:r:${roomName}`;
+}
+
+/** What a channel is for, from its name (the hub's message handler needs the user or the room back). */
+export function parseChannel(channel: string): { user: number } | { room: string } | undefined {
+  if (channel.startsWith('ts:u:')) {
+    const id = Number(channel.slice(5));
+    return Number.isSafeInteger(id) && channel.length > 5 ? { user: id } : undefined;
+  }
+  if (channel.startsWith('ts:r:') && channel.length > 5) return { room: channel.slice(5) };
+  return undefined;
 }
 
 /**

@@ -1,6 +1,6 @@
 /** The in-process bus: alone it reaches nobody; buses sharing a broker behave as nodes of one cluster. */
 import { describe, expect, it } from 'vitest';
-import { decodeMessage, encodeMessage, roomChannel, userChannel, type Delivered } from '../../src/bus/bus.ts';
+import { decodeMessage, encodeMessage, parseChannel, roomChannel, userChannel, type Delivered } from '../../src/bus/bus.ts';
 import { LocalBroker, LocalBus } from '../../src/bus/local-bus.ts';
 import { eventually } from '../helpers/eventually.ts';
 
@@ -38,6 +38,14 @@ describe('LocalBus', () => {
     await new Promise((r) => setImmediate(r));
     expect(got).toHaveLength(1);
     expect(mine).toEqual([]);
+  });
+});
+
+describe('channel names', () => {
+  it('give back the user or the room they are for', () => {
+    expect(parseChannel(userChannel(42))).toEqual({ user: 42 });
+    expect(parseChannel(roomChannel('Lobby:1'))).toEqual({ room: 'Lobby:1' });
+    for (const other of ['ts:u:', 'ts:u:x', 'ts:r:', 'ts:presence', 'ts:cluster']) expect(parseChannel(other)).toBeUndefined();
   });
 });
 
