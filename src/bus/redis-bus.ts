@@ -1,8 +1,9 @@
 /**
  * The bus of a cluster (`--bus redis://host:port`): Redis sharded pub/sub.
  * One connection publishes (SPUBLISH) and runs the presence and throttling
- * scripts; a second, dedicated one subscribes (SSUBSCRIBE), since a
- * subscribed connection may run nothing else. Sharded channels cost nothing
+ * scripts; a second, dedicated one subscribes (SSUBSCRIBE), so pushes
+ * arriving never wait behind a script's reply, nor commands behind a
+ * burst of pushes. Sharded channels cost nothing
  * on a single Redis and spread over the shards of a Redis Cluster, each
  * channel on the shard of its own slot (no hash tags: a user's or a room's
  * channel stands alone, so spreading them is the point).

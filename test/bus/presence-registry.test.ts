@@ -113,6 +113,17 @@ describe.skipIf(url === undefined)('PresenceRegistry', () => {
     expect(b.registry.stats.reaped + c.registry.stats.reaped).toBe(1);
   });
 
+  it('a dead node with many users: every one offline, announced in several messages', async () => {
+    const a = await node();
+    const b = await node();
+    const users = Array.from({ length: 1200 }, user);
+    await Promise.all(users.map((u) => a.registry.userConnected(u)));
+    await eventually(() => expect(b.events).toHaveLength(users.length));
+    a.registry.halt();
+    await eventually(() => expect(b.events.filter((e) => e.endsWith('offline'))).toHaveLength(users.length), TTL_MS + 2000);
+    expect(new Set(b.events).size).toBe(2 * users.length);
+  });
+
   it('a node stopped (SIGTERM) takes its users offline at once', async () => {
     const a = await node();
     const b = await node();
