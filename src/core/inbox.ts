@@ -232,14 +232,13 @@ export class Inbox implements InboxApi {
   }
 
   /**
-   * Every push of an appended entry goes through here, once its commit is
-   * durable: a seq a client has seen is never lost in a crash. For now the
-   * callers' own transaction is the outermost one, so that is now; once the
-   * store can wrap a command in an outer transaction (`once`), this defers
-   * to its commit.
+   * Every push of an appended entry goes through here: once the commit is
+   * durable (a seq a client has seen is never lost in a crash), which is
+   * the outermost transaction's when the append joined one (a command run
+   * by `once`); never when it rolls back.
    */
   #afterCommit(fn: () => void): void {
-    fn();
+    this.#data.afterCommit(fn);
   }
 
   /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
