@@ -7,7 +7,6 @@ import { INBOX_MIGRATION } from './inbox-data.ts';
 import type { Migration, Store } from './store.ts';
 
 export type UserRecord = { readonly id: number; readonly name: string; readonly hash: string };
-export type StoredPush = { readonly id: number; readonly payload: string };
 
 type CoreTables = {
   users: { id: Generated<number>; name: string; name_key: string; hash: string; created_at: number };
@@ -72,37 +71,4 @@ export class CoreData {
   async updateHash(id: number, hash: string): Promise<void> {
     await this.#store.transaction((tx: Kysely<CoreTables>) => tx.updateTable('users').set({ hash }).where('id', '=', id).execute());
   }
-
-  async mailboxCount(userId: number): Promise<number> {
-    const row = await this.#db.selectFrom('mailbox').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId).executeTakeFirstOrThrow();
-    return Number(row.n);
-  }
-
-  /** Stores a push; with `limit`, only while the user has fewer than `limit` stored (false otherwise). */
-  async mailboxAdd(userId: number, payload: string, limit?: number): Promise<boolean> {
-    return this.#store.transaction(async (tx: Kysely<CoreTables>) => {
-      if (limit !== undefined) {
-        const row = await tx.selectFrom('mailbox').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId).executeTakeFirstOrThrow();
-        if (Number(row.n) >= limit) return false;
-      }
-      await tx.insertInto('mailbox').values({ user_id: userId, payload, created_at: Date.now() }).execute();
-      return true;
-    });
-  }
-
-  mailboxAfter(userId: number, afterId: number, limit: number): Promise<StoredPush[]> {
-    return this.#db
-      .selectFrom('mailbox')
-      .select(['id', 'payload'])
-      .where('user_id', '=', userId)
-      .where('id', '>', afterId)
-      .orderBy('id')
-      .limit(limit)
-      .execute();
-  }
-
-  async mailboxDelete(userId: number, ids: readonly number[]): Promise<void> {
-    await this.#store.transaction((tx: Kysely<CoreTables>) => tx.deleteFrom('mailbox').where('user_id', '=', userId).where('id', 'in', ids).execute());
-  }
-
 }
