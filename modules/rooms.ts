@@ -61,11 +61,25 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
   };
   // a room's says commit one batch at a time, so ids are taken in commit order; the pushes
   // then go out in that order, placed among the room's joins and leaves by InOrder
-  const says = new SerialBatches<string, { user: string; text: string }, RoomMessage>(MAX_BATCH, (room, items) =>
-    inOrder.run(room, () => store.append(room, items, Date.now()), (stored) => {
+  /**
+   * Work, then its effect in the room's order. Under `once` the work joins
+   * the request's transaction, which holds the store (all of it on SQLite)
+   * until the command ends: waiting there for earlier work that needs the
+   * store would never end, so the work runs at once and its effect waits
+   * for the commit instead (on PostgreSQL the room row lock still orders ids).
+   */
+  const ordered = <T>(room: string, work: () => Promise<T>, effect: (result: T) => void): Promise<T> =>
+    server.store.inTransaction()
+      ? work().then((result) => {
+          server.store.afterCommit(() => effect(result));
+          return result;
+        })
+      : inOrder.run(room, work, effect);
+  const appendAndPush = (room: string, items: { user: string; text: string }[]) =>
+    ordered(room, () => store.append(room, items, Date.now()), (stored) => {
       for (const m of stored) push(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
-    }),
-  );
+    });
+  const says = new SerialBatches<string, { user: string; text: string }, RoomMessage>(MAX_BATCH, appendAndPush);
   return {
     roomsOf: (userId) => store.roomsOf(userId),
     membersOf: (room) => store.members(room),
@@ -73,7 +87,7 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     ensure: async (room) => void (await store.ensure(room, Date.now())),
     async join(user, room) {
       if (store.isMember(room, user.id)) return;
-      await inOrder.run(room, () => store.join(room, user.id, Date.now()), () => {
+      await ordered(room, () => store.join(room, user.id, Date.now()), () => {
         if (store.isMember(room, user.id)) return; // a concurrent join of the same user came first
         store.index(room, user.id);
         push(room, ['room', room, 'joined', user.name]);
@@ -81,14 +95,16 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     },
     async leave(user, room) {
       if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-      const removed = await inOrder.run(room, () => store.leave(room, user.id), (removed) => {
+      const removed = await ordered(room, () => store.leave(room, user.id), (removed) => {
         if (!removed) return; // another connection of the user left first, and pushed it
         store.unindex(room, user.id);
         push(room, ['room', room, 'left', user.name], user.id);
       });
       if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
-    post: (room, userName, text) => says.add(room, { user: userName, text }),
+    // a batch holds several users' says, so one under `once` (whose transaction holds the store) is written alone, in it
+    post: async (room, userName, text) =>
+      server.store.inTransaction() ? (await appendAndPush(room, [{ user: userName, text }]))[0]! : says.add(room, { user: userName, text }),
     history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
   };
 }

@@ -113,6 +113,12 @@ export interface StoreApi {
    * so that none is seen before its commit (and none if it rolls back).
    */
   afterCommit(fn: () => void): void;
+  /**
+   * True while a transaction of this call chain is open (a command run by
+   * `once`): work that batches several requests' writes together (a room's
+   * says) must then write on its own, inside that transaction.
+   */
+  inTransaction(): boolean;
 }
 
 /**

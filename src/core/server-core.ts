@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { inAmbientTransaction } from '../store/ambient.ts';
 import type { CommandError } from './errors.ts';
 import { Hub } from './hub.ts';
 import type { CommandContext, Reply, ServerApi } from './module-api.ts';
@@ -76,6 +77,7 @@ export class ServerCore {
         db: store.db,
         transaction: (fn) => store.transaction(fn),
         afterCommit: (fn) => store.afterCommit(fn),
+        inTransaction: () => inAmbientTransaction(),
       },
       log,
       services: {

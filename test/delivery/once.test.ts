@@ -102,6 +102,40 @@ describe('once', () => {
     await expectNoMoreFrames(a.c);
   });
 
+  it('room commands under once: a repeated join or say runs once, pushes once, and a say stays in its room batch', async () => {
+    const s = await server();
+    const [me, other] = await freshUsers(s.port, 'oroom', 'owatch');
+    const room = `once_${Date.now() % 100000}`;
+    const watcher = await loggedIn(s.port, other!, opened);
+    expect(await watcher.ask('join', room)).toBe(`room,${room},joined,${other}`);
+    expect(await watcher.next()).toBe('ok');
+    const c = await loggedIn(s.port, me!, opened);
+    expect(await c.ask('once', 'j1', 'join', room)).toBe(`room,${room},joined,${me}`);
+    expect(await c.next()).toBe('ok');
+    expect(await watcher.next()).toBe(`room,${room},joined,${me}`);
+    expect(await c.ask('once', 'j1', 'join', room)).toBe('ok');
+    // other users' says share the room's batches while the once-wrapped one runs
+    watcher.send('say', room, 'beside');
+    const reply = async (prefix: string) => {
+      for (;;) {
+        const frame = await c.next();
+        if (frame.startsWith(prefix)) return frame;
+      }
+    };
+    c.send('once', 's1', 'say', room, 'only once');
+    const said = await reply('said,');
+    expect(said).toMatch(new RegExp(`^said,${room},\\d+,\\d+$`));
+    c.send('once', 's1', 'say', room, 'only once');
+    expect(await reply('said,')).toBe(said);
+    c.send('history', room, 'last', '10');
+    const history = await reply('history,');
+    expect(history.split(',').filter((f) => f === 'only once')).toHaveLength(1);
+    expect(history).toContain('beside');
+    const frames = await watcher.nextN(3);
+    expect(frames.filter((f) => f.endsWith(',only once'))).toHaveLength(1);
+    await expectNoMoreFrames(watcher);
+  });
+
   it('a key is forgotten --once-ttl seconds after its first use', async () => {
     const s = await server(['--once-ttl', '1']);
     const [me, bob] = await freshUsers(s.port, 'ottl', 'ottlb');
