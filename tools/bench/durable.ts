@@ -57,7 +57,42 @@ function framedLoop(socket: net.Socket, request: () => Buffer, frames: number, w
   };
 }
 
-type Load = 'say' | 'stored';
+/**
+ * Like framedLoop, for an inbox client: a request is done at its reply (the
+ * first frame that is not an `inbox` push); entries arriving from others
+ * are read and skipped.
+ */
+function replyLoop(socket: net.Socket, request: () => Buffer, window: Window): () => void {
+  let buf: Buffer = Buffer.alloc(0);
+  let sentAt = 0;
+  let stopped = false;
+  const send = () => {
+    sentAt = performance.now();
+    socket.write(request());
+  };
+  socket.on('data', (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(0)) {
+      const size = buf.readUInt32BE(0);
+      const push = buf.subarray(5, 5 + Math.min(size, 6)).toString() === 'inbox,';
+      buf = buf.subarray(5 + size);
+      if (push) continue;
+      if (window.measuring) {
+        window.count++;
+        window.latency.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
+      }
+      if (!stopped) send();
+    }
+  });
+  socket.on('error', () => {});
+  send();
+  return () => {
+    stopped = true;
+  };
+}
+
+/** say: each alone in a room; stored: send to an offline user; inbox: send to an online inbox client (an entry and a carbon, both durable). */
+type Load = 'say' | 'stored' | 'inbox';
 
 /** One measured run of textserver: the rate, and the unrelated nop probe's p99. */
 async function textserverRun(load: Load, c: number, store: string, flags: Flags): Promise<{ rate: number; nopP99: number; p99: number }> {
@@ -70,8 +105,10 @@ async function textserverRun(load: Load, c: number, store: string, flags: Flags)
     const sockets: net.Socket[] = [];
     for (const n of names) {
       const s = await openSocket(system.port);
+      if (load === 'inbox') await oneReply(s, frame('sync'), 1);
       await exchange(s, frame('login', n, PW), 7);
       if (load === 'say') await oneReply(s, frame('join', `room_${n}`), 2);
+      if (load === 'inbox') await oneReply(s, frame('resume', '', 'latest'), 1);
       sockets.push(s);
     }
     const window = newWindow();
@@ -79,7 +116,9 @@ async function textserverRun(load: Load, c: number, store: string, flags: Flags)
     const stops = sockets.map((s, i) =>
       load === 'say'
         ? framedLoop(s, () => frame('say', `room_${names[i]}`, 'a durable message of a typical length'), 2, window)
-        : closedLoop(s, frame('send', `${names[i]}_away`, 'msg', 'a durable message of a typical length'), 7, 1, window),
+        : load === 'inbox'
+          ? replyLoop(s, () => frame('send', names[(i + 1) % c]!, 'msg', 'a durable message of a typical length'), window)
+          : closedLoop(s, frame('send', `${names[i]}_away`, 'msg', 'a durable message of a typical length'), 7, 1, window),
     );
     const probeSocket = await openSocket(system.port);
     stops.push(pacedLoop(probeSocket, frame('nop'), 5, 10, probe));
@@ -119,16 +158,21 @@ function oneReply(s: net.Socket, request: Buffer, frames: number): Promise<void>
 }
 
 /** Redis 7, appendonly with an fsync per write batch, RPUSH at C clients through redis-benchmark. */
-async function redisRun(c: number, flags: Flags): Promise<number> {
+async function redisRun(c: number, flags: Flags, writes: 1 | 2 = 1): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'textserver-bench-redis-'));
   const port = await freePort();
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir, '--protected-mode', 'no'], { stdio: 'ignore' });
   try {
     for (let i = 0; i < 200 && spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() !== 'PONG'; i++) await sleep(25);
     const requests = Math.max(2000, Math.round(flags.duration * 20_000));
-    const out = spawnSync('redis-benchmark', ['-p', String(port), '-c', String(c), '-n', String(requests), '-t', 'rpush', '-q', '--csv'], { encoding: 'utf8', timeout: 120_000 });
-    const line = out.stdout.split('\n').find((l) => l.toUpperCase().includes('RPUSH'));
-    return line === undefined ? Number.NaN : Number(line.split(',')[1]!.replace(/"/g, ''));
+    // two writes: one script with two RPUSH (atomic, one fsync), as an entry and its carbon in one commit
+    const command =
+      writes === 1 ? ['-t', 'rpush'] : ['EVAL', "redis.call('rpush', KEYS[1], ARGV[1]); return redis.call('rpush', KEYS[2], ARGV[1])", '2', 'inbox:a', 'inbox:b', 'a durable message of a typical length'];
+    const out = spawnSync('redis-benchmark', ['-p', String(port), '-c', String(c), '-n', String(requests), '-q', '--csv', ...command], { encoding: 'utf8', timeout: 120_000 });
+    const line = out.stdout.split('\n').find((l) => /RPUSH|EVAL/i.test(l));
+    // the first CSV field is the command, which may hold commas itself
+    const rps = line?.match(/^"(?:[^"]|"")*","([^"]+)"/)?.[1];
+    return rps === undefined ? Number.NaN : Number(rps);
   } finally {
     proc.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
@@ -148,8 +192,11 @@ async function durable(flags: Flags, progress: Progress): Promise<SpecialResult>
       { load: 'say', c: 10, stores: ['sqlite'] },
       { load: 'say', c: 50, stores: ['sqlite', ...(pg ? ['postgres'] : [])] },
       { load: 'stored', c: 50, stores: ['sqlite', ...(pg ? ['postgres'] : [])] },
+      { load: 'inbox', c: 50, stores: ['sqlite', ...(pg ? ['postgres'] : [])] },
     ];
-    for (const { load, c, stores } of plan) {
+    // BENCH_DURABLE=inbox,say runs only those loads (while working on one)
+    const only = process.env.BENCH_DURABLE?.split(',');
+    for (const { load, c, stores } of plan.filter((p) => only === undefined || only.includes(p.load))) {
       const redis: number[] = [];
       const runs = new Map<string, { rate: number; nopP99: number; p99: number }[]>();
       for (let r = 0; r < flags.runs; r++) {
@@ -161,11 +208,11 @@ async function durable(flags: Flags, progress: Progress): Promise<SpecialResult>
         }
         if (redisAvailable()) {
           progress(`bench durable: redis RPUSH appendfsync always C=${c}, run ${r + 1}`);
-          redis.push(await redisRun(c, flags));
+          redis.push(await redisRun(c, flags, load === 'inbox' ? 2 : 1));
         }
       }
       const base = redis.length > 0 ? median(redis) : Number.NaN;
-      figures[`${load} C=${c}: redis appendfsync always RPUSH/s`] = base;
+      figures[`${load} C=${c}: redis appendfsync always ${load === 'inbox' ? '2×RPUSH script' : 'RPUSH'}/s`] = base;
       for (const [store, results] of runs) {
         const rate = median(results.map((x) => x.rate));
         figures[`${load} C=${c}: ${store} /s`] = rate;
@@ -180,7 +227,8 @@ async function durable(flags: Flags, progress: Progress): Promise<SpecialResult>
   }
   return {
     scenario: 'durable',
-    title: 'durable writes: say (each client alone in its room) and offline send, one in flight per client; a separate nop every 10 ms; vs Redis appendfsync always RPUSH',
+    title:
+      'durable writes: say (each client alone in its room), offline send, and send between online inbox clients (entry + carbon), one in flight per client; a separate nop every 10 ms; vs Redis appendfsync always RPUSH (a two-RPUSH script for inbox)',
     figures,
   };
 }
