@@ -167,13 +167,19 @@ export class TextClient extends EventEmitter<TextClientEvents> {
   /** requestOnce with a key of the caller's (1-64 characters), e.g. one stored to retry after a restart of the app. */
   async requestWithKey(key: string, ...fields: string[]): Promise<string[]> {
     for (;;) {
+      // while reconnecting, the new connection is not logged in yet: wait until it is
+      if (this.#reconnecting && !this.#closedByUser) await this.#nextReconnect();
       try {
         return await this.request('once', key, ...fields);
       } catch (err) {
         if (!(err instanceof ConnectionClosedError) || !this.options.reconnect || this.#closedByUser) throw err;
-        await new Promise<void>((resolve, reject) => this.#waiting.push({ resolve, reject }));
+        await this.#nextReconnect();
       }
     }
+  }
+
+  #nextReconnect(): Promise<void> {
+    return new Promise<void>((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
   /**
