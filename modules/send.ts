@@ -1,8 +1,10 @@
 import { CommandError, defineModule } from '../src/core/module-api.ts';
 
 /**
- * `send,<user>,<command>[,args...]`: delivers `send,<sender>,<command>,...`
- * to every connection of the user, or stores it durably for their next login.
+ * `send,<user>,<command>[,args...]`: appends `send,<sender>,<command>,...`
+ * to the user's inbox and `sent,<user>,<command>,...` (the carbon) to the
+ * sender's, durably, then pushes them (DELIVERY.md). Version 1 connections
+ * of the user get the first live, or after their next login.
  */
 export default defineModule({
   description: 'direct messages',
@@ -10,13 +12,11 @@ export default defineModule({
   pushes: ['send'],
   commands: {
     async send(ctx, args) {
-      const sender = ctx.session.requireUser();
+      ctx.session.requireUser();
       if (args.length < 2) throw new CommandError('syntax', 'usage: send,<user>,<command>[,args...]');
       const recipient = await ctx.server.users.find(args[0]!);
       if (recipient === null) throw new CommandError('user_not_found', `no user ${args[0]}`);
-      args[0] = sender.name;
-      args.unshift('send');
-      await ctx.server.hub.deliver(recipient, args);
+      await ctx.server.inbox.send(ctx, recipient, args.slice(1));
     },
   },
 });

@@ -14,7 +14,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = 'int' | 'seconds' | 'string' | 'path' | 'optional-path' | 'level' | 'port' | 'optional-port' | 'list';
+type Kind = 'int' | 'seconds' | 'days' | 'string' | 'path' | 'optional-path' | 'level' | 'port' | 'optional-port' | 'list';
 
 type FlagSpec = { readonly kind: Kind; readonly def: unknown; readonly min?: number; readonly help: string };
 
@@ -29,6 +29,8 @@ export const CORE_FLAGS = {
   'idle-timeout': { kind: 'seconds', def: 300, help: 'close a connection that sends no frame for this long' },
   'request-timeout': { kind: 'seconds', def: 30, help: 'close a connection whose frame is not complete in this time' },
   'mailbox-size': { kind: 'int', def: 1000, min: 1, help: 'stored messages per offline user' },
+  'inbox-retain': { kind: 'int', def: 10000, min: 1, help: 'inbox entries kept per user (the newest; entries not yet received are kept regardless)' },
+  'inbox-max-age': { kind: 'days', def: 30, help: 'days an inbox entry is kept (fractions allowed; entries not yet received are kept regardless)' },
   'modules-list': { kind: 'path', def: 'modules.txt', help: 'file listing the modules to load' },
   'modules-dir': { kind: 'path', def: 'modules', help: 'directory holding the module files' },
   'log-level': { kind: 'level', def: 'info', help: `${LEVELS.join(', ')} (debug and trace log nothing more than info yet)` },
@@ -66,6 +68,8 @@ export type ServerOptions = {
   idleTimeoutMs: number;
   requestTimeoutMs: number;
   mailboxSize: number;
+  inboxRetain: number;
+  inboxMaxAgeMs: number;
   modulesList: string;
   modulesDir: string;
   logLevel: string;
@@ -139,6 +143,11 @@ function convert(flag: string, spec: FlagSpec, value: string | true): unknown {
       if (text === '' || !Number.isFinite(n) || n <= 0) throw bad('a positive number of seconds');
       return Math.round(n * 1000);
     }
+    case 'days': {
+      const n = Number(text);
+      if (text === '' || !Number.isFinite(n) || n <= 0) throw bad('a positive number of days');
+      return Math.max(1, Math.round(n * 86_400_000));
+    }
     case 'port':
     case 'optional-port': {
       if (spec.kind === 'optional-port' && text === '') return undefined;
@@ -181,6 +190,8 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
     idleTimeoutMs: v['idle-timeout'],
     requestTimeoutMs: v['request-timeout'],
     mailboxSize: v['mailbox-size'],
+    inboxRetain: v['inbox-retain'],
+    inboxMaxAgeMs: v['inbox-max-age'],
     modulesList: v['modules-list'],
     modulesDir: v['modules-dir'],
     logLevel: v['log-level'],

@@ -44,6 +44,7 @@ define('server', {
   too_many_connections: { fatal: true, info: 'connection limit reached', status: 503 },
   shutdown: { fatal: true, info: 'the server is stopping', status: 503 },
   unavailable: { fatal: false, info: 'storage unavailable, try again', status: 503 },
+  stream_reset: { fatal: false, info: 'the inbox cannot resume from there; read it again from the latest position', status: 409 },
 });
 
 /**

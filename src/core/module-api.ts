@@ -47,13 +47,37 @@ export interface HubApi {
   pushToUser(userId: number, fields: readonly string[]): number;
   /** Pushes one frame (formatted once) to every connection of each user; returns connections reached. */
   pushToUsers(userIds: Iterable<number>, fields: readonly string[]): number;
-  /** Pushes, or when the user has no connection stores it durably for their next login (`mailbox_full` past the limit). */
+  /**
+   * Appends the frame to the user's inbox (DELIVERY.md) durably, whatever
+   * the mailbox holds, then pushes it to their connections; 'stored' when
+   * none was there to take it live (their next login gets it).
+   */
   deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'>;
   isOnline(userId: number): boolean;
   /** Sessions logged in as the user (read-only view). */
   sessionsOf(userId: number): readonly SessionApi[];
   /** Ends a connection's login (it stays open, logged out), as when the token it logged in with is revoked. */
   logout(session: SessionApi): void;
+}
+
+/** One page of a user's inbox, as GET /api/inbox answers it. */
+export type InboxPage = { readonly epoch: string; readonly head: number; readonly entries: readonly { readonly seq: number; readonly fields: readonly string[] }[] };
+
+/** The per-user inbox (DELIVERY.md): the core's, offered to the modules that expose it (send, sync, resume, api). */
+export interface InboxApi {
+  /**
+   * `send`: appends `send,<sender>,<command...>` to the recipient's inbox and
+   * `sent,<recipient>,<command...>` to the sender's, in one commit, then
+   * pushes both. `mailbox_full` when the entry would wait among
+   * `--mailbox-size` not-yet-received others.
+   */
+  send(ctx: CommandContext, recipient: UserRef, command: readonly string[]): Promise<void>;
+  /** `sync`: the connection becomes an inbox connection (no stream until `resume`). */
+  sync(session: SessionApi): void;
+  /** `resume,<epoch>,<after>`: the reply fields (`resumed,<epoch>,<head>`); the stream starts once the reply is written. */
+  resume(session: SessionApi, epoch: string, after: string): Promise<string[]>;
+  /** A page of entries with seq > after (a seq or `latest`; default 0), at most `limit` (default 100, at most 1000); they count as received. */
+  read(user: UserRef, after: string | undefined, limit: string | undefined, epoch?: string): Promise<InboxPage>;
 }
 
 export interface UsersApi {
@@ -97,6 +121,7 @@ export interface ServerApi {
   readonly version: string;
   readonly protocolVersion: number;
   readonly hub: HubApi;
+  readonly inbox: InboxApi;
   readonly users: UsersApi;
   readonly store: StoreApi;
   readonly log: Logger;

@@ -10,6 +10,7 @@ import { detachedContext, SessionRegistry } from './sessions.ts';
 import { Users } from './users.ts';
 import type { ServerOptions } from '../config.ts';
 import { CoreData } from '../store/core-data.ts';
+import { InboxData } from '../store/inbox-data.ts';
 import type { Store } from '../store/store.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -45,19 +46,31 @@ export class ServerCore {
     this.router = new Router(log, (err) => store.isFailure(err));
     const modules = new ModuleSet({ options, store, log, router: this.router, api: () => this.api });
     this.moduleSet = modules;
-    // a mailbox drain keeps at most half the outbound bound unread at a time
-    this.hub = new Hub(data, log, () => this.options.mailboxSize, () => this.options.maxOutbound / 2, {
+    this.hub = new Hub(
+      new InboxData(store),
+      log,
+      {
+        mailboxSize: () => this.options.mailboxSize,
+        // a mailbox drain or an inbox replay keeps at most half the outbound bound unread at a time
+        window: () => this.options.maxOutbound / 2,
+        retain: () => this.options.inboxRetain,
+        maxAgeMs: () => this.options.inboxMaxAgeMs,
+        replyWaitMs: () => this.options.requestTimeoutMs,
+      },
+      {
       login: (session, user) => modules.emit('login', session, user),
       logout: (session, user) => modules.emit('logout', session, user),
       online: (user) => modules.emit('online', user),
       offline: (user, time) => modules.emit('offline', user, time),
-    });
+      },
+    );
     const router = this.router;
     const budget = this.users.budget;
     this.api = {
       version,
       protocolVersion: PROTOCOL_VERSION,
       hub: this.hub,
+      inbox: this.hub.inbox,
       users: this.users,
       store: {
         db: store.db,
@@ -109,10 +122,12 @@ export class ServerCore {
 
   startSweeper(): void {
     this.sessions.startSweeper(() => this.users.sweep(Date.now()));
+    this.hub.inbox.startSweeper();
   }
 
   stopSweeper(): void {
     this.sessions.stopSweeper();
+    this.hub.inbox.stopSweeper();
   }
 
   // ---- modules --------------------------------------------------------

@@ -71,6 +71,10 @@ export class Session implements SessionApi {
   #queue: Buffer[] = [];
   #queuedBytes = 0;
   #pendingLogin: UserRef | null = null;
+  /** What the running request's reply waits for (a push it caused, still queued in order behind others). */
+  #replyGate: Promise<unknown> | null = null;
+  /** Run right after the running request's reply is written. */
+  #afterReply: (() => void)[] = [];
   /** The running request's command and start, for metrics. */
   #command = '';
   #started = 0;
@@ -117,6 +121,20 @@ export class Session implements SessionApi {
 
   loginAs(user: UserRef): void {
     this.#pendingLogin = user;
+  }
+
+  /**
+   * The running request's reply is written only once `until` settles: a
+   * push the request caused must come first, and it is still queued behind
+   * others (an inbox entry behind a replay).
+   */
+  delayReply(until: Promise<unknown>): void {
+    this.#replyGate = this.#replyGate === null ? until : Promise.all([this.#replyGate, until]);
+  }
+
+  /** Runs `fn` right after the running request's reply is written (not when it fails, nor when the connection is gone). */
+  afterReply(fn: () => void): void {
+    this.#afterReply.push(fn);
   }
 
   push(fields: readonly string[]): boolean {
@@ -198,11 +216,11 @@ export class Session implements SessionApi {
       this.#fail(err);
       return;
     }
-    if (result instanceof Promise) {
+    if (result instanceof Promise || this.#replyGate !== null) {
       this.#busy = true;
-      result.then(
-        (reply) => this.#settled(reply, undefined),
-        (err: unknown) => this.#settled(undefined, err ?? new Error('rejected')),
+      Promise.resolve(result).then(
+        (reply) => this.#gated(reply, undefined),
+        (err: unknown) => this.#gated(undefined, err ?? new Error('rejected')),
       );
     } else {
       this.#reply(result);
@@ -231,6 +249,18 @@ export class Session implements SessionApi {
       (err as CommandError).prefix = requestTag(bytes, start, end);
       throw err;
     }
+  }
+
+  /** A reply whose request set a gate waits for it (the gate never rejects the reply). */
+  #gated(reply: Reply, err: unknown): void {
+    const gate = this.#replyGate;
+    if (gate === null) {
+      this.#settled(reply, err);
+      return;
+    }
+    this.#replyGate = null;
+    const go = () => this.#settled(reply, err);
+    gate.then(go, go);
   }
 
   #settled(reply: Reply, err: unknown): void {
@@ -279,9 +309,13 @@ export class Session implements SessionApi {
 
   #reply(reply: Reply): void {
     this.#observe('ok');
-    if (this.#state === CLOSED) return;
+    if (this.#state === CLOSED) {
+      this.#afterReply.length = 0;
+      return;
+    }
     if (!this.#write(reply === undefined ? OK_FRAME : reply.length === 0 ? EMPTY_FRAME : OutFrame.of(reply))) {
       this.#pendingLogin = null;
+      this.#afterReply.length = 0;
       return;
     }
     if (this.#pendingLogin !== null) {
@@ -289,10 +323,13 @@ export class Session implements SessionApi {
       this.#pendingLogin = null;
       this.#core.hub.attach(this, user);
     }
+    if (this.#afterReply.length > 0) for (const fn of this.#afterReply.splice(0)) fn();
   }
 
   #fail(err: unknown): void {
     this.#pendingLogin = null;
+    this.#replyGate = null;
+    this.#afterReply.length = 0;
     const error = this.#core.toCommandError(err, this);
     this.#observe(error.type);
     if (error.fatal) this.fatal(error);

@@ -3,6 +3,7 @@
  * Kysely, so the same code runs on both backends.
  */
 import type { Generated, Kysely } from 'kysely';
+import { INBOX_MIGRATION } from './inbox-data.ts';
 import type { Migration, Store } from './store.ts';
 
 export type UserRecord = { readonly id: number; readonly name: string; readonly hash: string };
@@ -32,6 +33,8 @@ export const CORE_MIGRATIONS: readonly Migration[] = [
       .execute();
     await db.schema.createIndex('mailbox_user').on('mailbox').columns(['user_id', 'id']).execute();
   },
+  // the per-user inbox (DELIVERY.md) replaces the mailbox: its rows become pending entries
+  INBOX_MIGRATION,
 ];
 
 export class CoreData {

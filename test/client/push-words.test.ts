@@ -47,7 +47,7 @@ afterAll(async () => {
 describe('the info module', () => {
   it('lists the words the loaded modules push, then the commands that answer like a push', async () => {
     const c = await connect({ port: srv.port });
-    expect(await c.call('pushes')).toEqual(['pushes', 'friend', 'presence', 'room', 'send', '', 'presence']);
+    expect(await c.call('pushes')).toEqual(['pushes', 'friend', 'inbox', 'presence', 'room', 'send', '', 'presence']);
     const d = await connect({ port: custom.port });
     expect(await d.call('pushes')).toEqual(['pushes', 'shout']);
     await c.close();

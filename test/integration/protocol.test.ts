@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, removeDir, type TestServer } from '../helpers/server.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { encodeFrame } from '../../src/wire/frame-encoder.ts';
-import { CoreData } from '../../src/store/core-data.ts';
+import { InboxData } from '../../src/store/inbox-data.ts';
 import { eventually } from '../helpers/eventually.ts';
 
 let srv: TestServer;
@@ -244,10 +244,10 @@ describe('send', () => {
     const c1 = await conn();
     c1.send('login', to!, PW);
     expect(await c1.nextN(4)).toEqual(['ok', `send,${from},msg,one`, `send,${from},msg,two`, `send,${from},msg,three`]);
-    // written, so deleted (once the delete commits)
+    // written, so received (once the mark commits)
     const id = (await srv.server.core.users.find(to!))!.id;
-    const stored = new CoreData(srv.server.core.store);
-    await eventually(async () => expect(await stored.mailboxCount(id)).toBe(0));
+    const stored = new InboxData(srv.server.core.store);
+    await eventually(async () => expect(await stored.pendingCount(id)).toBe(0));
     c1.close();
     await c1.closedPromise;
     const c2 = await conn();

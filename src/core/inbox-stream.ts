@@ -1,0 +1,244 @@
+/**
+ * One inbox connection's stream (DELIVERY.md section 3): after `resume` it
+ * writes the user's entries as `inbox,<seq>,<fields...>` in seq order, with
+ * no gap and no repeat, first the retained ones read from the store, then
+ * live ones as their commits are published.
+ *
+ * One pump per connection: a live entry that is next in line is written at
+ * once; one further ahead waits in a small buffer while the pump reads the
+ * missing ones from the store (a replay, or a commit whose publication is
+ * still on its way); one already written is dropped. Reads from the store
+ * are paged and, like a mailbox drain, written only as the client reads
+ * them (at most `window()` unread bytes at a time), so a long replay never
+ * trips the slow-consumer bound by itself.
+ */
+import type { Logger } from 'pino';
+import { OutFrame } from './out-frame.ts';
+import type { Session } from './session.ts';
+import { KIND_ENTRY, type InboxRow } from '../store/inbox-data.ts';
+
+/** Entries read from the store at a time while a stream catches up. */
+const PAGE = 256;
+/** How long a gap in live entries may wait for its missing publication before the store is asked. */
+const GAP_WAIT_MS = 5;
+
+/** One committed inbox entry, its frames formatted once however many connections get it. */
+export class InboxEntry {
+  readonly userId: number;
+  readonly seq: number;
+  readonly kind: number;
+  /** 1 when it was stored as not yet received by any connection. */
+  readonly pending: number;
+  readonly payload: string;
+  #inbox: OutFrame | undefined;
+  #plain: OutFrame | undefined;
+
+  constructor(userId: number, row: InboxRow) {
+    this.userId = userId;
+    this.seq = Number(row.seq);
+    this.kind = Number(row.kind);
+    this.pending = Number(row.pending);
+    this.payload = row.payload;
+  }
+
+  /** `inbox,<seq>,<fields...>`: the payload's fields are escaped already. */
+  get inboxFrame(): OutFrame {
+    return (this.#inbox ??= new OutFrame(`inbox,${this.seq},${this.payload}`));
+  }
+
+  /** The version 1 form: the fields alone. */
+  get plainFrame(): OutFrame {
+    return (this.#plain ??= new OutFrame(this.payload));
+  }
+
+  /** Written to a connection, it stops being "not yet received". */
+  get holdsMailbox(): boolean {
+    return this.kind === KIND_ENTRY && this.pending === 1;
+  }
+}
+
+export type StreamDeps = {
+  /** Durable read of the user's retained entries with seq > after, oldest first. */
+  read(userId: number, after: number, limit: number): Promise<InboxRow[]>;
+  /** A pending entry was written to this connection. */
+  received(entry: InboxEntry): void;
+  /** Unread bytes a catch-up may leave queued at a time. */
+  window(): number;
+  log: Logger;
+};
+
+type Written = (err?: Error | null) => void;
+
+export class InboxStream {
+  readonly session: Session;
+  readonly #deps: StreamDeps;
+  #userId = 0;
+  #streaming = false;
+  /** The seq this connection gets next. */
+  #next = 1;
+  /** Bumped by every stop: a catch-up that started before it quits. */
+  #generation = 0;
+  #filling = false;
+  /** Live entries ahead of #next, by seq. */
+  readonly #buffer = new Map<number, InboxEntry>();
+  #bufferedBytes = 0;
+  /** Catch-up bytes written but not yet taken by the kernel. */
+  #unsettled = 0;
+  #wake: (() => void) | undefined;
+  #waiters: { seq: number; resolve: () => void }[] = [];
+
+  constructor(session: Session, deps: StreamDeps) {
+    this.session = session;
+    this.#deps = deps;
+  }
+
+  get streaming(): boolean {
+    return this.#streaming;
+  }
+
+  /** Streams the user's entries with seq > after. */
+  start(userId: number, after: number): void {
+    this.stop();
+    this.#userId = userId;
+    this.#streaming = true;
+    this.#next = after + 1;
+    void this.#fill(false);
+  }
+
+  /** Until the next start, nothing more is written. */
+  stop(): void {
+    if (!this.#streaming) return;
+    this.#streaming = false;
+    this.#generation++;
+    this.#buffer.clear();
+    this.#bufferedBytes = 0;
+    this.#wake?.();
+    for (const w of this.#waiters.splice(0)) w.resolve();
+  }
+
+  /**
+   * A committed entry of the user, as published. True when this connection
+   * has it or will get it (written now: `written` follows the write; queued,
+   * or already written: `written` is not called); false when it will not.
+   */
+  offer(entry: InboxEntry, written?: Written): boolean {
+    if (!this.#streaming) return false;
+    if (entry.seq < this.#next) return true;
+    if (!this.#filling && entry.seq === this.#next) return this.#write(entry, written);
+    if (!this.#buffer.has(entry.seq)) {
+      this.#buffer.set(entry.seq, entry);
+      this.#bufferedBytes += entry.inboxFrame.size;
+      // far behind: the store has them all; keep memory bounded and read them from there
+      if (this.#bufferedBytes > this.#deps.window()) {
+        this.#buffer.clear();
+        this.#bufferedBytes = 0;
+      }
+    }
+    if (!this.#filling) void this.#fill(true);
+    return true;
+  }
+
+  /** Resolves once every entry up to `seq` was handed to the connection (or the stream stopped). */
+  whenWritten(seq: number): Promise<void> {
+    if (!this.#streaming || seq < this.#next) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ seq, resolve }));
+  }
+
+  #write(entry: InboxEntry, written?: Written, settled?: () => void): boolean {
+    const ok = this.session.pushFrame(entry.inboxFrame, (err) => {
+      if (!err && entry.holdsMailbox) this.#deps.received(entry);
+      settled?.();
+      written?.(err);
+    });
+    if (!ok) {
+      this.stop();
+      return false;
+    }
+    this.#next = entry.seq + 1;
+    if (this.#waiters.length > 0) {
+      const due = this.#waiters.filter((w) => w.seq < this.#next);
+      this.#waiters = this.#waiters.filter((w) => w.seq >= this.#next);
+      for (const w of due) w.resolve();
+    }
+    return true;
+  }
+
+  /** A catch-up write: waits for room in the window first. False when the stream stopped meanwhile. */
+  async #writeWindowed(entry: InboxEntry, generation: number): Promise<boolean> {
+    const size = entry.inboxFrame.size;
+    while (this.#generation === generation && this.#unsettled > 0 && this.#unsettled + size > this.#deps.window()) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    if (this.#generation !== generation || entry.seq < this.#next) return this.#generation === generation;
+    this.#unsettled += size;
+    const ok = this.#write(entry, undefined, () => {
+      this.#unsettled -= size;
+      this.#wake?.();
+    });
+    if (!ok) this.#unsettled -= size;
+    return ok && this.#generation === generation;
+  }
+
+  #dropWritten(): void {
+    for (const [seq, e] of this.#buffer) {
+      if (seq < this.#next) {
+        this.#buffer.delete(seq);
+        this.#bufferedBytes -= e.inboxFrame.size;
+      }
+    }
+  }
+
+  #lowestBuffered(): number {
+    let low = Infinity;
+    for (const seq of this.#buffer.keys()) if (seq < low) low = seq;
+    return low;
+  }
+
+  /**
+   * Writes what is next in line until nothing is missing: buffered entries
+   * in order, and whatever lies before them (or, on a start, everything up
+   * to the store's end) read from the store.
+   */
+  async #fill(gap: boolean): Promise<void> {
+    this.#filling = true;
+    const generation = this.#generation;
+    const alive = () => this.#generation === generation;
+    let readToEnd = !gap;
+    try {
+      if (gap) await new Promise((resolve) => setTimeout(resolve, GAP_WAIT_MS));
+      while (alive()) {
+        for (let e = this.#buffer.get(this.#next); e !== undefined && alive(); e = this.#buffer.get(this.#next)) {
+          this.#buffer.delete(e.seq);
+          this.#bufferedBytes -= e.inboxFrame.size;
+          if (!(await this.#writeWindowed(e, generation))) return;
+        }
+        this.#dropWritten();
+        if (!alive() || (this.#buffer.size === 0 && !readToEnd)) return;
+        // Every seq below a published one is committed too (seqs follow commit
+        // order), so what the store lacks below `known` was dropped by retention.
+        const known = this.#lowestBuffered();
+        const rows = await this.#deps.read(this.#userId, this.#next - 1, PAGE);
+        if (!alive()) return;
+        for (const row of rows) {
+          const entry = new InboxEntry(this.#userId, row);
+          if (entry.seq < this.#next) continue;
+          if (entry.seq > this.#next) this.#skipped(entry.seq);
+          if (!(await this.#writeWindowed(entry, generation))) return;
+        }
+        readToEnd = rows.length === PAGE;
+        if (known !== Infinity && this.#next < known && !readToEnd) this.#skipped(known);
+      }
+    } catch (err) {
+      // the store failed: the client resumes again later (its connection stays)
+      this.#deps.log.warn({ err: (err as Error).message, user: this.#userId }, 'inbox stream stopped');
+      if (alive()) this.stop();
+    } finally {
+      if (alive() || !this.#streaming) this.#filling = false;
+    }
+  }
+
+  #skipped(to: number): void {
+    this.#deps.log.warn({ user: this.#userId, from: this.#next, to }, 'inbox entries left the retention window during a replay: skipped');
+    this.#next = to;
+  }
+}

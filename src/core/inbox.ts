@@ -1,0 +1,369 @@
+/**
+ * The inbox service (DELIVERY.md): appends entries durably, publishes them
+ * to the user's connections once committed, streams them to inbox
+ * connections (`sync`, `resume`), drains the not-yet-received ones to
+ * version 1 connections, pages them for HTTP, and keeps retention.
+ *
+ * Whether an entry is stored as "not yet received" (pending) is decided when
+ * it is appended: not when some connection of the user will be written it
+ * live (a version 1 connection, or a streaming inbox connection); if every
+ * such write then fails, it is marked pending after all. Entries written to
+ * any connection later (a drain, a replay, the HTTP API) are marked
+ * received in batches.
+ */
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { CommandError } from './errors.ts';
+import { InboxEntry, InboxStream } from './inbox-stream.ts';
+import { MailboxDrains } from './mailbox-drain.ts';
+import type { CommandContext, InboxApi, InboxPage, SessionApi, UserRef } from './module-api.ts';
+import { Session } from './session.ts';
+import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
+import { KIND_CARBON, KIND_ENTRY, type InboxData, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
+
+export type InboxSettings = {
+  mailboxSize(): number;
+  /** Unread bytes a drain or replay may leave queued on a connection. */
+  window(): number;
+  retain(): number;
+  maxAgeMs(): number;
+  /** How long a reply may wait for its carbon to go out in order on a busy stream. */
+  replyWaitMs(): number;
+};
+
+/** What the inbox needs of the hub: the user's live connections. */
+export type InboxHub = {
+  sessionsOf(userId: number): Iterable<Session>;
+  readonly stats: { pushed: number; stored: number; lost: number };
+};
+
+const SWEEP_MS = 2000;
+/** Entries dropped by age per statement, and statements per sweep. */
+const EXPIRE_BATCH = 1000;
+const EXPIRE_ROUNDS = 10;
+const MAX_HTTP_LIMIT = 1000;
+const DEFAULT_HTTP_LIMIT = 100;
+
+type Part = { user: UserRef; entries: NewEntry[]; limit: boolean };
+
+export class Inbox implements InboxApi {
+  readonly #data: InboxData;
+  readonly #hub: InboxHub;
+  readonly #log: Logger;
+  readonly #settings: InboxSettings;
+  readonly drains: MailboxDrains;
+  /** Inbox connections (those that sent `sync`), streaming or not. */
+  readonly #streams = new WeakMap<Session, InboxStream>();
+  /** Received marks waiting for their batch. */
+  #marks = new Map<number, number[]>();
+  #flushing = false;
+  /** Users appended to since the last sweep, with the highest head seen. */
+  #appended = new Map<number, number>();
+  #sweeper: NodeJS.Timeout | undefined;
+  #sweeping = false;
+
+  constructor(data: InboxData, hub: InboxHub, log: Logger, settings: InboxSettings) {
+    this.#data = data;
+    this.#hub = hub;
+    this.#log = log;
+    this.#settings = settings;
+    this.drains = new MailboxDrains(data, log, settings.window, (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)));
+  }
+
+  isInbox(session: Session): boolean {
+    return this.#streams.has(session);
+  }
+
+  // ---- connections -----------------------------------------------------
+
+  /** The connection logged in (again): an inbox connection's stream stops until its next resume; a version 1 one drains. */
+  loggedIn(session: Session, user: UserRef, again: boolean): void {
+    const stream = this.#streams.get(session);
+    if (stream !== undefined) stream.stop();
+    else if (!again) this.drains.start(session, user);
+  }
+
+  /** The connection stopped being its user (closed, logged out, or logged in as another). */
+  loggedOut(session: Session): void {
+    this.drains.stop(session);
+    this.#streams.get(session)?.stop();
+  }
+
+  sync(session: SessionApi): void {
+    this.#inboxOf(session);
+  }
+
+  #inboxOf(session: SessionApi): InboxStream {
+    if (!(session instanceof Session)) throw new CommandError('syntax', 'sync and resume need a connection (HTTP: GET /api/inbox)');
+    let stream = this.#streams.get(session);
+    if (stream === undefined) {
+      this.drains.stop(session); // stored frames in version 1 form stop here; another version 1 connection takes over
+      stream = new InboxStream(session, {
+        read: (userId, after, limit) => this.#data.durableRead((db) => this.#data.after(db, userId, after, limit)),
+        received: (entry) => this.#received(entry.userId, entry.seq),
+        window: this.#settings.window,
+        log: this.#log,
+      });
+      this.#streams.set(session, stream);
+    }
+    return stream;
+  }
+
+  async resume(session: SessionApi, epoch: string, after: string): Promise<string[]> {
+    const user = session.requireUser();
+    if (!(session instanceof Session)) throw new CommandError('syntax', 'resume needs a connection (HTTP: GET /api/inbox)');
+    const from = parseAfter(after, 'resume,<epoch>,<after>');
+    const position = await this.#position(user.id, epoch, from);
+    // checked: from here the connection changes (a failed resume leaves it as it was)
+    const stream = this.#inboxOf(session);
+    stream.stop();
+    session.afterReply(() => {
+      if (session.user?.id === user.id) stream.start(user.id, position.after);
+    });
+    return ['resumed', position.epoch, String(position.head)];
+  }
+
+  /** GET /api/inbox: one page of entries after `after`; the entries it returns count as received. */
+  async read(user: UserRef, after: string | undefined, limit: string | undefined, epoch = ''): Promise<InboxPage> {
+    const from = parseAfter(after ?? '0', 'after=<seq>');
+    let n = DEFAULT_HTTP_LIMIT;
+    if (limit !== undefined) {
+      if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > MAX_HTTP_LIMIT) throw new CommandError('syntax', `limit is a whole number from 1 to ${MAX_HTTP_LIMIT}`);
+      n = Number(limit);
+    }
+    const position = await this.#position(user.id, epoch, from);
+    const rows = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n));
+    for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
+    const entries = rows.map((r) => {
+      const fields = parseFields(r.payload);
+      return { seq: Number(r.seq), fields: isFieldsFault(fields) ? [] : fields };
+    });
+    return { epoch: position.epoch, head: position.head, entries };
+  }
+
+  /** Where a resume from `after` starts, or `stream_reset`. */
+  async #position(userId: number, epoch: string, after: number | 'latest'): Promise<{ epoch: string; head: number; after: number }> {
+    const found = await this.#data.durableRead(async (db) => {
+      const stream = await this.#data.stream(db, userId);
+      if (stream === undefined || after === 'latest') return { stream, retained: 0 };
+      const head = Number(stream.head);
+      return { stream, retained: after < head ? await this.#data.countBetween(db, userId, after, head) : 0 };
+    });
+    const stream: StreamRow = found.stream === undefined ? await this.#data.ensureStream(userId) : found.stream;
+    const head = Number(stream.head);
+    if (epoch !== '' && epoch !== stream.epoch) throw new CommandError('stream_reset', 'the inbox was reset since (another epoch): read it again from the latest position');
+    if (after === 'latest') return { epoch: stream.epoch, head, after: head };
+    if (after > head) throw new CommandError('stream_reset', `the inbox ends at ${head}`);
+    if (found.retained !== head - after) throw new CommandError('stream_reset', `entries after ${after} are no longer retained`);
+    return { epoch: stream.epoch, head, after };
+  }
+
+  // ---- appends ---------------------------------------------------------
+
+  /**
+   * `send`: the recipient's entry and the sender's carbon in one commit;
+   * `mailbox_full` when the entry would wait for the recipient among
+   * `--mailbox-size` others. On the sender's own streaming inbox connection
+   * the reply follows the carbon.
+   */
+  async send(ctx: CommandContext, recipient: UserRef, command: readonly string[]): Promise<void> {
+    const sender = ctx.session.requireUser();
+    const live = this.#hasLiveConnection(recipient.id);
+    const entry: NewEntry = { kind: KIND_ENTRY, pending: live ? 0 : 1, payload: formatFields(['send', sender.name, ...command]) };
+    const carbon: NewEntry = { kind: KIND_CARBON, pending: 0, payload: formatFields(['sent', recipient.name, ...command]) };
+    const parts: Part[] =
+      sender.id === recipient.id
+        ? [{ user: recipient, entries: [entry, carbon], limit: !live }]
+        : [
+            { user: recipient, entries: [entry], limit: !live },
+            { user: sender, entries: [carbon], limit: false },
+          ];
+    const entries = await this.#append(parts);
+    const session = ctx.session;
+    const stream = session instanceof Session ? this.#streams.get(session) : undefined;
+    if (stream?.streaming && session.user?.id === sender.id) {
+      const written = stream.whenWritten(Math.max(...entries.filter((e) => e.userId === sender.id).map((e) => e.seq)));
+      (session as Session).delayReply(withTimeout(written, this.#settings.replyWaitMs()));
+    }
+  }
+
+  /** What modules deliver through the hub (friend requests and answers): stored whatever the mailbox holds. */
+  async deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'> {
+    const live = this.#hasLiveConnection(user.id);
+    await this.#append([{ user, entries: [{ kind: KIND_ENTRY, pending: live ? 0 : 1, payload: formatFields(fields) }], limit: false }]);
+    return live ? 'pushed' : 'stored';
+  }
+
+  /** A version 1 connection, or an inbox connection that streams: it will be written the entry live. */
+  #hasLiveConnection(userId: number): boolean {
+    for (const s of this.#hub.sessionsOf(userId)) {
+      const stream = this.#streams.get(s);
+      if (stream === undefined || stream.streaming) return true;
+    }
+    return false;
+  }
+
+  async #append(parts: Part[]): Promise<InboxEntry[]> {
+    // stream rows are locked in user id order, so two appends never wait on each other
+    parts.sort((a, b) => a.user.id - b.user.id);
+    const now = Date.now();
+    const entries = await this.#data.write(async (tx: Kysely<any>) => {
+      const out: InboxEntry[] = [];
+      for (const part of parts) {
+        const { first } = await this.#data.reserve(tx, part.user.id, part.entries.length);
+        // counted under the stream's lock: exact even with concurrent sends
+        if (part.limit && (await this.#data.pendingCount(part.user.id, tx)) >= this.#settings.mailboxSize()) {
+          throw new CommandError('mailbox_full', `${part.user.name} has too many stored messages`);
+        }
+        await this.#data.insert(tx, part.user.id, first, part.entries, now);
+        for (const [i, e] of part.entries.entries()) out.push(new InboxEntry(part.user.id, { seq: first + i, ...e }));
+      }
+      return out;
+    });
+    for (const e of entries) {
+      if (e.holdsMailbox) this.#hub.stats.stored++;
+      this.#appended.set(e.userId, Math.max(e.seq, this.#appended.get(e.userId) ?? 0));
+    }
+    this.#afterCommit(() => {
+      for (const e of entries) this.#publish(e);
+    });
+    return entries;
+  }
+
+  /**
+   * Every push of an appended entry goes through here, once its commit is
+   * durable: a seq a client has seen is never lost in a crash. For now the
+   * callers' own transaction is the outermost one, so that is now; once the
+   * store can wrap a command in an outer transaction (`once`), this defers
+   * to its commit.
+   */
+  #afterCommit(fn: () => void): void {
+    fn();
+  }
+
+  /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
+  #publish(entry: InboxEntry): void {
+    let reached = 0;
+    let failed = 0;
+    let plain: UserRef | false = false;
+    // a live entry none of whose writes succeeds waits for the next version 1 login after all
+    const written =
+      entry.kind === KIND_ENTRY && entry.pending === 0
+        ? (err?: Error | null) => {
+            if (err && ++failed === reached) this.#lostLive(entry);
+          }
+        : undefined;
+    for (const session of this.#hub.sessionsOf(entry.userId)) {
+      const stream = this.#streams.get(session);
+      if (stream !== undefined) {
+        if (stream.offer(entry, written)) reached++;
+      } else if (entry.kind === KIND_ENTRY) {
+        // stored as not yet received: version 1 connections get it from a drain, in order, once
+        if (entry.pending === 1) plain = session.user ?? plain;
+        else if (session.pushFrame(entry.plainFrame, written)) reached++;
+      }
+    }
+    this.#hub.stats.pushed += reached;
+    if (entry.kind !== KIND_ENTRY) return;
+    if (entry.pending === 0 && reached === 0) this.#lostLive(entry);
+    // nobody was there when it was appended, but a version 1 connection logged in meanwhile
+    if (plain !== false) this.drains.ensure(plain);
+  }
+
+  #lostLive(entry: InboxEntry): void {
+    this.#data.markPending(entry.userId, entry.seq).then(
+      () => void this.#hub.stats.stored++,
+      (err: unknown) => {
+        this.#hub.stats.lost++;
+        this.#log.warn({ err: (err as Error).message, user: entry.userId, seq: entry.seq }, 'an entry whose live writes failed could not be kept for the next login');
+      },
+    );
+  }
+
+  // ---- received marks --------------------------------------------------
+
+  #received(userId: number, seq: number): void {
+    let list = this.#marks.get(userId);
+    if (list === undefined) this.#marks.set(userId, (list = []));
+    list.push(seq);
+    if (!this.#flushing) {
+      this.#flushing = true;
+      setImmediate(() => void this.#flush());
+    }
+  }
+
+  async #flush(): Promise<void> {
+    const marks = this.#marks;
+    this.#marks = new Map();
+    try {
+      await this.#data.markReceived(marks);
+      // received entries may have left the window already: the next sweep looks at them
+      for (const [userId, seqs] of marks) this.#appended.set(userId, Math.max(this.#appended.get(userId) ?? 0, ...seqs));
+    } catch (err) {
+      // they stay pending: a version 1 login may get them again, nothing is lost
+      this.#log.warn({ err: (err as Error).message }, 'could not mark inbox entries received');
+    } finally {
+      this.#flushing = false;
+      if (this.#marks.size > 0) {
+        this.#flushing = true;
+        setImmediate(() => void this.#flush());
+      }
+    }
+  }
+
+  // ---- retention -------------------------------------------------------
+
+  startSweeper(): void {
+    this.#sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
+    this.#sweeper.unref();
+  }
+
+  stopSweeper(): void {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  /**
+   * Drops received entries outside the window: past the newest
+   * `--inbox-retain` of each user appended to since the last sweep, and
+   * older than `--inbox-max-age` (a bounded batch per sweep, by index).
+   */
+  async sweep(now = Date.now()): Promise<void> {
+    if (this.#sweeping) return;
+    this.#sweeping = true;
+    const dirty = this.#appended;
+    this.#appended = new Map();
+    try {
+      const retain = this.#settings.retain();
+      const bounds = new Map<number, number>();
+      for (const [userId, head] of dirty) if (head > retain) bounds.set(userId, head - retain);
+      await this.#data.trim(bounds);
+      const before = now - this.#settings.maxAgeMs();
+      for (let i = 0; i < EXPIRE_ROUNDS && (await this.#data.expire(before, EXPIRE_BATCH)) === EXPIRE_BATCH; i++);
+    } catch (err) {
+      for (const [userId, head] of dirty) this.#appended.set(userId, Math.max(head, this.#appended.get(userId) ?? 0));
+      this.#log.warn({ err: (err as Error).message }, 'inbox retention sweep failed; will retry');
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+}
+
+/** `<after>`: a whole number >= 0, or `latest`. */
+function parseAfter(text: string, usage: string): number | 'latest' {
+  if (text === 'latest') return 'latest';
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
+  return n;
+}
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    void p.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -1,0 +1,125 @@
+/**
+ * PROTOCOL.md section 3 for version 1 connections: after a login's `ok`,
+ * the user's inbox entries that no connection has received yet (never
+ * carbons) go out oldest first, in their version 1 form, and are marked
+ * received only once written to the connection. They are read a page at a
+ * time and pushed as the kernel takes them, like any other traffic, so a
+ * big mailbox is never all in memory and never outruns the outbound bound
+ * by itself. One drain per user at a time, so nothing goes out twice; a
+ * drain cut short (its connection went away) is taken over by another
+ * version 1 connection of the user.
+ */
+import type { Logger } from 'pino';
+import { InboxEntry } from './inbox-stream.ts';
+import type { UserRef } from './module-api.ts';
+import type { Session } from './session.ts';
+import type { InboxData } from '../store/inbox-data.ts';
+
+/** Stored messages read from the store at a time while a mailbox drains. */
+const DRAIN_PAGE = 64;
+
+export class MailboxDrains {
+  readonly #data: InboxData;
+  readonly #log: Logger;
+  readonly #window: () => number;
+  /** The version 1 connections of a user that may take over a drain. */
+  readonly #heirs: (userId: number) => Session[];
+  /** The session draining each user's mailbox. */
+  readonly #draining = new Map<number, Session>();
+  /** How to stop a session's drain. */
+  readonly #stops = new Map<Session, () => void>();
+  /** Users whose running drain must look again before it ends. */
+  readonly #poked = new Set<number>();
+
+  constructor(data: InboxData, log: Logger, window: () => number, heirs: (userId: number) => Session[]) {
+    this.#data = data;
+    this.#log = log;
+    this.#window = window;
+    this.#heirs = heirs;
+  }
+
+  /** Starts draining the user's mailbox to `session` unless a drain of it runs already. */
+  start(session: Session, user: UserRef): void {
+    if (!this.#draining.has(user.id)) this.#drain(session, user);
+  }
+
+  /** Entries were stored for the user: a running drain reads once more before it ends; otherwise one starts on a version 1 connection, if any. */
+  ensure(user: UserRef): void {
+    if (this.#draining.has(user.id)) {
+      this.#poked.add(user.id);
+      return;
+    }
+    const heir = this.#heirs(user.id).at(-1);
+    if (heir !== undefined) this.#drain(heir, user);
+  }
+
+  /** Stops the session's drain (another connection of the user takes over the rest). */
+  stop(session: Session): void {
+    this.#stops.get(session)?.();
+  }
+
+  #drain(session: Session, user: UserRef): void {
+    let stopped = false;
+    let wake: (() => void) | undefined;
+    const stop = () => {
+      stopped = true;
+      wake?.();
+    };
+    this.#draining.set(user.id, session);
+    this.#stops.set(session, stop);
+    this.#poked.delete(user.id);
+    const window = { unsettled: 0, pending: 0, written: [] as number[] };
+    const settled = () => new Promise<void>((resolve) => (wake = resolve));
+    // exactly the entries written, not a range: on PostgreSQL a lower seq can commit after a higher one was read
+    const markWritten = async () => {
+      if (window.written.length === 0) return;
+      const seqs = window.written;
+      window.written = [];
+      await this.#data.markReceived(new Map([[user.id, seqs]]));
+    };
+    const run = async () => {
+      let after = 0;
+      while (!stopped) {
+        const rows = await this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE));
+        if (rows.length === 0) {
+          if (!this.#poked.delete(user.id)) break;
+          continue;
+        }
+        for (const row of rows) {
+          const entry = new InboxEntry(user.id, row);
+          const frame = entry.plainFrame;
+          while (!stopped && window.unsettled > 0 && window.unsettled + frame.size > this.#window()) await settled();
+          if (stopped) break;
+          const size = frame.size;
+          window.unsettled += size;
+          window.pending++;
+          const ok = session.pushFrame(frame, (err) => {
+            if (!err) window.written.push(entry.seq);
+            window.unsettled -= size;
+            window.pending--;
+            wake?.();
+          });
+          if (!ok) {
+            window.unsettled -= size;
+            window.pending--;
+            stopped = true;
+          }
+          after = entry.seq;
+        }
+        // a page's entries are marked once every write of it has settled
+        while (window.pending > 0) await settled();
+        await markWritten();
+      }
+      while (window.pending > 0) await settled();
+      await markWritten();
+    };
+    run()
+      .catch((err: unknown) => this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored'))
+      .finally(() => {
+        if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
+        if (this.#stops.get(session) === stop) this.#stops.delete(session);
+        // cut short: another version 1 connection of the user takes over the rest; poked after its last read: once more
+        if (this.#poked.delete(user.id) || stopped) this.ensure(user);
+      });
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * The per-user inbox (DELIVERY.md): one durable, ordered stream of entries
+ * per user, and the queries the core runs on it. `inbox_streams` holds each
+ * stream's epoch and head (its last seq); `inbox` its retained entries.
+ *
+ * - An append takes the stream row's lock (`UPDATE ... SET head = head + n
+ *   RETURNING`), so on PostgreSQL seqs are assigned in commit order and a
+ *   committed seq never has an uncommitted lower one; SQLite runs one
+ *   transaction at a time anyway.
+ * - `pending = 1` marks a kind-0 entry no connection has received yet: what
+ *   a version 1 login drains, what `--mailbox-size` bounds, what retention
+ *   never drops. Carbons (kind 1) are never pending.
+ * - Indexes: the primary key (user_id, seq) serves replays; (user_id,
+ *   pending, seq) the drain, the mailbox count and the window sweep; and
+ *   (pending, created_at) the age sweep, so that pending entries (which the
+ *   age sweep must skip) are not even in the range it scans.
+ */
+import { randomInt } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Migration, Store } from './store.ts';
+
+export const KIND_ENTRY = 0;
+export const KIND_CARBON = 1;
+
+export type InboxRow = { readonly seq: number; readonly kind: number; readonly pending: number; readonly payload: string };
+export type StreamRow = { readonly epoch: string; readonly head: number };
+export type NewEntry = { readonly kind: number; readonly pending: number; readonly payload: string };
+
+type InboxTables = {
+  inbox_streams: { user_id: number; epoch: string; head: number };
+  inbox: { user_id: number; seq: number; kind: number; pending: number; payload: string; created_at: number };
+  mailbox: { id: number; user_id: number; payload: string; created_at: number };
+};
+
+const EPOCH_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** 12 random characters of [A-Za-z0-9]: a new stream's epoch. */
+export function newEpoch(): string {
+  let epoch = '';
+  for (let i = 0; i < 12; i++) epoch += EPOCH_CHARS[randomInt(EPOCH_CHARS.length)];
+  return epoch;
+}
+
+/**
+ * Core schema step 2: the inbox replaces the mailbox. Stored messages are
+ * carried over as pending entries, oldest first, so an upgrade keeps them;
+ * the mailbox table is dropped.
+ */
+export const INBOX_MIGRATION: Migration = async ({ db }) => {
+  await db.schema
+    .createTable('inbox_streams')
+    .addColumn('user_id', 'bigint', (c) => c.primaryKey().references('users.id'))
+    .addColumn('epoch', 'text', (c) => c.notNull())
+    .addColumn('head', 'bigint', (c) => c.notNull())
+    .execute();
+  await db.schema
+    .createTable('inbox')
+    .addColumn('user_id', 'bigint', (c) => c.notNull().references('users.id'))
+    .addColumn('seq', 'bigint', (c) => c.notNull())
+    .addColumn('kind', 'smallint', (c) => c.notNull())
+    .addColumn('pending', 'smallint', (c) => c.notNull())
+    .addColumn('payload', 'text', (c) => c.notNull())
+    .addColumn('created_at', 'bigint', (c) => c.notNull())
+    .addPrimaryKeyConstraint('inbox_pk', ['user_id', 'seq'])
+    .execute();
+  await db.schema.createIndex('inbox_pending').on('inbox').columns(['user_id', 'pending', 'seq']).execute();
+  await db.schema.createIndex('inbox_age').on('inbox').columns(['pending', 'created_at']).execute();
+  const tx = db as Kysely<InboxTables>;
+  // one user at a time, in id order: seqs 1..n per user, no window functions needed
+  const users = await tx.selectFrom('mailbox').select('user_id').distinct().orderBy('user_id').execute();
+  for (const { user_id } of users) {
+    const rows = await tx.selectFrom('mailbox').select(['payload', 'created_at']).where('user_id', '=', user_id).orderBy('id').execute();
+    for (let i = 0; i < rows.length; i += 200) {
+      const values = rows.slice(i, i + 200).map((r, k) => ({ user_id, seq: i + k + 1, kind: KIND_ENTRY, pending: 1, payload: r.payload, created_at: Number(r.created_at) }));
+      await tx.insertInto('inbox').values(values).execute();
+    }
+    await tx.insertInto('inbox_streams').values({ user_id, epoch: newEpoch(), head: rows.length }).execute();
+  }
+  await db.schema.dropTable('mailbox').execute();
+};
+
+export class InboxData {
+  readonly #store: Store;
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  get #db(): Kysely<InboxTables> {
+    return this.#store.db as Kysely<InboxTables>;
+  }
+
+  /** A write transaction (resolves once durable). */
+  write<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    return this.#store.transaction(fn);
+  }
+
+  /**
+   * Within `tx`: takes `count` seqs from the user's stream (creating it on
+   * first use) and returns the first one with the epoch. Holds the stream
+   * row's lock until `tx` ends: call it for several users in ascending id
+   * order, so two transactions never wait on each other.
+   */
+  async reserve(tx: Kysely<any>, userId: number, count: number): Promise<{ first: number; epoch: string }> {
+    const t = tx as Kysely<InboxTables>;
+    const bump = () =>
+      t
+        .updateTable('inbox_streams')
+        .set((eb) => ({ head: eb('head', '+', count) }))
+        .where('user_id', '=', userId)
+        .returning(['head', 'epoch'])
+        .executeTakeFirst();
+    let row = await bump();
+    if (row === undefined) {
+      await t
+        .insertInto('inbox_streams')
+        .values({ user_id: userId, epoch: newEpoch(), head: 0 })
+        .onConflict((oc) => oc.column('user_id').doNothing())
+        .execute();
+      row = await bump();
+      if (row === undefined) throw new Error(`no inbox stream for user ${userId}`);
+    }
+    return { first: Number(row.head) - count + 1, epoch: row.epoch };
+  }
+
+  /** Within `tx`: entries at seqs first, first + 1, ... */
+  async insert(tx: Kysely<any>, userId: number, first: number, entries: readonly NewEntry[], now: number): Promise<void> {
+    await (tx as Kysely<InboxTables>)
+      .insertInto('inbox')
+      .values(entries.map((e, i) => ({ user_id: userId, seq: first + i, kind: e.kind, pending: e.pending, payload: e.payload, created_at: now })))
+      .execute();
+  }
+
+  /** Kind-0 entries no connection has received yet (within `tx` when given). */
+  async pendingCount(userId: number, tx?: Kysely<any>): Promise<number> {
+    const row = await ((tx ?? this.#db) as Kysely<InboxTables>)
+      .selectFrom('inbox')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('user_id', '=', userId)
+      .where('pending', '=', 1)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /**
+   * A read whose rows will be pushed: it resolves only once everything it
+   * may have seen is durable (on SQLite a commit is visible before its
+   * fsync), so a client never sees a seq a crash could take back.
+   */
+  durableRead<R>(fn: (db: Kysely<any>) => Promise<R>): Promise<R> {
+    return this.#store.transaction(fn);
+  }
+
+  stream(db: Kysely<any>, userId: number): Promise<StreamRow | undefined> {
+    return (db as Kysely<InboxTables>).selectFrom('inbox_streams').select(['epoch', 'head']).where('user_id', '=', userId).executeTakeFirst();
+  }
+
+  /** The user's stream, created (empty, with a new epoch) when it does not exist yet. */
+  async ensureStream(userId: number): Promise<StreamRow> {
+    const found = await this.durableRead((db) => this.stream(db, userId));
+    if (found !== undefined) return { epoch: found.epoch, head: Number(found.head) };
+    return this.#store.transaction(async (tx: Kysely<InboxTables>) => {
+      await tx
+        .insertInto('inbox_streams')
+        .values({ user_id: userId, epoch: newEpoch(), head: 0 })
+        .onConflict((oc) => oc.column('user_id').doNothing())
+        .execute();
+      const row = (await this.stream(tx, userId))!;
+      return { epoch: row.epoch, head: Number(row.head) };
+    });
+  }
+
+  /** How many entries with after < seq <= head are retained. */
+  async countBetween(db: Kysely<any>, userId: number, after: number, head: number): Promise<number> {
+    const row = await (db as Kysely<InboxTables>)
+      .selectFrom('inbox')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('user_id', '=', userId)
+      .where('seq', '>', after)
+      .where('seq', '<=', head)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /** Retained entries with seq > after, oldest first. */
+  after(db: Kysely<any>, userId: number, after: number, limit: number): Promise<InboxRow[]> {
+    return (db as Kysely<InboxTables>)
+      .selectFrom('inbox')
+      .select(['seq', 'kind', 'pending', 'payload'])
+      .where('user_id', '=', userId)
+      .where('seq', '>', after)
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
+  }
+
+  /** Pending (not yet received) entries with seq > after, oldest first: a version 1 drain's page. */
+  pendingAfter(db: Kysely<any>, userId: number, after: number, limit: number): Promise<InboxRow[]> {
+    return (db as Kysely<InboxTables>)
+      .selectFrom('inbox')
+      .select(['seq', 'kind', 'pending', 'payload'])
+      .where('user_id', '=', userId)
+      .where('pending', '=', 1)
+      .where('seq', '>', after)
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
+  }
+
+  /** Received: these entries (by user) no longer hold retention or mailbox room. */
+  async markReceived(marks: ReadonlyMap<number, readonly number[]>): Promise<void> {
+    if (marks.size === 0) return;
+    await this.#store.transaction(async (tx: Kysely<InboxTables>) => {
+      for (const [userId, seqs] of marks) {
+        for (let i = 0; i < seqs.length; i += 500) {
+          await tx
+            .updateTable('inbox')
+            .set({ pending: 0 })
+            .where('user_id', '=', userId)
+            .where('seq', 'in', seqs.slice(i, i + 500))
+            .where('pending', '=', 1)
+            .execute();
+        }
+      }
+    });
+  }
+
+  /** Not received after all (every write of it failed): a version 1 login will drain it. */
+  async markPending(userId: number, seq: number): Promise<void> {
+    await this.#store.transaction((tx: Kysely<InboxTables>) =>
+      tx.updateTable('inbox').set({ pending: 1 }).where('user_id', '=', userId).where('seq', '=', seq).where('kind', '=', KIND_ENTRY).execute(),
+    );
+  }
+
+  /** Drops received entries at or below `seq` (the window sweep). */
+  async trim(userIdsAndBounds: ReadonlyMap<number, number>): Promise<number> {
+    if (userIdsAndBounds.size === 0) return 0;
+    return this.#store.transaction(async (tx: Kysely<InboxTables>) => {
+      let n = 0;
+      for (const [userId, upTo] of userIdsAndBounds) {
+        const r = await tx.deleteFrom('inbox').where('user_id', '=', userId).where('pending', '=', 0).where('seq', '<=', upTo).executeTakeFirst();
+        n += Number(r.numDeletedRows);
+      }
+      return n;
+    });
+  }
+
+  /** Drops up to `limit` received entries created before `before` (the age sweep); returns how many. */
+  async expire(before: number, limit: number): Promise<number> {
+    const rows = await this.#db
+      .selectFrom('inbox')
+      .select(['user_id', 'seq'])
+      .where('pending', '=', 0)
+      .where('created_at', '<', before)
+      .orderBy('created_at')
+      .limit(limit)
+      .execute();
+    if (rows.length === 0) return 0;
+    const byUser = new Map<number, number[]>();
+    for (const r of rows) {
+      const id = Number(r.user_id);
+      let list = byUser.get(id);
+      if (list === undefined) byUser.set(id, (list = []));
+      list.push(Number(r.seq));
+    }
+    await this.#store.transaction(async (tx: Kysely<InboxTables>) => {
+      for (const [userId, seqs] of byUser) {
+        await tx.deleteFrom('inbox').where('user_id', '=', userId).where('seq', 'in', seqs).where('pending', '=', 0).execute();
+      }
+    });
+    return rows.length;
+  }
+}
