@@ -22,7 +22,7 @@ import { ServerProcess } from './check-delivery/server.ts';
 import { formatResults, verify, type Attempt, type FinalStream, type History, type PropertyResult } from './check-delivery/verify.ts';
 
 const USAGE = `usage: npm run check:delivery -- [--seconds N] [--clients N] [--seed N] [--kill-every SECONDS] [--drop-every SECONDS]
-                 [--crash-share F] [--store postgres://...] [--inbox-retain N] [--keep]`;
+                 [--crash-share F] [--store postgres://...] [--inbox-retain N] [--without-once] [--keep]`;
 
 const HELP = `${USAGE}
 
@@ -34,6 +34,8 @@ const HELP = `${USAGE}
   --crash-share F      share of interruptions that are app crashes rather than network drops (default 0.25)
   --store URL          the server's --store (default: SQLite in a temporary --data)
   --inbox-retain N     the server's --inbox-retain (default 1000000: nothing is dropped during the run)
+  --without-once       send without once keys, again after a lost reply as a naive client would:
+                       the checker should then find duplicates (it shows that it can fail)
   --keep               keep the data directory`;
 
 /** What the checker's sends carry: `send,<to>,chk,<from>:<n>`. */
@@ -42,12 +44,12 @@ const COMMAND = 'chk';
 const SETTLE_MS = 30_000;
 const READ_CONCURRENCY = 8;
 
-type Flags = { seconds: number; clients: number; seed: number; killEverySec: number; dropEverySec: number; crashShare: number; store: string | undefined; inboxRetain: number; keep: boolean; help: boolean };
+type Flags = { seconds: number; clients: number; seed: number; killEverySec: number; dropEverySec: number; crashShare: number; store: string | undefined; inboxRetain: number; useOnce: boolean; keep: boolean; help: boolean };
 
 class UsageError extends Error {}
 
 export function parseFlags(argv: readonly string[]): Flags {
-  const flags: Flags = { seconds: 20, clients: 20, seed: Math.floor(Math.random() * 2 ** 31), killEverySec: 4, dropEverySec: 3, crashShare: 0.25, store: undefined, inboxRetain: 1_000_000, keep: false, help: false };
+  const flags: Flags = { seconds: 20, clients: 20, seed: Math.floor(Math.random() * 2 ** 31), killEverySec: 4, dropEverySec: 3, crashShare: 0.25, store: undefined, inboxRetain: 1_000_000, useOnce: true, keep: false, help: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = () => {
@@ -70,6 +72,7 @@ export function parseFlags(argv: readonly string[]): Flags {
     else if (arg === '--store') flags.store = value();
     else if (arg === '--inbox-retain') flags.inboxRetain = Math.round(number(1, 1e9));
     else if (arg === '--keep') flags.keep = true;
+    else if (arg === '--without-once') flags.useOnce = false;
     else if (arg === '--help' || arg === '-h') flags.help = true;
     else throw new UsageError(`unknown flag ${arg}`);
   }
@@ -79,13 +82,18 @@ export function parseFlags(argv: readonly string[]): Flags {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 const say = (line: string) => process.stderr.write(`check:delivery: ${line}\n`);
 
-/** Whether the server knows `resume` (DELIVERY.md): listed by `commands`, or at least not answered command_not_found. */
-export async function serverHasResume(port: number): Promise<boolean> {
+/** Whether the server knows `resume` (DELIVERY.md). */
+export function serverHasResume(port: number): Promise<boolean> {
+  return serverHasCommand(port, 'resume');
+}
+
+/** Whether the server has a command: listed by `commands`, or at least not answered command_not_found. */
+export async function serverHasCommand(port: number, command: string): Promise<boolean> {
   const client = await connect({ port, pushWords: { words: [] } });
   try {
     const listed: string[] = await client.request('commands').catch(() => []);
-    if (listed[0] === 'commands') return listed.includes('resume');
-    await client.request('resume', '', '0');
+    if (listed[0] === 'commands') return listed.includes(command);
+    await client.request(command);
     return true;
   } catch (err) {
     return !(err instanceof ReplyError && err.type === 'command_not_found');
@@ -180,7 +188,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const counters: Counters = { drops: 0, crashes: 0, reconnects: 0, lostReplies: 0, abandoned: 0, refusedAfterReconnect: 0 };
     const actors = users.map(
       (me, i) =>
-        new Actor({ port: server.port, me, users, command: COMMAND, random: random.fork(i), dropMeanMs: flags.dropEverySec * 1000, crashShare: flags.crashShare, attempts, counters }),
+        new Actor({ port: server.port, me, users, command: COMMAND, random: random.fork(i), dropMeanMs: flags.dropEverySec * 1000, crashShare: flags.crashShare, attempts, counters, useOnce: flags.useOnce }),
     );
     const started = Date.now();
     const until = started + flags.seconds * 1000;
@@ -209,11 +217,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     const acked = attempts.filter((a) => a.outcome === 'ok').length;
     const entries = [...finals.values()].reduce((n, f) => n + f.entries.length, 0);
     const biggest = Math.max(0, ...[...finals.values()].map((f) => f.head));
-    console.log(`check:delivery: seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s of sending (${((Date.now() - started) / 1000).toFixed(0)} s in all)`);
+    console.log(`check:delivery: seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s of sending (${((Date.now() - started) / 1000).toFixed(0)} s in all)${flags.useOnce ? '' : ', WITHOUT once keys'}`);
     console.log(`${outcomes(attempts)}`);
     console.log(
       `${server.kills} server kills (SIGKILL), ${counters.drops} connection drops, ${counters.crashes} client crashes, ${counters.reconnects} automatic reconnects; ` +
-        `${counters.lostReplies} sends in flight at a disconnect (sent again under their once key), ${counters.abandoned} given up at a crash`,
+        `${counters.lostReplies} sends in flight at a disconnect (sent again${flags.useOnce ? ' under their once key' : ''}), ${counters.abandoned} given up at a crash`,
     );
     console.log(`${entries} inbox entries read back from 0 (largest inbox ${biggest})`);
     if (counters.refusedAfterReconnect > 0) console.log(`${counters.refusedAfterReconnect} logins or resumes refused after a reconnect`);

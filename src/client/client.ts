@@ -363,7 +363,8 @@ export class TextClient extends EventEmitter<TextClientEvents> {
               resumeError = err;
             }
           }
-          this.emit('reconnected', loginError, resumeError);
+          if (resumeError === undefined) this.emit('reconnected', loginError);
+          else this.emit('reconnected', loginError, resumeError);
           // requests waiting to be sent again go after the login and the resume
           this.#stopWaiting(loginError);
           return;

@@ -139,10 +139,12 @@ describe('delivery checker verdict', () => {
     live.set('a', [...h.live.get('a')!.slice(0, 2), { seq: 3, fields: ['send', 'b', CMD, 'b:7'], epoch: 'E1' }]);
     live.set('b', [h.live.get('b')![0]!, h.live.get('b')![2]!]);
     live.set('c', h.live.get('c')!.map((e) => ({ ...e, epoch: 'E0' })));
-    const results = verify({ ...h, live, resets: new Map([['c', 1]]) });
+    const results = verify({ ...h, live, resets: new Map([['c', ['resume from seq 3 of epoch E0: stream_reset']]]) });
     expect(failing(results)).toEqual([PROPERTIES.kept, PROPERTIES.live]);
     expect(byName(results, 'kept').firstFailure).toBe('a saw seq 3 as send,b,chk,b:7; the final inbox has sent,b,chk,a:1 at seq 3');
     expect(byName(results, 'kept').failed).toBe(1 + 3);
     expect(byName(results, 'live')).toMatchObject({ passed: 1, failed: 2, firstFailure: 'b saw seq 3 after seq 1' });
+    const reset = verify({ ...h, resets: new Map([['c', ['resume from seq 3 of epoch E1: stream_reset: past the head']]]) });
+    expect(byName(reset, 'live').firstFailure).toBe('c: 1 resume was answered stream_reset (resume from seq 3 of epoch E1: stream_reset: past the head)');
   });
 });

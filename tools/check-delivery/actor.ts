@@ -37,13 +37,16 @@ export type ActorSetup = {
   crashShare: number;
   attempts: Attempt[];
   counters: Counters;
+  /** false: plain `send`, sent again after a lost reply as a naive client would (the checker should then find duplicates). */
+  useOnce: boolean;
 };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class Actor {
   readonly live: LiveEntry[] = [];
-  resets = 0;
+  /** Each stream_reset: the position resumed from and the server's info. */
+  readonly resets: string[] = [];
   readonly #s: ActorSetup;
   #client: TextClient | undefined;
   /** Resolves to a logged-in client following the inbox (a new one after a crash). */
@@ -87,7 +90,8 @@ export class Actor {
       this.#inFlight = true;
       this.#crashed = false;
       try {
-        await client.requestWithKey(attempt.key, 'send', to, command, `${me}:${attempt.n}`);
+        const fields = ['send', to, command, `${me}:${attempt.n}`];
+        await (this.#s.useOnce ? client.requestWithKey(attempt.key, ...fields) : this.#withoutOnce(client, fields));
         attempt.outcome = 'ok';
         attempt.ackOrder = this.#acks++;
         return;
@@ -105,6 +109,22 @@ export class Actor {
         }
       } finally {
         this.#inFlight = false;
+      }
+    }
+  }
+
+  /** A send with no key: after a lost reply, sent again as it is once the client is back. */
+  async #withoutOnce(client: TextClient, fields: string[]): Promise<string[]> {
+    for (;;) {
+      let onBack = () => {};
+      const back = new Promise<void>((r) => client.once('reconnected', (onBack = () => r())));
+      try {
+        return await client.request(...fields);
+      } catch (err) {
+        if (!(err instanceof ConnectionClosedError) || this.#crashed || this.#stopped) throw err;
+        await back;
+      } finally {
+        client.off('reconnected', onBack);
       }
     }
   }
@@ -156,7 +176,7 @@ export class Actor {
     client.on('resumed', () => {
       if (client.inboxPosition !== undefined) this.#position = client.inboxPosition;
     });
-    client.on('streamReset', () => this.resets++);
+    client.on('streamReset', (err) => this.resets.push(`resume from seq ${this.#position.seq} of epoch ${this.#position.epoch}: ${err.message}`));
     client.on('close', () => {
       if (this.#inFlight && client === this.#client && !this.#crashed) this.#s.counters.lostReplies++;
     });

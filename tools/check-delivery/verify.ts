@@ -35,8 +35,8 @@ export type History = {
   readonly finals: ReadonlyMap<string, FinalStream>;
   /** Per client, the entries it processed (after the library dropped repeats), in order. */
   readonly live: ReadonlyMap<string, readonly LiveEntry[]>;
-  /** Per client, how many times a resume was answered `stream_reset`. */
-  readonly resets: ReadonlyMap<string, number>;
+  /** Per client, each resume answered `stream_reset` (what was asked, and why). */
+  readonly resets: ReadonlyMap<string, readonly string[]>;
 };
 
 export type PropertyResult = { readonly name: string; passed: number; failed: number; firstFailure?: string };
@@ -180,9 +180,9 @@ function checkLive(history: History, kept: Tally, live: Tally): void {
         kept.fail(`${owner} saw seq ${e.seq} as ${e.fields.join(',')}; the final inbox has ${there === undefined ? 'no such seq' : `${there.fields.join(',')} at seq ${there.seq}`}`);
       } else kept.pass();
     }
-    const resets = history.resets.get(owner) ?? 0;
+    const resets = history.resets.get(owner) ?? [];
     const gap = entries.findIndex((e, i) => e.seq !== (i === 0 ? 1 : entries[i - 1]!.seq + 1));
-    if (resets > 0) live.fail(`${owner}: ${resets} resume${resets === 1 ? ' was' : 's were'} answered stream_reset`);
+    if (resets.length > 0) live.fail(`${owner}: ${resets.length} resume${resets.length === 1 ? ' was' : 's were'} answered stream_reset (${resets[0]})`);
     else if (gap >= 0) live.fail(`${owner} saw seq ${entries[gap]!.seq} after ${gap === 0 ? 'nothing' : `seq ${entries[gap - 1]!.seq}`}`);
     else live.pass();
   }
