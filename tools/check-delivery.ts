@@ -198,7 +198,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       say(`${ok} sends acknowledged, ${server.kills} kills, ${counters.drops} drops, ${counters.crashes} crashes, ${Math.max(0, Math.round((until - Date.now()) / 1000))} s left`);
     }, 5000);
     const runs = Promise.all(actors.map((a) => a.run(until, settleBy)));
-    await killAtRandom(server, flags.killEverySec * 1000, until, random.fork(flags.clients));
+    try {
+      await killAtRandom(server, flags.killEverySec * 1000, until, random.fork(flags.clients));
+    } catch (err) {
+      clearInterval(progress);
+      for (const a of actors) a.stop();
+      await runs;
+      say(`the server did not start again after a kill: ${(err as Error).message}`);
+      return 2;
+    }
     await Promise.race([runs, sleep(settleBy - Date.now())]);
     clearInterval(progress);
     for (const a of actors) a.stop();
@@ -227,6 +235,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (counters.refusedAfterReconnect > 0) console.log(`${counters.refusedAfterReconnect} logins or resumes refused after a reconnect`);
     console.log(formatResults(results));
     let failed = results.some((r) => r.failed > 0);
+    if (server.crashes.length > 0) {
+      console.log(`FAIL the server exited by itself ${server.crashes.length} time(s); the first: ${server.crashes[0]}`);
+      failed = true;
+    }
     if (acked === 0) {
       console.log('FAIL no send was acknowledged: nothing was checked');
       failed = true;

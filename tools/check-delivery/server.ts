@@ -17,7 +17,11 @@ export class ServerProcess {
   readonly spec: ServerSpec;
   port = 0;
   kills = 0;
+  /** Exits nobody asked for (a crash of the server): how it ended and its last lines. It is started again each time. */
+  readonly crashes: string[] = [];
   #proc: ChildProcess | undefined;
+  /** A kill or a stop is under way: the exit that follows is expected. */
+  #ending = false;
   #exited: Promise<void> = Promise.resolve();
   readonly lines: string[] = [];
 
@@ -45,11 +49,13 @@ export class ServerProcess {
   /** SIGKILL: no shutdown, no flush; resolves once the process is gone. */
   async kill(): Promise<void> {
     this.kills++;
+    this.#ending = true;
     this.#proc?.kill('SIGKILL');
     await this.#exited;
   }
 
   async stop(): Promise<void> {
+    this.#ending = true;
     this.#proc?.kill('SIGTERM');
     await this.#exited;
   }
@@ -69,7 +75,15 @@ export class ServerProcess {
     ];
     const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '1048576' }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.#proc = proc;
+    this.#ending = false;
     this.#exited = new Promise((r) => proc.once('exit', () => r()));
+    let listening = false;
+    proc.once('exit', (code, signal) => {
+      if (this.#ending || !listening) return;
+      this.crashes.push(`exit ${signal ?? code}; its last lines:\n${this.lines.join('\n')}`);
+      // started again, so the run (and the final read) can go on; the crash itself fails the check
+      setTimeout(() => void this.start().catch(() => {}), 100);
+    });
     return new Promise((resolve, reject) => {
       const keep = (line: string) => {
         this.lines.push(line);
@@ -78,7 +92,10 @@ export class ServerProcess {
       createInterface({ input: proc.stderr! }).on('line', keep);
       createInterface({ input: proc.stdout! }).on('line', (line) => {
         keep(line);
-        if (line.includes('"msg":"listening"')) resolve((JSON.parse(line) as { port: number }).port);
+        if (line.includes('"msg":"listening"')) {
+          listening = true;
+          resolve((JSON.parse(line) as { port: number }).port);
+        }
       });
       proc.once('exit', (code, signal) => reject(new Error(`the server exited (${signal ?? code}) before listening:\n${this.lines.join('\n')}`)));
     });
