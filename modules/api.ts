@@ -186,6 +186,15 @@ const routes: HttpRoute[] = [
     },
   },
   {
+    // DELIVERY.md section 3: a page of the inbox after a seq; what it returns counts as received
+    method: 'GET',
+    path: '/api/inbox',
+    async handler(req, server) {
+      const user = (await authed(req, server)).session.requireUser();
+      return { body: await server.inbox.read(user, req.query.after, req.query.limit, req.query.epoch ?? '') };
+    },
+  },
+  {
     method: 'GET',
     path: '/api/users/:user',
     async handler(req, server) {

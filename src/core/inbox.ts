@@ -61,6 +61,7 @@ export class Inbox implements InboxApi {
   #appended = new Map<number, number>();
   #sweeper: NodeJS.Timeout | undefined;
   #sweeping = false;
+  #lastSweep: Promise<void> = Promise.resolve();
 
   constructor(data: InboxData, hub: InboxHub, log: Logger, settings: InboxSettings) {
     this.#data = data;
@@ -231,14 +232,13 @@ export class Inbox implements InboxApi {
   }
 
   /**
-   * Every push of an appended entry goes through here, once its commit is
-   * durable: a seq a client has seen is never lost in a crash. For now the
-   * callers' own transaction is the outermost one, so that is now; once the
-   * store can wrap a command in an outer transaction (`once`), this defers
-   * to its commit.
+   * Every push of an appended entry goes through here: once the commit is
+   * durable (a seq a client has seen is never lost in a crash), which is
+   * the outermost transaction's when the append joined one (a command run
+   * by `once`); never when it rolls back.
    */
   #afterCommit(fn: () => void): void {
-    fn();
+    this.#data.afterCommit(fn);
   }
 
   /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
@@ -314,7 +314,9 @@ export class Inbox implements InboxApi {
   // ---- retention -------------------------------------------------------
 
   startSweeper(): void {
-    this.#sweeper = setInterval(() => void this.sweep(), SWEEP_MS);
+    this.#sweeper = setInterval(() => {
+      if (!this.#sweeping) void this.sweep();
+    }, SWEEP_MS);
     this.#sweeper.unref();
   }
 
@@ -327,10 +329,19 @@ export class Inbox implements InboxApi {
    * Drops received entries outside the window: past the newest
    * `--inbox-retain` of each user appended to since the last sweep, and
    * older than `--inbox-max-age` (a bounded batch per sweep, by index).
+   * Sweeps run one after the other.
    */
-  async sweep(now = Date.now()): Promise<void> {
-    if (this.#sweeping) return;
+  sweep(now = Date.now()): Promise<void> {
     this.#sweeping = true;
+    const run = this.#lastSweep.then(() => this.#sweepOnce(now));
+    this.#lastSweep = run;
+    void run.then(() => {
+      if (this.#lastSweep === run) this.#sweeping = false;
+    });
+    return run;
+  }
+
+  async #sweepOnce(now: number): Promise<void> {
     const dirty = this.#appended;
     this.#appended = new Map();
     try {
@@ -343,8 +354,6 @@ export class Inbox implements InboxApi {
     } catch (err) {
       for (const [userId, head] of dirty) this.#appended.set(userId, Math.max(head, this.#appended.get(userId) ?? 0));
       this.#log.warn({ err: (err as Error).message }, 'inbox retention sweep failed; will retry');
-    } finally {
-      this.#sweeping = false;
     }
   }
 }

@@ -102,9 +102,17 @@ export interface StoreApi {
    * Writes: `fn`'s queries commit together and the promise resolves once the
    * commit is durable, so a reply sent after it reports a write that lasts.
    * Concurrent transactions share commits. A storage failure rejects with the
-   * `unavailable` error.
+   * `unavailable` error. Called while another transaction of the same
+   * async call chain is open (a command run by `once`), it joins that one
+   * and commits with it; reads through `db` in that chain see its writes.
    */
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R>;
+  /**
+   * Runs `fn` once the open transaction of this call chain is durable, or at
+   * once when there is none: pushes that report a write go out through it,
+   * so that none is seen before its commit (and none if it rolls back).
+   */
+  afterCommit(fn: () => void): void;
 }
 
 /**

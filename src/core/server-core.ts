@@ -75,6 +75,7 @@ export class ServerCore {
       store: {
         db: store.db,
         transaction: (fn) => store.transaction(fn),
+        afterCommit: (fn) => store.afterCommit(fn),
       },
       log,
       services: {

@@ -251,10 +251,11 @@ export class Session implements SessionApi {
     }
   }
 
-  /** A reply whose request set a gate waits for it (the gate never rejects the reply). */
+  /** A reply whose request set a gate waits for it; an error does not (what it waited for may never come). */
   #gated(reply: Reply, err: unknown): void {
     const gate = this.#replyGate;
-    if (gate === null) {
+    if (gate === null || err !== undefined) {
+      this.#replyGate = null;
       this.#settled(reply, err);
       return;
     }

@@ -95,6 +95,11 @@ export class InboxData {
     return this.#store.transaction(fn);
   }
 
+  /** Runs `fn` once the open transaction of this call chain is durable (at once outside one). */
+  afterCommit(fn: () => void): void {
+    this.#store.afterCommit(fn);
+  }
+
   /**
    * Within `tx`: takes `count` seqs from the user's stream (creating it on
    * first use) and returns the first one with the epoch. Holds the stream

@@ -31,8 +31,15 @@ export interface Store {
   readonly dialect: Dialect;
   /** Reads. A write outside `transaction` is refused: it would be acknowledged before it is durable. */
   readonly db: Kysely<any>;
-  /** Runs `fn` in one transaction and resolves once its commit is durable; rolls back when `fn` throws. */
+  /**
+   * Runs `fn` in one transaction and resolves once its commit is durable;
+   * rolls back when `fn` throws. Called inside another transaction's async
+   * call chain, it joins that one (a savepoint) and commits with it; reads
+   * in that chain see its writes.
+   */
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R>;
+  /** Runs `fn` once the open transaction of this call chain is durable (dropped if it rolls back); at once outside one. */
+  afterCommit(fn: () => void): void;
   /** Applies the owner's migrations not yet applied (once, even with several servers starting together). */
   migrate(owner: string, migrations: readonly Migration[]): Promise<void>;
   /** True when `err` is the store failing (disk full, I/O error, database gone), not a bad query. */

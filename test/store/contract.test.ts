@@ -68,11 +68,84 @@ describe(`store contract (${backend})`, () => {
     const rows = await (s.db as Kysely<Tables>).selectFrom('notes').select('body').execute();
     expect(rows.map((r) => r.body).sort()).toEqual(Array.from({ length: 200 }, (_, i) => `n${i}`).sort());
     if (s instanceof SqliteStore) {
+      // transactions of one turn share a COMMIT, and commits share fsyncs
       const commits = s.stats.commits - before!.commits;
       const fsyncs = s.stats.fsyncs - before!.fsyncs;
-      expect(commits).toBe(200);
-      expect(fsyncs).toBeLessThan(commits / 4);
+      expect(commits).toBeLessThan(200 / 4);
+      expect(fsyncs).toBeLessThanOrEqual(commits);
     }
+  });
+
+  it('rolls back only the transaction that failed when concurrent ones share a commit', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const results = await Promise.allSettled(
+      ['a', 'b', 'c'].map((body) =>
+        s.transaction(async (tx: Kysely<Tables>) => {
+          await tx.insertInto('notes').values({ body }).execute();
+          if (body === 'b') throw new Error('not b');
+        }),
+      ),
+    );
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((await (s.db as Kysely<Tables>).selectFrom('notes').select('body').orderBy('body').execute()).map((r) => r.body)).toEqual(['a', 'c']);
+  });
+
+  it('joins a transaction opened inside another one: reads see its writes, and it commits or rolls back with it', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const db = s.db as Kysely<Tables>;
+    const seen = await s.transaction(async (tx: Kysely<Tables>) => {
+      await tx.insertInto('notes').values({ body: 'outer' }).execute();
+      await s.transaction((inner: Kysely<Tables>) => inner.insertInto('notes').values({ body: 'inner' }).execute());
+      return (await db.selectFrom('notes').select('body').orderBy('id').execute()).map((r) => r.body);
+    });
+    expect(seen).toEqual(['outer', 'inner']);
+    await expect(
+      s.transaction(async () => {
+        await s.transaction((inner: Kysely<Tables>) => inner.insertInto('notes').values({ body: 'lost' }).execute());
+        throw new Error('outer fails');
+      }),
+    ).rejects.toThrow('outer fails');
+    expect((await db.selectFrom('notes').select('body').orderBy('id').execute()).map((r) => r.body)).toEqual(['outer', 'inner']);
+  });
+
+  it('rolls back a joined transaction that fails alone when the outer one goes on', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    await s.transaction(async (tx: Kysely<Tables>) => {
+      await tx.insertInto('notes').values({ body: 'kept' }).execute();
+      await s
+        .transaction(async (inner: Kysely<Tables>) => {
+          await inner.insertInto('notes').values({ body: 'dropped' }).execute();
+          throw new Error('inner fails');
+        })
+        .catch(() => {});
+    });
+    expect((await (s.db as Kysely<Tables>).selectFrom('notes').select('body').execute()).map((r) => r.body)).toEqual(['kept']);
+  });
+
+  it('runs afterCommit callbacks once the outermost transaction committed, in order, and never for a rolled-back one', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const events: string[] = [];
+    s.afterCommit(() => events.push('outside'));
+    expect(events).toEqual(['outside']);
+    await s.transaction(async (tx: Kysely<Tables>) => {
+      await s.transaction((inner: Kysely<Tables>) => inner.insertInto('notes').values({ body: 'x' }).execute());
+      s.afterCommit(() => events.push('first'));
+      await tx.insertInto('notes').values({ body: 'y' }).execute();
+      s.afterCommit(() => events.push('second'));
+      events.push('body done');
+    });
+    expect(events).toEqual(['outside', 'body done', 'first', 'second']);
+    await s
+      .transaction(async () => {
+        s.afterCommit(() => events.push('never'));
+        throw new Error('rolled back');
+      })
+      .catch(() => {});
+    expect(events).not.toContain('never');
   });
 
   it('applies each migration once, in order, and refuses a store newer than the code', async () => {

@@ -5,6 +5,7 @@
  * equality (names, keys) still compares escaped with escaped. Strings
  * without either character (nearly all) pass through untouched.
  */
+import { AmbientDriver } from '../ambient.ts';
 import { PostgresDialect, type CompiledQuery, type DatabaseConnection, type Driver, type PostgresDialectConfig, type QueryResult, type TransactionSettings } from 'kysely';
 
 const ESC = '\uE000';
@@ -80,12 +81,12 @@ class NulSafeDriver implements Driver {
   }
 }
 
-/** Kysely's PostgreSQL dialect, NUL-safe. */
+/** Kysely's PostgreSQL dialect, NUL-safe, with ambient transactions (ambient.ts). */
 export class NulSafePostgresDialect extends PostgresDialect {
   constructor(config: PostgresDialectConfig) {
     super(config);
   }
   override createDriver(): Driver {
-    return new NulSafeDriver(super.createDriver());
+    return new AmbientDriver(new NulSafeDriver(super.createDriver()));
   }
 }

@@ -8,6 +8,7 @@
 import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { afterCommit, runTransaction } from '../ambient.ts';
 import { migrate } from '../migrations.ts';
 import { NulSafePostgresDialect } from './nul-safe.ts';
 import type { Migration, Store } from '../store.ts';
@@ -64,10 +65,14 @@ export class PostgresStore implements Store {
     return this.#up;
   }
 
-  async transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    const result = await this.db.transaction().execute(fn);
-    this.#up = true;
-    return result;
+  transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    return runTransaction(this.db, fn, async () => {
+      this.#up = true;
+    });
+  }
+
+  afterCommit(fn: () => void): void {
+    afterCommit(fn);
   }
 
   migrate(owner: string, migrations: readonly Migration[]): Promise<void> {

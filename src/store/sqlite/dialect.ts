@@ -1,13 +1,23 @@
 /**
  * Kysely over one node:sqlite connection. Statements are prepared once and
  * cached; one query runs at a time (a transaction holds the connection
- * until it ends, so nobody else's statement slips into it). Committing is
- * the store's business: this driver's COMMIT writes the WAL without an
- * fsync, and the store waits for a shared fsync before it acknowledges.
+ * until it ends, so nobody else's statement slips into it).
+ *
+ * Transactions are batched: the first one of an event-loop turn opens a
+ * SQLite transaction, and each (this one and those that follow in the same
+ * turn) runs inside it as a savepoint, released when it ends or rolled back
+ * alone when it fails. One COMMIT, queued behind them at the end of the
+ * turn (setImmediate), writes the whole batch to the WAL at once: per
+ * request that saves a BEGIN, a COMMIT and the WAL pages every COMMIT
+ * writes, which is most of a small write's cost. A transaction is reported
+ * done only once its batch's COMMIT ran (the store then waits for the
+ * shared fsync, see GroupSync): if SQLite rolls a batch back (a full disk),
+ * every transaction of it fails, so nothing of it is acknowledged.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { AmbientDriver, noteCommit } from '../ambient.ts';
 import {
-  CompiledQuery,
+  type CompiledQuery,
   SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
@@ -24,12 +34,13 @@ const WRITES = new Set(['InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode',
 class Connection implements DatabaseConnection {
   readonly #db: DatabaseSync;
   readonly #cache = new Map<string, { stmt: StatementSync; reader: boolean }>();
-  /** Called after every COMMIT. */
-  readonly #onCommit: () => void;
+  /** True inside a transaction (a savepoint of the batch): the only place writes are allowed. */
+  logical = false;
+  /** The last statement's failure, for the batch it may have rolled back. */
+  lastError: Error | undefined;
 
-  constructor(db: DatabaseSync, onCommit: () => void) {
+  constructor(db: DatabaseSync) {
     this.#db = db;
-    this.#onCommit = onCommit;
   }
 
   #prepare(sql: string): { stmt: StatementSync; reader: boolean } {
@@ -47,13 +58,23 @@ class Connection implements DatabaseConnection {
     try {
       return Promise.resolve(this.#run<R>(compiled));
     } catch (err) {
+      this.lastError = err as Error;
       return Promise.reject(err as Error);
     }
   }
 
+  /** Runs a statement of the driver's own (transaction control), prepared once: they run several times per request. */
+  exec(text: string): void {
+    try {
+      this.#prepare(text).stmt.run();
+    } catch (err) {
+      this.lastError = err as Error;
+      throw err;
+    }
+  }
+
   #run<R>(compiled: CompiledQuery): QueryResult<R> {
-    const inTransaction = this.#db.isTransaction;
-    if (!inTransaction && WRITES.has(compiled.query.kind)) {
+    if (!this.logical && WRITES.has(compiled.query.kind)) {
       // an autocommitted write would be acknowledged before its fsync
       throw new Error('writes go through store.transaction()');
     }
@@ -61,7 +82,6 @@ class Connection implements DatabaseConnection {
     const params = compiled.parameters as (string | number | bigint | null | Uint8Array)[];
     if (reader) return { rows: stmt.all(...params) as R[] };
     const { changes, lastInsertRowid } = stmt.run(...params);
-    if (compiled.sql === 'COMMIT') this.#onCommit();
     return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
   }
 
@@ -90,14 +110,32 @@ class Mutex {
   }
 }
 
+/** One SQLite transaction holding the savepoints of a turn's transactions. */
+class Batch {
+  readonly done: Promise<void>;
+  resolve!: () => void;
+  reject!: (err: Error) => void;
+  constructor() {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // a batch whose transactions all rolled back has nobody waiting on it
+    this.done.catch(() => {});
+  }
+}
+
 class SqliteDriver implements Driver {
   readonly #db: DatabaseSync;
   readonly #connection: Connection;
   readonly #mutex = new Mutex();
+  readonly #onCommit: () => void;
+  #batch: Batch | undefined;
 
   constructor(db: DatabaseSync, onCommit: () => void) {
     this.#db = db;
-    this.#connection = new Connection(db, onCommit);
+    this.#connection = new Connection(db);
+    this.#onCommit = onCommit;
   }
 
   async init(): Promise<void> {}
@@ -107,34 +145,81 @@ class SqliteDriver implements Driver {
     return this.#connection;
   }
 
-  async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    // IMMEDIATE: take the write lock now, not at the first write, so a
-    // transaction never fails half-way on a lock another process holds
-    await connection.executeQuery(CompiledQuery.raw('BEGIN IMMEDIATE'));
+  async beginTransaction(): Promise<void> {
+    if (this.#batch === undefined) {
+      // IMMEDIATE: take the write lock now, not at the first write, so a
+      // transaction never fails half-way on a lock another process holds
+      this.#connection.exec('BEGIN IMMEDIATE');
+      const batch = new Batch();
+      this.#batch = batch;
+      setImmediate(() => void this.#commit(batch));
+    }
+    this.#connection.exec('SAVEPOINT batched');
+    this.#connection.logical = true;
   }
 
-  async commitTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('COMMIT'));
+  async commitTransaction(): Promise<void> {
+    this.#connection.exec('RELEASE batched');
+    this.#connection.logical = false;
+    noteCommit(this.#batch!.done);
   }
 
-  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    // SQLite may have rolled back already (a failed COMMIT on a full disk does)
-    if (this.#db.isTransaction) await connection.executeQuery(CompiledQuery.raw('ROLLBACK'));
+  async rollbackTransaction(): Promise<void> {
+    this.#connection.logical = false;
+    if (this.#db.isTransaction) {
+      this.#connection.exec('ROLLBACK TO batched');
+      this.#connection.exec('RELEASE batched');
+      return;
+    }
+    // SQLite rolled the whole batch back (a full disk, an I/O error): those released before fail too
+    const batch = this.#batch;
+    this.#batch = undefined;
+    batch?.reject(this.#connection.lastError ?? new Error('the SQLite transaction was rolled back'));
   }
 
   async releaseConnection(): Promise<void> {
     this.#mutex.unlock();
   }
 
+  /** Ends the turn's batch: queued behind the transactions already waiting, before those that come later. */
+  async #commit(batch: Batch): Promise<void> {
+    await this.#mutex.lock();
+    try {
+      if (this.#batch !== batch) return;
+      this.#batch = undefined;
+      try {
+        this.#connection.exec('COMMIT');
+      } catch (err) {
+        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+        batch.reject(err as Error);
+        return;
+      }
+      this.#onCommit();
+      batch.resolve();
+    } finally {
+      this.#mutex.unlock();
+    }
+  }
+
+  /** Settles once the open batch (if any) has committed. */
+  flush(): Promise<void> {
+    return this.#batch?.done ?? Promise.resolve();
+  }
+
   async destroy(): Promise<void> {}
 }
 
-/** `onCommit` runs (synchronously) after each commit, before anyone else may run a statement. */
-export function sqliteDialect(db: DatabaseSync, onCommit: () => void): Dialect {
-  return {
+/**
+ * `onCommit` runs (synchronously) after each batch's COMMIT, before anyone
+ * else may run a statement; `flush` settles once the open batch committed.
+ */
+export function sqliteDialect(db: DatabaseSync, onCommit: () => void): { dialect: Dialect; flush(): Promise<void> } {
+  const driver = new SqliteDriver(db, onCommit);
+  const dialect: Dialect = {
     createAdapter: () => new SqliteAdapter(),
-    createDriver: () => new SqliteDriver(db, onCommit),
+    createDriver: () => new AmbientDriver(driver),
     createIntrospector: (k: Kysely<any>) => new SqliteIntrospector(k),
     createQueryCompiler: () => new SqliteQueryCompiler(),
   };
+  return { dialect, flush: () => driver.flush() };
 }

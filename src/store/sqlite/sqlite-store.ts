@@ -14,6 +14,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Kysely, sql } from 'kysely';
 import type { Logger } from 'pino';
+import { afterCommit, runTransaction } from '../ambient.ts';
 import { sqliteDialect } from './dialect.ts';
 import { GroupSync } from './group-sync.ts';
 import { migrate } from '../migrations.ts';
@@ -33,12 +34,15 @@ export class SqliteStore implements Store {
   readonly #sqlite: DatabaseSync;
   readonly #walFd: number;
   readonly #sync: GroupSync;
-  readonly #checkpointer: Worker;
+  #checkpointer!: Worker;
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
+  readonly #flush: () => Promise<void>;
   #checkpointing = false;
   #probe: NodeJS.Timeout | undefined;
   #up = true;
+  /** After a failed fsync: the kernel may have dropped the pages it could not write, so no later fsync vouches for them. */
+  #poisoned: Error | undefined;
   #closed = false;
 
   constructor(dataDir: string, log: Logger) {
@@ -49,6 +53,7 @@ export class SqliteStore implements Store {
     this.#sqlite.exec(`PRAGMA journal_mode = WAL;
       PRAGMA synchronous = OFF;
       PRAGMA wal_autocheckpoint = 0;
+      PRAGMA journal_size_limit = ${CHECKPOINT_BYTES * 2};
       PRAGMA foreign_keys = ON;
       PRAGMA busy_timeout = 5000;`);
     // the WAL exists once something was written; make sure it does, and that its name is on disk
@@ -56,32 +61,55 @@ export class SqliteStore implements Store {
     this.#walFd = openSync(`${this.file}-wal`, 'r');
     fsyncSync(this.#walFd);
     syncDirectory(dataDir);
-    this.#sync = new GroupSync(this.#walFd, (err) => this.#failed(err));
-    this.db = new Kysely<any>({ dialect: sqliteDialect(this.#sqlite, () => this.#sync.committed()) });
-    this.#checkpointer = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { file: this.file } });
-    this.#checkpointer.on('message', (m: { ok: boolean; error?: string }) => {
-      this.#checkpointing = false;
-      if (!m.ok) this.#log.warn({ err: m.error }, 'checkpoint failed; will retry');
-    });
-    this.#checkpointer.on('error', (err) => this.#log.error({ err }, 'checkpointer stopped'));
-    this.#checkpointer.unref();
+    this.#sync = new GroupSync(this.#walFd, (err) => this.#fsyncFailed(err));
+    const { dialect, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
+    this.db = new Kysely<any>({ dialect });
+    this.#flush = flush;
+    this.#startCheckpointer();
     this.#timer = setInterval(() => this.#maybeCheckpoint(), CHECK_MS);
     this.#timer.unref();
   }
 
+  /** A worker that dies (out of memory, a crash in SQLite) is replaced: without checkpoints the WAL grows without bound. */
+  #startCheckpointer(): void {
+    const worker = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { file: this.file } });
+    this.#checkpointer = worker;
+    this.#checkpointing = false;
+    worker.on('message', (m: { ok: boolean; error?: string }) => {
+      this.#checkpointing = false;
+      if (!m.ok) this.#log.warn({ err: m.error }, 'checkpoint failed; will retry');
+    });
+    worker.on('error', (err) => this.#log.error({ err: err.message }, 'checkpointer failed'));
+    worker.on('exit', () => {
+      if (this.#closed || this.#checkpointer !== worker) return;
+      this.#log.error('checkpointer stopped; starting another');
+      const again = setTimeout(() => {
+        if (!this.#closed) this.#startCheckpointer();
+      }, CHECK_MS);
+      again.unref();
+    });
+    worker.unref();
+  }
+
   get up(): boolean {
-    return this.#up;
+    return this.#up && !this.#poisoned;
   }
 
   get stats(): { fsyncs: number; commits: number } {
     return this.#sync.stats;
   }
 
-  async transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    const result = await this.db.transaction().execute(fn);
-    await this.#sync.durable();
-    this.#up = true;
-    return result;
+  transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    if (this.#poisoned !== undefined) return Promise.reject(this.#poisoned);
+    return runTransaction(this.db, fn, async (committed) => {
+      await committed;
+      await this.#sync.durable();
+      this.#up = true;
+    });
+  }
+
+  afterCommit(fn: () => void): void {
+    afterCommit(fn);
   }
 
   migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
@@ -107,6 +135,18 @@ export class SqliteStore implements Store {
       return failed;
     }
     return e.syscall === 'fdatasync'; // GroupSync's own failure
+  }
+
+  /**
+   * A failed fsync is not retried (as PostgreSQL, which stops): Linux may
+   * have marked the pages it failed to write clean, so a later fsync that
+   * succeeds proves nothing about them. Writes answer unavailable until
+   * the server restarts and SQLite recovers from what is really on disk.
+   */
+  #fsyncFailed(err: Error): void {
+    if (this.#poisoned === undefined) this.#log.fatal({ err: err.message }, 'fsync of the WAL failed: writes answer unavailable until the server is restarted');
+    this.#poisoned = err;
+    this.#up = false;
   }
 
   #failed(err: Error): void {
@@ -142,6 +182,7 @@ export class SqliteStore implements Store {
     this.#closed = true;
     clearInterval(this.#timer);
     clearTimeout(this.#probe);
+    await this.#flush().catch(() => {});
     await this.#sync.durable().catch(() => {});
     // held (ref) while closing: an unref'd worker would let the process exit mid-close
     this.#checkpointer.ref();
