@@ -87,6 +87,18 @@ async function run(ctx: CommandContext, ...fields: string[]): Promise<string[]> 
   return reply === undefined ? ['ok'] : [...reply];
 }
 
+/**
+ * A logged-in POST route's command, under `once` when the request carries
+ * an `Idempotency-Key` header (DELIVERY.md section 3): a retried request
+ * gets the first one's answer and changes nothing.
+ */
+function runOnce(req: HttpRequest, ctx: CommandContext, ...fields: string[]): Promise<string[]> {
+  const key = req.headers['idempotency-key'];
+  if (key === undefined) return run(ctx, ...fields);
+  if (typeof key !== 'string') throw new CommandError('syntax', 'one Idempotency-Key header at most');
+  return run(ctx, 'once', key, ...fields);
+}
+
 function stringField(body: unknown, key: string): string {
   const value = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[key] : undefined;
   if (typeof value !== 'string') throw new CommandError('syntax', `the JSON body needs a string "${key}"`);
@@ -143,7 +155,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/join',
     async handler(req, server) {
-      await run(await authed(req, server), 'join', req.params.room!);
+      await runOnce(req, await authed(req, server), 'join', req.params.room!);
       return NO_CONTENT;
     },
   },
@@ -151,7 +163,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/leave',
     async handler(req, server) {
-      await run(await authed(req, server), 'leave', req.params.room!);
+      await runOnce(req, await authed(req, server), 'leave', req.params.room!);
       return NO_CONTENT;
     },
   },
@@ -169,7 +181,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/messages',
     async handler(req, server) {
-      const said = await run(await authed(req, server), 'say', req.params.room!, stringField(req.body, 'text'));
+      const said = await runOnce(req, await authed(req, server), 'say', req.params.room!, stringField(req.body, 'text'));
       return { status: 201, body: { id: Number(said[2]), time: Number(said[3]) } };
     },
   },
@@ -181,7 +193,7 @@ const routes: HttpRoute[] = [
       const body = req.body as { args?: unknown } | null;
       const args = body?.args ?? [];
       if (!Array.isArray(args) || args.some((a) => typeof a !== 'string')) throw new CommandError('syntax', '"args" must be an array of strings');
-      await run(ctx, 'send', req.params.user!, stringField(req.body, 'command'), ...(args as string[]));
+      await runOnce(req, ctx, 'send', req.params.user!, stringField(req.body, 'command'), ...(args as string[]));
       return NO_CONTENT;
     },
   },

@@ -66,6 +66,7 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     core.stopSweeper();
     await gateways.close();
     core.disposeModules();
+    await core.hub.inbox.close(); // its last marks and sweeps, before the store goes
     await store.close();
     log.info('stopped');
   }

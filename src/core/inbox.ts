@@ -62,13 +62,16 @@ export class Inbox implements InboxApi {
   #sweeper: NodeJS.Timeout | undefined;
   #sweeping = false;
   #lastSweep: Promise<void> = Promise.resolve();
+  /** Store work nobody's request waits for (reads of streams and drains, marks, sweeps): the store closes after it. */
+  readonly #background = new Set<Promise<unknown>>();
+  #closed = false;
 
   constructor(data: InboxData, hub: InboxHub, log: Logger, settings: InboxSettings) {
     this.#data = data;
     this.#hub = hub;
     this.#log = log;
     this.#settings = settings;
-    this.drains = new MailboxDrains(data, log, settings.window, (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)));
+    this.drains = new MailboxDrains(data, log, settings.window, (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)), (p) => void this.#track(p));
   }
 
   isInbox(session: Session): boolean {
@@ -100,7 +103,7 @@ export class Inbox implements InboxApi {
     if (stream === undefined) {
       this.drains.stop(session); // stored frames in version 1 form stop here; another version 1 connection takes over
       stream = new InboxStream(session, {
-        read: (userId, after, limit) => this.#data.durableRead((db) => this.#data.after(db, userId, after, limit)),
+        read: (userId, after, limit) => this.#track(this.#data.durableRead((db) => this.#data.after(db, userId, after, limit))),
         received: (entry) => this.#received(entry.userId, entry.seq),
         window: this.#settings.window,
         log: this.#log,
@@ -271,7 +274,8 @@ export class Inbox implements InboxApi {
   }
 
   #lostLive(entry: InboxEntry): void {
-    this.#data.markPending(entry.userId, entry.seq).then(
+    if (this.#closed) return;
+    this.#track(this.#data.markPending(entry.userId, entry.seq)).then(
       () => void this.#hub.stats.stored++,
       (err: unknown) => {
         this.#hub.stats.lost++;
@@ -286,10 +290,13 @@ export class Inbox implements InboxApi {
     let list = this.#marks.get(userId);
     if (list === undefined) this.#marks.set(userId, (list = []));
     list.push(seq);
-    if (!this.#flushing) {
-      this.#flushing = true;
-      setImmediate(() => void this.#flush());
-    }
+    if (!this.#flushing) this.#scheduleFlush();
+  }
+
+  /** One batch per event-loop turn; tracked from now, so a close waits for it. */
+  #scheduleFlush(): void {
+    this.#flushing = true;
+    void this.#track(new Promise<void>((resolve) => setImmediate(() => void this.#flush().then(resolve))));
   }
 
   async #flush(): Promise<void> {
@@ -298,16 +305,17 @@ export class Inbox implements InboxApi {
     try {
       await this.#data.markReceived(marks);
       // received entries may have left the window already: the next sweep looks at them
-      for (const [userId, seqs] of marks) this.#appended.set(userId, Math.max(this.#appended.get(userId) ?? 0, ...seqs));
+      for (const [userId, seqs] of marks) {
+        let high = this.#appended.get(userId) ?? 0;
+        for (const seq of seqs) if (seq > high) high = seq;
+        this.#appended.set(userId, high);
+      }
     } catch (err) {
       // they stay pending: a version 1 login may get them again, nothing is lost
       this.#log.warn({ err: (err as Error).message }, 'could not mark inbox entries received');
     } finally {
       this.#flushing = false;
-      if (this.#marks.size > 0) {
-        this.#flushing = true;
-        setImmediate(() => void this.#flush());
-      }
+      if (this.#marks.size > 0 && !this.#closed) this.#scheduleFlush();
     }
   }
 
@@ -326,14 +334,36 @@ export class Inbox implements InboxApi {
   }
 
   /**
+   * Before the store closes: starts no more background work and waits (at
+   * most `timeoutMs`) for what runs, the last received marks included.
+   */
+  async close(timeoutMs = 5000): Promise<void> {
+    this.stopSweeper();
+    if (this.#marks.size > 0 && !this.#flushing) this.#scheduleFlush();
+    this.#closed = true;
+    const deadline = Date.now() + timeoutMs;
+    while (this.#background.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.#background]), new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())).unref())]);
+    }
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#background.add(p);
+    const done = () => this.#background.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /**
    * Drops received entries outside the window: past the newest
    * `--inbox-retain` of each user appended to since the last sweep, and
    * older than `--inbox-max-age` (a bounded batch per sweep, by index).
    * Sweeps run one after the other.
    */
   sweep(now = Date.now()): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#sweeping = true;
-    const run = this.#lastSweep.then(() => this.#sweepOnce(now));
+    const run = this.#track(this.#lastSweep.then(() => this.#sweepOnce(now)));
     this.#lastSweep = run;
     void run.then(() => {
       if (this.#lastSweep === run) this.#sweeping = false;

@@ -24,6 +24,8 @@ export class MailboxDrains {
   readonly #window: () => number;
   /** The version 1 connections of a user that may take over a drain. */
   readonly #heirs: (userId: number) => Session[];
+  /** Registers store work the store's close waits for. */
+  readonly #track: (work: Promise<unknown>) => void;
   /** The session draining each user's mailbox. */
   readonly #draining = new Map<number, Session>();
   /** How to stop a session's drain. */
@@ -31,8 +33,9 @@ export class MailboxDrains {
   /** Users whose running drain must look again before it ends. */
   readonly #poked = new Set<number>();
 
-  constructor(data: InboxData, log: Logger, window: () => number, heirs: (userId: number) => Session[]) {
+  constructor(data: InboxData, log: Logger, window: () => number, heirs: (userId: number) => Session[], track: (work: Promise<unknown>) => void) {
     this.#data = data;
+    this.#track = track;
     this.#log = log;
     this.#window = window;
     this.#heirs = heirs;
@@ -113,7 +116,7 @@ export class MailboxDrains {
       while (window.pending > 0) await settled();
       await markWritten();
     };
-    run()
+    const work = run()
       .catch((err: unknown) => this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored'))
       .finally(() => {
         if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
@@ -121,5 +124,6 @@ export class MailboxDrains {
         // cut short: another version 1 connection of the user takes over the rest; poked after its last read: once more
         if (this.#poked.delete(user.id) || stopped) this.ensure(user);
       });
+    this.#track(work);
   }
 }

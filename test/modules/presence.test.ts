@@ -196,7 +196,7 @@ describe('info', () => {
     expect(commands[0]).toBe('commands');
     expect(commands.slice(1)).toEqual([...commands.slice(1)].sort());
     for (const name of ['nop', 'req', 'login', 'join', 'friend_request', 'typing', 'version']) expect(commands).toContain(name);
-    expect(await c.ask('modules')).toBe('modules,nop,req,register,login,whoami,send,sync,resume,rooms,friends,presence,info,api,kfcr');
+    expect(await c.ask('modules')).toBe('modules,nop,req,register,login,whoami,send,sync,resume,once,rooms,friends,presence,info,api,kfcr');
     expect(await c.ask('version', 'x')).toMatch(err('syntax'));
   });
 });

@@ -1,0 +1,104 @@
+/**
+ * `once,<key>,<command>[,args...]` (DELIVERY.md section 3): runs the command
+ * the first time the user uses `<key>` within `--once-ttl` seconds, and
+ * answers every repeat with the recorded reply, running nothing. The key
+ * is recorded in the same transaction as the command's writes (the store
+ * joins the command's own transactions to it), so a crash leaves both or
+ * neither, and the pushes those writes cause go out once it committed. A
+ * repeat that arrives while the first runs waits for it.
+ *
+ * Not recorded (the whole transaction rolls back, so a retry with the same
+ * key runs the command again): `syntax` (the request was malformed),
+ * `unavailable`, `unhandled`, `rate_limited`, `too_many_attempts`, and fatal
+ * errors. Every other reply, errors such as `mailbox_full` included, is.
+ */
+import { CommandError, defineModule, type CommandContext, type Reply } from '../src/core/module-api.ts';
+import { ONCE_MIGRATIONS, OnceStore, type Outcome } from './once-store.ts';
+
+const MAX_KEY = 64;
+/** Errors that say nothing lasting about the command: a retry may do better. */
+const NOT_RECORDED = new Set(['syntax', 'unavailable', 'unhandled', 'rate_limited', 'too_many_attempts']);
+const SWEEP_MS = 60_000;
+
+/** A thrown outcome: the transaction rolls back, the error reaches the client. */
+class Unrecorded extends Error {
+  readonly error: CommandError;
+  constructor(error: CommandError) {
+    super(error.message);
+    this.error = error;
+  }
+}
+
+export default defineModule({
+  description: 'exactly-once requests: a repeat of a key gets the recorded reply',
+  usage: { once: 'once,<key>,<command>[,args...] -> the reply <command> got the first time <key> was used' },
+  options: {
+    'once-ttl': { type: 'number', default: 86400, min: 1, description: 'seconds a once key is remembered from its first use' },
+  },
+  migrations: ONCE_MIGRATIONS,
+  setup(ctx) {
+    const store = new OnceStore(ctx.server.store);
+    const ttlMs = ctx.options['once-ttl'] * 1000;
+    /** Runs in flight, by user and key: a repeat waits for the first. */
+    const running = new Map<string, Promise<Outcome>>();
+
+    const sweeper = setInterval(() => {
+      store.expire(Date.now() - ttlMs).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message }, 'once keys not expired; will retry'));
+    }, SWEEP_MS);
+    sweeper.unref();
+
+    const run = (c: CommandContext, userId: number, key: string, fields: string[]): Promise<Outcome> =>
+      ctx.server.store.transaction(async (tx) => {
+        const claimed = await store.claim(tx, userId, key, Date.now(), ttlMs);
+        if (claimed !== true) return claimed;
+        let outcome: Outcome;
+        try {
+          const reply: Reply = await c.server.invoke(c, fields);
+          outcome = { reply: reply === undefined ? null : [...reply] };
+        } catch (err) {
+          const e = err instanceof CommandError ? err : new CommandError('unhandled');
+          if (e.fatal || NOT_RECORDED.has(e.type)) throw new Unrecorded(e);
+          outcome = { error: e.type, info: e.info };
+        }
+        await store.record(tx, userId, key, outcome);
+        return outcome;
+      });
+
+    return {
+      dispose() {
+        clearInterval(sweeper);
+      },
+      commands: {
+        async once(c, args) {
+          const user = c.session.requireUser();
+          const key = args[0] ?? '';
+          if (key === '' || [...key].length > MAX_KEY) throw new CommandError('syntax', `once needs a key of 1 to ${MAX_KEY} characters`);
+          if (args.length < 2 || args[1] === '') throw new CommandError('syntax', 'usage: once,<key>,<command>[,args...]');
+          if (args[1] === 'req' || args[1] === 'once') throw new CommandError('syntax', `${args[1]} cannot be run by once (the usual nesting is req,<id>,once,<key>,...)`);
+          const id = `${user.id}\n${key}`;
+          let outcome = running.get(id);
+          if (outcome === undefined) {
+            const mine = run(c, user.id, key, args.slice(1));
+            running.set(id, mine);
+            const forget = () => {
+              if (running.get(id) === mine) running.delete(id);
+            };
+            mine.then(forget, forget);
+            outcome = mine;
+          }
+          let result: Outcome;
+          try {
+            result = await outcome;
+          } catch (err) {
+            // each waiter gets its own error object: `req` adds its prefix to the one it throws
+            const e = err instanceof Unrecorded ? err.error : err;
+            if (e instanceof CommandError) throw new CommandError(e.type, e.info, e.fatal);
+            throw e;
+          }
+          if ('error' in result) throw new CommandError(result.error, result.info);
+          return result.reply === null ? undefined : result.reply;
+        },
+      },
+    };
+  },
+});
