@@ -56,19 +56,50 @@ export function describeUsage(fields: readonly string[], style: Style): string {
   return `usage: ${request}${reply === '' ? '' : `\n${style.dim(`reply: ${reply}`)}`}`;
 }
 
+/** What to do about a stream_reset, said after its info. */
+export const STREAM_RESET_HINT = 'your inbox position is gone: resume,,latest for new entries, or resume,,0 for all kept ones';
+
+/** `resumed,<epoch>,<head>`: where the stream stands; the entries after the position asked for follow. */
+export function describeResumed(fields: readonly string[], style: Style): string {
+  const [, epoch = '?', head = '?'] = fields;
+  return style.dim(`resumed: epoch ${epoch}, head #${head}`);
+}
+
+/**
+ * An inbox entry (`inbox,<seq>,<fields...>`) as a line: `#12 alice → you: hello`
+ * for a message, `#13 you → bob: hi` for a carbon (sent from any of your
+ * devices), `#14 friend,added,bob` for anything else.
+ */
+export function describeInbox(fields: readonly string[], style: Style): string {
+  const [, seq = '?', kind, peer, command, ...args] = fields;
+  const tag = style.dim(`#${seq}`);
+  if ((kind === 'send' || kind === 'sent') && peer !== undefined && command !== undefined) {
+    // msg is the browser client's command for text; anything else shows its name
+    const text = command === 'msg' ? args.join(', ') : [command, ...args].join(', ');
+    const route = kind === 'send' ? `${peer} → you` : `you → ${peer}`;
+    return `${tag} ${style.push(`${route}: ${text}`)}`;
+  }
+  return `${tag} ${style.push(formatFields(fields.slice(2)))}`;
+}
+
 /** A reply to the user's own request, as the console prints it. */
 export function describeReply(fields: readonly string[], style: Style): string {
-  if (fields[0] === 'error') return describeError(fields, style);
-  if (fields[0] === 'req' && ['error', 'history', 'help'].includes(fields[2] ?? '')) {
+  if (fields[0] === 'error') {
+    const line = describeError(fields, style);
+    return fields[2] === 'stream_reset' ? `${line}\n${style.dim(STREAM_RESET_HINT)}` : line;
+  }
+  if (fields[0] === 'req' && ['error', 'history', 'help', 'resumed'].includes(fields[2] ?? '')) {
     return `${style.dim(`req ${fields[1]}:`)} ${describeReply(fields.slice(2), style)}`;
   }
+  if (fields[0] === 'resumed' && fields.length === 3) return describeResumed(fields, style);
   if (fields[0] === 'history' && /^\d+$/.test(fields[2] ?? '')) return describeHistory(fields, style);
   if (fields[0] === 'help' && fields.length <= 3) return describeUsage(fields, style);
   return fields.length === 0 ? style.dim('(empty frame)') : formatFields(fields);
 }
 
-/** A push: as on the wire, in the push colour. */
+/** A push: as on the wire, in the push colour; an inbox entry as a readable line. */
 export function describePush(fields: readonly string[], style: Style): string {
+  if (fields[0] === 'inbox' && fields.length >= 3) return describeInbox(fields, style);
   return style.push(fields.length === 0 ? '(empty frame)' : formatFields(fields));
 }
 

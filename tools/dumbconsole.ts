@@ -3,8 +3,9 @@
  * dumbconsole: an interactive console in the spirit of redis-cli. Line
  * editing, history in ~/.textserver_history, tab completion, argument hints
  * and `help <command>` from the usages modules declare, pushes printed as
- * they arrive, reconnects (logging in again). Without a terminal on stdin it
- * runs like dumbclient reading stdin.
+ * they arrive (inbox entries as `#12 alice → you: hello`), reconnects
+ * (logging in again, and resuming the inbox from the last entry shown).
+ * Without a terminal on stdin it runs like dumbclient reading stdin.
  */
 import { createInterface, type Interface } from 'node:readline';
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -52,6 +53,10 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
   /** The prompt is on screen (no request of the user's is running). */
   let promptShown = false;
   let hintShown = false;
+  /** The inbox position once a typed `resume` was answered: epoch and last seq shown, resumed from after a reconnect. */
+  let inbox: { epoch: string; seq: number } | undefined;
+  /** The `<after>` of the typed `resume` waiting for its reply. */
+  let resumeAfter: string | undefined;
   let commands = BUILTIN_COMMANDS;
   let usages: ReadonlyMap<string, string> = new Map();
   const rl: Interface = createInterface({
@@ -112,10 +117,19 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
     usages = found;
   };
 
-  client.on('push', (fields) => print(describePush(fields, style)));
+  client.on('push', (fields) => {
+    if (fields[0] === 'inbox' && inbox !== undefined && /^\d+$/.test(fields[1] ?? '')) inbox.seq = Math.max(inbox.seq, Number(fields[1]));
+    print(describePush(fields, style));
+  });
   // replies print as they arrive, so a login's ok comes before the stored messages that follow it
   client.on('reply', (fields) => {
-    if (fields[0] !== 'req' || !String(fields[1]).startsWith(AUTO_ID)) print(describeReply(fields, style)); // not the console's own look-ups
+    if (fields[0] === 'req' && String(fields[1]).startsWith(AUTO_ID)) return; // not the console's own look-ups
+    // the reply to a typed resume comes before the entries it announces: the position starts here
+    const resumed = fields[0] === 'req' ? fields.slice(2) : fields;
+    if (resumeAfter !== undefined && resumed[0] === 'resumed') {
+      inbox = { epoch: resumed[1] ?? '', seq: resumeAfter === 'latest' ? Number(resumed[2]) : Number(resumeAfter) };
+    }
+    print(describeReply(fields, style));
   });
   client.on('serverError', (err) => print(describeReply(err.fields, style)));
   client.on('frame', (dir, frame) => raw && print(style.dim(hexLine(dir, frame))));
@@ -128,8 +142,10 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
     if (quitting) return;
     const where = `reconnected to ${flags.host}:${flags.port}`;
     if (!remembered) print(style.dim(where));
-    else if (loginError === undefined) print(style.dim(`${where}; logged in again as ${user}`));
-    else {
+    else if (loginError === undefined) {
+      print(style.dim(`${where}; logged in again as ${user}`));
+      if (inbox !== undefined) void resumeInbox(inbox);
+    } else {
       print(style.error(`${where}; logging in again as ${user} failed (${loginError.message}): you are logged out`));
       user = undefined;
       remembered = false;
@@ -137,6 +153,13 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
     void refreshCommands();
     if (promptShown) showPrompt();
   });
+  /** After a reconnect: the inbox from the last entry shown, so nothing is missed and nothing shown twice. */
+  const resumeInbox = async (at: { epoch: string; seq: number }) => {
+    print(style.dim(`resuming the inbox after #${at.seq}`));
+    const reply = await client.request('resume', at.epoch, String(at.seq)).catch((err: unknown) => errorFields(err) ?? ['error', 'fatal', 'connection', (err as Error).message]);
+    if (reply[0] === 'error') inbox = undefined; // stream_reset: the hint printed says what to do
+    print(describeReply(reply, style));
+  };
   rl.on('line', () => {
     promptShown = false;
     hintShown = false;
@@ -161,11 +184,15 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
     else if (text === ':req on' || text === ':req off') print(`req wrapping ${(wrap = text === ':req on') ? 'on' : 'off'}`);
     else if (text.startsWith(':')) print(style.error(`unknown console command ${text}; try :help`));
     else if (text !== '') {
+      resumeAfter = resumeRequest(text);
       const reply = await send(client, text, wrap);
+      resumeAfter = undefined;
       if (reply[2] === 'connection') print(describeReply(reply, style));
       const login = loginRequest(text);
       if (login !== undefined && (reply[0] === 'ok' || (reply[0] === 'req' && reply[2] === 'ok'))) {
+        const was = user;
         user = (await client.request('whoami').catch(() => ['user', '?']))[1];
+        if (was?.toLowerCase() !== user?.toLowerCase()) inbox = undefined; // another user's stream
         client.rememberLogin(login);
         remembered = true;
       }
@@ -195,6 +222,14 @@ function loginRequest(text: string): string[] | undefined {
   if (isFieldsFault(parsed)) return undefined;
   const fields = parsed[0] === 'req' ? parsed.slice(2) : parsed;
   return fields[0] === 'login' || fields[0] === 'token' ? fields : undefined;
+}
+
+/** The `<after>` of a typed `resume,<epoch>,<after>` (unwrapped from `req`), else undefined. */
+function resumeRequest(text: string): string | undefined {
+  const parsed = parseFields(text);
+  if (isFieldsFault(parsed)) return undefined;
+  const fields = parsed[0] === 'req' ? parsed.slice(2) : parsed;
+  return fields[0] === 'resume' && fields.length === 3 ? fields[2] : undefined;
 }
 
 function readHistory(file: string): string[] {

@@ -5,6 +5,7 @@
  * same tested code everywhere.
  */
 import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
+import { INBOX_WORD } from './inbox.ts';
 
 /** An `error,<fatality>,<type>[,info]` reply. */
 export class ReplyError extends Error {
@@ -40,6 +41,7 @@ export class ConnectionClosedError extends Error {
 export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 'presence'];
 export const DEFAULT_REPLIES_LIKE_PUSHES: readonly string[] = ['presence'];
 
+
 /** Which first fields mark a push, and which commands answer with a frame that starts like one. */
 export type PushWords = { readonly words: readonly string[]; readonly repliesLikePushes?: readonly string[] };
 
@@ -53,7 +55,14 @@ export function parsePushWords(fields: readonly string[]): PushWords {
 /** Automatic request ids start with this, so they never collide with ids a person types. */
 export const AUTO_ID = '~';
 
-type Pending = { command: string; resolve(fields: string[]): void; reject(err: Error): void; internal?: boolean };
+type Pending = {
+  command: string;
+  resolve(fields: string[]): void;
+  reject(err: Error): void;
+  internal?: boolean;
+  /** Sees a reply that is not an error as it is received, before any later frame is handled. */
+  seen?: (fields: string[]) => void;
+};
 
 export type ProtocolEvents = {
   push(fields: string[]): void;
@@ -148,10 +157,19 @@ export class ClientProtocol {
 
   /** Sends `req,<id>,...`; resolves with the reply fields after `req,<id>`, matched by id. */
   request(...fields: string[]): Promise<string[]> {
+    return this.requestSeen(fields, undefined);
+  }
+
+  /**
+   * Like request; `seen` gets the reply (not an error) at once, before the
+   * frames after it are handled, where a promise would run too late: the
+   * inbox entries that follow a `resumed` reply need its epoch and head.
+   */
+  requestSeen(fields: string[], seen: ((reply: string[]) => void) | undefined): Promise<string[]> {
     return new Promise((resolve, reject) => {
       if (this.#closed) return reject(this.#closed);
       const id = `${AUTO_ID}${this.#nextId++}`;
-      this.#requests.set(id, { command: fields[0] ?? '', resolve, reject });
+      this.#requests.set(id, { command: fields[0] ?? '', resolve, reject, seen });
       this.#send(formatFields(['req', id, ...fields]));
     });
   }
@@ -177,7 +195,8 @@ export class ClientProtocol {
       } else this.#events.serverError(new ReplyError(fields));
       return;
     }
-    const isPush = first !== undefined && this.#pushWords.has(first) && !(next?.command === first && this.#repliesLikePushes.has(first));
+    // `inbox,<seq>,...` is the inbox's own push (DELIVERY.md), whatever list the server gave
+    const isPush = first === INBOX_WORD || (first !== undefined && this.#pushWords.has(first) && !(next?.command === first && this.#repliesLikePushes.has(first)));
     if (isPush || next === undefined) {
       this.#events.push(fields);
       return;
@@ -219,5 +238,8 @@ export class ClientProtocol {
 
 function settle(pending: Pending, fields: string[]): void {
   if (fields[0] === 'error') pending.reject(new ReplyError(fields));
-  else pending.resolve(fields);
+  else {
+    pending.seen?.(fields);
+    pending.resolve(fields);
+  }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { COLOR, PLAIN, complete, describeReply, localTime, pickStyle, printAbove, promptFor } from '../../tools/console-view.ts';
+import { COLOR, PLAIN, STREAM_RESET_HINT, complete, describePush, describeReply, localTime, pickStyle, printAbove, promptFor } from '../../tools/console-view.ts';
 import { forms, hintFor, requestSyntax, typedFields } from '../../tools/console-hints.ts';
 
 describe('console view', () => {
@@ -95,3 +95,23 @@ describe('argument hints', () => {
   });
 });
 
+
+describe('inbox frames in the console', () => {
+  it('shows messages, carbons and other entries readably, with their seq', () => {
+    expect(describePush(['inbox', '12', 'send', 'alice', 'msg', 'hello'], PLAIN)).toBe('#12 alice → you: hello');
+    expect(describePush(['inbox', '13', 'sent', 'bob', 'msg', 'hi, there'], PLAIN)).toBe('#13 you → bob: hi, there');
+    expect(describePush(['inbox', '14', 'send', 'alice', 'ping', '1', '2'], PLAIN)).toBe('#14 alice → you: ping, 1, 2');
+    expect(describePush(['inbox', '15', 'friend', 'added', 'bob'], PLAIN)).toBe('#15 friend,added,bob');
+    expect(describePush(['inbox', '16', 'send', 'alice'], PLAIN)).toBe('#16 send,alice');
+    expect(describePush(['inbox', '12', 'send', 'alice', 'msg', 'hello'], COLOR)).toBe('\x1b[2m#12\x1b[0m \x1b[36malice → you: hello\x1b[0m');
+    // a frame that is not an entry stays as on the wire
+    expect(describePush(['inbox'], PLAIN)).toBe('inbox');
+  });
+
+  it('shows resumed replies and says what to do about a stream_reset', () => {
+    expect(describeReply(['resumed', 'Ab3dE6gh', '42'], PLAIN)).toBe('resumed: epoch Ab3dE6gh, head #42');
+    expect(describeReply(['req', '7', 'resumed', 'Ab3dE6gh', '0'], PLAIN)).toBe('req 7: resumed: epoch Ab3dE6gh, head #0');
+    expect(describeReply(['error', 'nonfatal', 'stream_reset', 'epoch changed'], PLAIN).split('\n')).toEqual(['error stream_reset: epoch changed', STREAM_RESET_HINT]);
+    expect(describeReply(['req', '8', 'error', 'nonfatal', 'stream_reset'], PLAIN)).toBe(`req 8: error stream_reset\n${STREAM_RESET_HINT}`);
+  });
+});

@@ -10,6 +10,7 @@ import { connect } from '../../src/client/client.ts';
 import { parseToolFlags } from '../../tools/cli-common.ts';
 import { runConsole } from '../../tools/dumbconsole.ts';
 import { localTime } from '../../tools/console-view.ts';
+import { inboxSupported } from '../client/inbox-support.ts';
 
 const PW = 'password1';
 
@@ -80,11 +81,12 @@ function openConsole(port: number): Console {
 
 const data = tempDir();
 let srv: TestServer;
+const hasInbox = await inboxSupported();
 
 beforeAll(async () => {
   srv = await startServer([], data);
   const c = await connect({ port: srv.port });
-  for (const u of ['con_a', 'con_b']) await c.call('register', u, PW);
+  for (const u of ['con_a', 'con_b', 'con_c']) await c.call('register', u, PW);
   await c.close();
 });
 
@@ -162,5 +164,40 @@ describe('dumbconsole', () => {
     expect(line).toBe(`  #${id} ${localTime(Number(time))} con_a: hello there`);
     con.type(':quit\r');
     expect(await con.done).toBe(0);
+  });
+
+  it.skipIf(!hasInbox)('shows inbox entries readably, and resumes from the last one shown after a server restart', async () => {
+    const port = srv.port;
+    const b = await connect({ port });
+    await b.login('con_b', PW);
+    await b.call('send', 'con_c', 'msg', 'hello, you');
+    const con = openConsole(port);
+    await con.waitFor('> ');
+    con.type(`login,con_c,${PW}\r`);
+    await con.waitFor(' con_c> ');
+    con.type('send,con_b,msg,hi back\r');
+    await con.waitFor(/^ok$/);
+    con.type('sync\r');
+    con.type('resume,,0\r');
+    await con.waitFor(/^resumed: epoch [A-Za-z0-9]+, head #2$/);
+    await con.waitFor(/^#1 con_b → you: hello, you$/);
+    await con.waitFor(/^#2 you → con_b: hi back$/);
+
+    await srv.stop();
+    await con.waitFor('connection lost; reconnecting...');
+    srv = await startServer(['--port', String(port)], data);
+    await con.waitFor('logged in again as con_c');
+    await con.waitFor('resuming the inbox after #2');
+    await con.waitFor(/^resumed: epoch [A-Za-z0-9]+, head #2$/);
+    const again = await connect({ port });
+    await again.login('con_b', PW);
+    await again.call('send', 'con_c', 'msg', 'after the restart');
+    await con.waitFor(/^#3 con_b → you: after the restart$/);
+    await again.close();
+    await b.close();
+    con.type(':quit\r');
+    expect(await con.done).toBe(0);
+    // nothing shown twice
+    expect(con.lines().filter((l) => l.startsWith('#1 ') || l.startsWith('#2 '))).toHaveLength(2);
   });
 });
