@@ -153,7 +153,12 @@ export class Inbox implements InboxApi {
       const head = Number(stream.head);
       return { stream, retained: after < head ? await this.#data.countBetween(db, userId, after, head) : 0 };
     });
-    const stream: StreamRow = found.stream === undefined ? await this.#data.ensureStream(userId) : found.stream;
+    if (found.stream === undefined) {
+      // a new stream: created now, it may already hold what a concurrent append put there, so read again
+      await this.#data.ensureStream(userId);
+      return this.#position(userId, epoch, after);
+    }
+    const stream: StreamRow = found.stream;
     const head = Number(stream.head);
     if (epoch !== '' && epoch !== stream.epoch) throw new CommandError('stream_reset', 'the inbox was reset since (another epoch): read it again from the latest position');
     if (after === 'latest') return { epoch: stream.epoch, head, after: head };
