@@ -139,16 +139,16 @@ describe('slow consumers', () => {
     slowConn.socket.pause(); // never reads
     const text = 'x'.repeat(16 * 1024);
     let sent = 0;
-    const started = performance.now();
     const slowId = (await s.server.core.users.find(slow!))!.id;
     while (s.server.core.hub.isOnline(slowId) && sent < 5000) {
       await Promise.all([client.call('send', slow!, 'msg', text), client.call('send', fast!, 'msg', String(sent))]);
       sent++;
     }
-    const elapsed = performance.now() - started;
     expect(s.server.core.hub.isOnline(slowId)).toBe(false);
     expect(s.server.core.counters.slowConsumers).toBe(1);
-    expect(elapsed / sent).toBeLessThan(20); // each round trip stayed fast
+    // not slowed: the loop ended because the slow reader was cut, long before the cap (a sender held
+    // behind it would stall until the test's timeout); no wall-clock bound, which a loaded machine breaks
+    expect(sent).toBeLessThan(5000);
     await client.call('nop');
     expect(fastGot).toBe(sent);
     // what the slow user misses from now on is stored for their next login
