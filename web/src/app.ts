@@ -14,6 +14,8 @@ import { parseHistory, State, type Message, type Pending, type Room } from './st
 const PAGE = 50;
 const TYPING_REPEAT_MS = 3000;
 const TOKEN_KEY = 'textserver-token';
+/** The open room or conversation, so a reload shows it again. */
+const VIEW_KEY = 'textserver-view';
 
 let state = new State();
 let conn: Connection;
@@ -74,6 +76,7 @@ function focusStart(): void {
 async function logOut(): Promise<void> {
   const token = sessionStorage.getItem(TOKEN_KEY);
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(VIEW_KEY);
   dms?.forget();
   dms = undefined;
   conn.close();
@@ -230,6 +233,7 @@ function navButton(kind: 'room' | 'dm', name: string, label: string, unread: num
 
 function open(kind: 'room' | 'dm', name: string): void {
   state.view = { kind, name };
+  sessionStorage.setItem(VIEW_KEY, JSON.stringify(state.view));
   if (kind === 'room') state.room(name).unread = 0;
   else state.dm(name).unread = 0;
   scroll.forget();
@@ -387,6 +391,18 @@ function render(): void {
 
 // ---- start -------------------------------------------------------------------
 
+/** After a reload: the room or conversation that was open, if it is still there. */
+function restoreView(): void {
+  try {
+    const view = JSON.parse(sessionStorage.getItem(VIEW_KEY) ?? 'null') as { kind?: unknown; name?: unknown } | null;
+    if (typeof view?.name !== 'string') return;
+    const there = view.kind === 'room' ? state.rooms.has(view.name) : view.kind === 'dm' && state.dms.has(view.name.toLowerCase());
+    if (there) state.view = { kind: view.kind as 'room' | 'dm', name: view.name };
+  } catch {
+    // a damaged entry: the default view
+  }
+}
+
 /** A new connection to the server's WebSocket; resolves once open. */
 function connect(): Promise<void> {
   conn = new Connection(wsUrl, {
@@ -417,10 +433,17 @@ async function boot(): Promise<void> {
       state.me = (await conn.request('whoami'))[1];
       await followInbox();
       await loadAll();
+      restoreView();
       render();
       focusStart();
       return;
-    } catch {
+    } catch (err) {
+      if (!(err instanceof ReplyError)) {
+        // the connection dropped while starting: start again, from what is stored
+        showError(err);
+        setTimeout(() => location.reload(), 1000);
+        return;
+      }
       sessionStorage.removeItem(TOKEN_KEY);
     }
   }

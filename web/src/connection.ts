@@ -45,7 +45,8 @@ export class Connection {
   #ws: WebSocket | undefined;
   #protocol: ClientProtocol | undefined;
   #token: string | undefined;
-  #everOpened = false;
+  /** `start()` has resolved: later sockets are reconnects. */
+  #started = false;
   #stopped = false;
   #delay = 250;
   /** Set once `follow()` was called: every login on a new socket resumes it. */
@@ -71,7 +72,7 @@ export class Connection {
     return this.#inbox?.position;
   }
 
-  /** Opens the socket; resolves once it is open (retries with backoff until then). */
+  /** Opens the socket; resolves once one is open and has answered `sync` (retries with backoff until then). */
   start(): Promise<void> {
     return new Promise((resolve) => this.#open(resolve));
   }
@@ -215,17 +216,18 @@ export class Connection {
     ws.onopen = () => {
       this.#delay = 250;
       this.#events.state('open');
-      const again = this.#everOpened;
-      this.#everOpened = true;
+      const again = this.#started;
       const loggedIn = this.#token !== undefined;
-      const setUp = this.#again();
-      if (!again) {
-        // the first socket: the page logs in itself once `sync` is answered
-        void setUp.catch(() => undefined).then(() => onOpen?.());
-        return;
-      }
-      void setUp.then(
-        () => loggedIn && this.#events.resumed(),
+      void this.#again().then(
+        () => {
+          if (again) {
+            if (loggedIn) this.#events.resumed();
+            return;
+          }
+          // the first socket: the page logs in itself
+          this.#started = true;
+          onOpen?.();
+        },
         () => undefined, // a dropped socket goes round again; a refused token was forgotten
       );
     };
