@@ -254,19 +254,25 @@ describe.skipIf(!available)('browser client: direct messages from the inbox', { 
     const expected = [`${alice}: first`, `${bob}: second`];
     await expectConversation(pa, bob, expected);
     const key = `textserver-inbox:${alice.toLowerCase()}`;
-    await pa.evaluate(() => window.dispatchEvent(new Event('pagehide'))); // the snapshot written now
-    for (const change of [{ epoch: 'notTheEpoch1' }, { seq: 1_000_000 }]) {
+    const stored = () => pa.evaluate((k) => JSON.parse(sessionStorage.getItem(k)!).position as { epoch: string; seq: number }, key);
+    // the page writes its snapshot as it goes away: the change is made in the next document, before the app runs
+    await pa.addInitScript(() => {
+      const change = sessionStorage.getItem('test-change');
+      if (change === null) return;
+      sessionStorage.removeItem('test-change');
+      const { key, position } = JSON.parse(change);
+      const saved = JSON.parse(sessionStorage.getItem(key)!);
+      saved.position = { ...saved.position, ...position };
+      sessionStorage.setItem(key, JSON.stringify(saved));
+    });
+    await poll(stored).toEqual({ epoch: expect.stringMatching(/^[A-Za-z0-9]{8,16}$/), seq: 2 });
+    const { epoch } = await stored();
+    for (const position of [{ epoch: 'notTheEpoch1' }, { seq: 1_000_000 }]) {
       // another epoch (a restored server), then a seq past the head: both answer stream_reset
-      await pa.evaluate(
-        ([k, c]) => {
-          const saved = JSON.parse(sessionStorage.getItem(k)!);
-          saved.position = { ...saved.position, ...c };
-          sessionStorage.setItem(k, JSON.stringify(saved));
-        },
-        [key, change] as const,
-      );
+      await pa.evaluate(([k, p]) => sessionStorage.setItem('test-change', JSON.stringify({ key: k, position: p })), [key, position] as const);
       await reload(pa);
       await expectConversation(pa, bob, expected);
+      await poll(stored).toEqual({ epoch, seq: 2 }); // read again from seq 1, in the server's epoch
     }
     await dm(pb, 'third');
     expected.push(`${bob}: third`);
