@@ -219,7 +219,6 @@ describe.skipIf(!available)('browser client: direct messages from the inbox', { 
     await poll(() => pa.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
     await say(pa, 'pending over a reload');
     await poll(() => pa.locator('[data-pending]').count()).toBe(1);
-    await pa.evaluate(() => window.dispatchEvent(new Event('pagehide')));
     await pa.reload(); // the page comes back; its socket waits
     await dm(pb, 'while you reloaded');
     up();

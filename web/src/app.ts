@@ -195,8 +195,8 @@ function onPush(f: string[]): void {
 /** An inbox entry: a direct message (received, or sent from any device), or a friend request or answer. */
 function onEntry(entry: InboxEntry, arrival: Arrival): void {
   const taken = dms?.entry(entry, arrival);
-  if (taken === 'friend') return refreshFriends(entry.fields[2] ?? '');
-  if (taken === undefined) return;
+  if (taken === 'friend') refreshFriends(entry.fields[2] ?? '');
+  if (taken === undefined || taken === 'friend') return;
   const { convo, received } = taken;
   if (isViewing('dm', convo.user)) {
     if (arrival === 'live' && received) scroll.arrived();

@@ -140,7 +140,10 @@ export class Connection {
   }
 
   #push(fields: string[]): void {
-    if (fields[0] !== INBOX_WORD) return this.#events.push(fields);
+    if (fields[0] !== INBOX_WORD) {
+      this.#events.push(fields);
+      return;
+    }
     const entry = this.#inbox?.accept(fields);
     if (entry !== undefined) this.#events.entry(entry, entry.seq > this.#head ? 'live' : this.#after === 0 ? 'history' : 'missed');
   }
