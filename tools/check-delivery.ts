@@ -19,6 +19,7 @@ import { Actor, PASSWORD, type Counters } from './check-delivery/actor.ts';
 import { readInbox } from './check-delivery/final-read.ts';
 import { seeded } from './check-delivery/random.ts';
 import { ServerProcess } from './check-delivery/server.ts';
+import { createDatabase, startPostgres, type Postgres } from './postgres.ts';
 import { formatResults, verify, type Attempt, type FinalStream, type History, type PropertyResult } from './check-delivery/verify.ts';
 
 const USAGE = `usage: npm run check:delivery -- [--seconds N] [--clients N] [--seed N] [--kill-every SECONDS] [--drop-every SECONDS]
@@ -32,7 +33,8 @@ const HELP = `${USAGE}
   --kill-every S       mean time between two SIGKILLs of the server (default 4; 0: never)
   --drop-every S       mean time between two interruptions of one client (default 3; 0: never)
   --crash-share F      share of interruptions that are app crashes rather than network drops (default 0.25)
-  --store URL          the server's --store (default: SQLite in a temporary --data)
+  --store URL          the server's --store (default: SQLite in a temporary --data); \`--store postgres\`
+                       starts a throwaway PostgreSQL (fsync on) for the run (tools/postgres.ts)
   --inbox-retain N     the server's --inbox-retain (default 1000000: nothing is dropped during the run)
   --without-once       send without once keys, again after a lost reply as a naive client would:
                        the checker should then find duplicates (it shows that it can fail)
@@ -165,12 +167,26 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const random = seeded(flags.seed);
+  let postgres: Postgres | undefined;
+  let store = flags.store;
+  if (store === 'postgres') {
+    try {
+      postgres = await startPostgres({ durable: true });
+      store = await createDatabase(postgres.url, 'check_delivery');
+    } catch (err) {
+      say(`no PostgreSQL for --store postgres: ${(err as Error).message}`);
+      await postgres?.stop();
+      return 2;
+    }
+  }
   const data = mkdtempSync(join(tmpdir(), 'textserver-check-delivery-'));
-  const server = new ServerProcess({ data, store: flags.store, inboxRetain: flags.inboxRetain });
+  const server = new ServerProcess({ data, store, inboxRetain: flags.inboxRetain });
   try {
     await server.start();
   } catch (err) {
     say(`the server did not start: ${(err as Error).message}`);
+    rmSync(data, { recursive: true, force: true });
+    await postgres?.stop();
     return 2;
   }
   try {
@@ -207,7 +223,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       say(`the server did not start again after a kill: ${(err as Error).message}`);
       return 2;
     }
-    await Promise.race([runs, sleep(settleBy - Date.now())]);
+    let settleTimer: NodeJS.Timeout | undefined;
+    await Promise.race([runs, new Promise<void>((r) => (settleTimer = setTimeout(r, settleBy - Date.now())))]);
+    clearTimeout(settleTimer); // or it holds the process open for the rest of SETTLE_MS
     clearInterval(progress);
     for (const a of actors) a.stop();
     await runs;
@@ -231,6 +249,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       `${server.kills} server kills (SIGKILL), ${counters.drops} connection drops, ${counters.crashes} client crashes, ${counters.reconnects} automatic reconnects; ` +
         `${counters.lostReplies} sends in flight at a disconnect (sent again${flags.useOnce ? ' under their once key' : ''}), ${counters.abandoned} given up at a crash`,
     );
+    const restarts = server.startMs.slice(1);
+    if (restarts.length > 0) console.log(`the server took ${Math.round(restarts.reduce((a, b) => a + b, 0) / restarts.length)} ms on average to listen again after a kill (most ${Math.max(...restarts)} ms)`);
     console.log(`${entries} inbox entries read back from 0 (largest inbox ${biggest})`);
     if (counters.refusedAfterReconnect > 0) console.log(`${counters.refusedAfterReconnect} logins or resumes refused after a reconnect`);
     console.log(formatResults(results));
@@ -248,6 +268,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return failed ? 1 : 0;
   } finally {
     await server.stop();
+    await postgres?.stop();
     if (flags.keep) say(`data kept in ${data}`);
     else rmSync(data, { recursive: true, force: true });
   }

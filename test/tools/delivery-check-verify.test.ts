@@ -62,6 +62,7 @@ describe('delivery checker verdict', () => {
     expect(byName(results, 'carbon')).toMatchObject({ passed: 5, failed: 0 });
     expect(byName(results, 'unknown')).toMatchObject({ passed: 2, failed: 0 });
     expect(byName(results, 'refused')).toMatchObject({ passed: 1, failed: 0 });
+    expect(byName(results, 'cause')).toMatchObject({ passed: 1, failed: 0 });
     expect(byName(results, 'invented').passed).toBe(12);
     expect(byName(results, 'dense').passed).toBe(3);
     expect(formatResults(results)).toMatch(/^PASS every acknowledged send is in the recipient’s inbox exactly once: 5 passed, 0 failed$/m);
@@ -88,6 +89,13 @@ describe('delivery checker verdict', () => {
     expect(byName(results, 'unknown').firstFailure).toBe("a:2 to c (unknown) is in c's inbox 2 times (at seq 3, 4) and in a's inbox 1 times");
     expect(byName(results, 'refused').firstFailure).toBe("c:1 to a (error mailbox_full) is in a's inbox at seq 7 and in c's inbox nowhere");
     expect(byName(results, 'together').failed).toBe(3);
+  });
+
+  it('catches a refusal a logged-in client should never get', () => {
+    const { attempts, streams } = build([...SENDS, { from: 'b', to: 'a', outcome: 'error', error: 'not_logged_in' }]);
+    const results = verify(history(attempts, streams));
+    expect(failing(results)).toEqual([PROPERTIES.cause]);
+    expect(byName(results, 'cause')).toMatchObject({ passed: 1, failed: 1, firstFailure: 'b:2 to a (error not_logged_in): the sender was logged in and the recipient exists' });
   });
 
   it('catches entries out of the order of the oks, for messages and for carbons', () => {

@@ -17,6 +17,8 @@ export class ServerProcess {
   readonly spec: ServerSpec;
   port = 0;
   kills = 0;
+  /** Milliseconds from each spawn to its `listening` line. */
+  readonly startMs: number[] = [];
   /** Exits nobody asked for (a crash of the server): how it ended and its last lines. It is started again each time. */
   readonly crashes: string[] = [];
   #proc: ChildProcess | undefined;
@@ -73,6 +75,7 @@ export class ServerProcess {
       ...['--inbox-retain', String(this.spec.inboxRetain)],
       ...(this.spec.store === undefined ? [] : ['--store', this.spec.store]),
     ];
+    const spawnedAt = Date.now();
     const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '1048576' }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.#proc = proc;
     this.#ending = false;
@@ -94,6 +97,7 @@ export class ServerProcess {
         keep(line);
         if (line.includes('"msg":"listening"')) {
           listening = true;
+          this.startMs.push(Date.now() - spawnedAt);
           resolve((JSON.parse(line) as { port: number }).port);
         }
       });

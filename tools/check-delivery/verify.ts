@@ -41,6 +41,13 @@ export type History = {
 
 export type PropertyResult = { readonly name: string; passed: number; failed: number; firstFailure?: string };
 
+/**
+ * The errors a logged-in client's `once,<key>,send,...` to a registered user
+ * may get: anything else (not_logged_in after a dropped connection, say)
+ * is the server refusing a send it should have run.
+ */
+export const EXPECTED_REFUSALS: ReadonlySet<string> = new Set(['mailbox_full', 'unavailable']);
+
 export const PROPERTIES = {
   delivered: 'every acknowledged send is in the recipient’s inbox exactly once',
   carbon: 'every acknowledged send is in the sender’s inbox exactly once as a carbon',
@@ -48,6 +55,7 @@ export const PROPERTIES = {
   invented: 'nothing appears that was never sent',
   unknown: 'a send whose reply was lost appears at most once',
   refused: 'a send refused with an error appears nowhere',
+  cause: 'a send is refused only for a cause a logged-in client can meet (mailbox_full, unavailable)',
   together: 'a message and its carbon are both there or both missing',
   dense: 'seqs are dense: 1..head, each once, in order',
   kept: 'every entry a client saw live is in the final inbox unchanged',
@@ -122,6 +130,10 @@ export function verify(history: History): PropertyResult[] {
       else t.unknown.fail(`${describe(a)} is in ${inbox} ${f.messages.length} times (${seqs(f.messages)}) and in ${own} ${f.carbons.length} times`);
     } else if (f.messages.length === 0 && f.carbons.length === 0) t.refused.pass();
     else t.refused.fail(`${describe(a)} is in ${inbox} ${seqs(f.messages)} and in ${own} ${seqs(f.carbons)}`);
+    if (a.outcome === 'error') {
+      if (EXPECTED_REFUSALS.has(a.error ?? '')) t.cause.pass();
+      else t.cause.fail(`${describe(a)}: the sender was logged in and the recipient exists`);
+    }
     if (f.messages.length === f.carbons.length) t.together.pass();
     else t.together.fail(`${describe(a)}: ${f.messages.length} in ${inbox} (${seqs(f.messages)}) but ${f.carbons.length} carbons in ${own} (${seqs(f.carbons)})`);
   }
