@@ -201,13 +201,31 @@ function onEntry(entry: InboxEntry, arrival: Arrival): void {
   if (isViewing('dm', convo.user)) {
     if (arrival === 'live' && received) scroll.arrived();
   } else if (received && arrival !== 'history') convo.unread++;
-  render();
+  renderSoon();
 }
 
+let friendsRefreshing: Promise<void> | undefined;
+let friendsAgain = false;
+
+/** The friend list and requests again; many deliveries at once (a replay) make one refresh, and one more if any came meanwhile. */
 function refreshFriends(user: string): void {
-  void conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
+  if (friendsRefreshing !== undefined) {
+    friendsAgain = true;
+    return;
+  }
+  friendsRefreshing = fetchFriends(user).finally(() => {
+    friendsRefreshing = undefined;
+    if (friendsAgain) {
+      friendsAgain = false;
+      refreshFriends('');
+    }
+  });
+}
+
+function fetchFriends(user: string): Promise<void> {
+  return conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
     state.requests = r.slice(1);
-    return user === '' ? undefined : refreshPresence(user);
+    return Promise.all([user, ...state.friends].filter((u) => u !== '').map((u) => refreshPresence(u)));
   }).then(render, showError);
 }
 
@@ -363,6 +381,18 @@ function sendDirect(to: string, text: string): void {
     render();
     const current = document.getElementById('composer-input') as HTMLInputElement | null;
     if (current !== null && isViewing('dm', to) && current.value === '') current.value = text;
+  });
+}
+
+let renderPending = false;
+
+/** Redraws once for many changes: a replay of thousands of entries is one redraw per frame, not one per entry. */
+function renderSoon(): void {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    render();
   });
 }
 
