@@ -223,7 +223,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       say(`the server did not start again after a kill: ${(err as Error).message}`);
       return 2;
     }
-    await Promise.race([runs, sleep(settleBy - Date.now())]);
+    let settleTimer: NodeJS.Timeout | undefined;
+    await Promise.race([runs, new Promise<void>((r) => (settleTimer = setTimeout(r, settleBy - Date.now())))]);
+    clearTimeout(settleTimer); // or it holds the process open for the rest of SETTLE_MS
     clearInterval(progress);
     for (const a of actors) a.stop();
     await runs;

@@ -4,18 +4,23 @@
  * WebSocket transport with the shared client protocol.
  */
 import { attempt, hideError, showError } from './banner.ts';
-import { Connection, ReplyError } from './connection.ts';
+import { Connection, ReplyError, type Arrival, type InboxEntry } from './connection.ts';
+import { DirectMessages } from './direct.ts';
 import { byId, el, formatTime, inlineForm, rebuild } from './dom.ts';
 import { applyMenu, NARROW, setMenu } from './menu.ts';
 import * as scroll from './scroll.ts';
-import { parseHistory, State, type Message, type Room } from './state.ts';
+import { parseHistory, State, type Message, type Pending, type Room } from './state.ts';
 
 const PAGE = 50;
 const TYPING_REPEAT_MS = 3000;
 const TOKEN_KEY = 'textserver-token';
+/** The open room or conversation, so a reload shows it again. */
+const VIEW_KEY = 'textserver-view';
 
 let state = new State();
 let conn: Connection;
+/** The logged-in user's direct messages (from the inbox); undefined while logged out. */
+let dms: DirectMessages | undefined;
 let wsUrl = '';
 let typingSentAt = 0;
 
@@ -54,6 +59,7 @@ async function logIn(user: string, password: string): Promise<void> {
   sessionStorage.setItem(TOKEN_KEY, body.token);
   await conn.useToken(body.token);
   state.me = body.user;
+  await followInbox();
   await loadAll();
   hideError();
   render();
@@ -70,6 +76,9 @@ function focusStart(): void {
 async function logOut(): Promise<void> {
   const token = sessionStorage.getItem(TOKEN_KEY);
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(VIEW_KEY);
+  dms?.forget();
+  dms = undefined;
   conn.close();
   state = new State();
   typingSentAt = 0;
@@ -85,6 +94,19 @@ async function logOut(): Promise<void> {
 }
 
 // ---- loading ---------------------------------------------------------------
+
+/**
+ * The direct messages: the conversations this tab stored, then the inbox
+ * from right after them (everything retained for a new tab), then the
+ * sends a reload interrupted, again under their keys.
+ */
+async function followInbox(): Promise<void> {
+  dms = new DirectMessages(state, conn, state.me!);
+  const { position, outbox } = dms.restore();
+  await conn.follow(position);
+  dms.save();
+  dms.resend(outbox, showError);
+}
 
 async function loadAll(): Promise<void> {
   const [rooms, friends, requests] = await Promise.all([conn.request('rooms'), conn.request('friends'), conn.request('friend_requests')]);
@@ -161,21 +183,50 @@ function onPush(f: string[]): void {
       if (rest[1] === 'start') room.typing.add(rest[0]!);
       else room.typing.delete(rest[0]!);
     }
-  } else if (kind === 'send') {
-    const convo = state.dm(a);
-    convo.messages.push({ id: 0, time: Date.now(), user: a, text: b === 'msg' ? rest.join(', ') : [b, ...rest].join(', ') });
-    if (!isViewing('dm', a)) convo.unread++;
-    else scroll.arrived();
   } else if (kind === 'friend') {
-    void conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
-      state.requests = r.slice(1);
-      return refreshPresence(b);
-    }).then(render, showError);
+    refreshFriends(b);
     return;
   } else if (kind === 'presence') {
     state.online.set(a.toLowerCase(), b === 'online');
   }
   render();
+}
+
+/** An inbox entry: a direct message (received, or sent from any device), or a friend request or answer. */
+function onEntry(entry: InboxEntry, arrival: Arrival): void {
+  const taken = dms?.entry(entry, arrival);
+  if (taken === 'friend') refreshFriends(entry.fields[2] ?? '');
+  if (taken === undefined || taken === 'friend') return;
+  const { convo, received } = taken;
+  if (isViewing('dm', convo.user)) {
+    if (arrival === 'live' && received) scroll.arrived();
+  } else if (received && arrival !== 'history') convo.unread++;
+  renderSoon();
+}
+
+let friendsRefreshing: Promise<void> | undefined;
+let friendsAgain = false;
+
+/** The friend list and requests again; many deliveries at once (a replay) make one refresh, and one more if any came meanwhile. */
+function refreshFriends(user: string): void {
+  if (friendsRefreshing !== undefined) {
+    friendsAgain = true;
+    return;
+  }
+  friendsRefreshing = fetchFriends(user).finally(() => {
+    friendsRefreshing = undefined;
+    if (friendsAgain) {
+      friendsAgain = false;
+      refreshFriends('');
+    }
+  });
+}
+
+function fetchFriends(user: string): Promise<void> {
+  return conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
+    state.requests = r.slice(1);
+    return Promise.all([user, ...state.friends].filter((u) => u !== '').map((u) => refreshPresence(u)));
+  }).then(render, showError);
 }
 
 function isViewing(kind: 'room' | 'dm', name: string): boolean {
@@ -200,6 +251,7 @@ function navButton(kind: 'room' | 'dm', name: string, label: string, unread: num
 
 function open(kind: 'room' | 'dm', name: string): void {
   state.view = { kind, name };
+  sessionStorage.setItem(VIEW_KEY, JSON.stringify(state.view));
   if (kind === 'room') state.room(name).unread = 0;
   else state.dm(name).unread = 0;
   scroll.forget();
@@ -253,16 +305,24 @@ function sidebar(): HTMLElement {
 
 function messageItem(m: Message): HTMLElement {
   if (m.system) return el('li', { class: 'system', text: m.text });
-  return el('li', { class: m.user === state.me ? 'mine' : '' }, el('span', { class: 'who', text: m.user }), el('time', { text: formatTime(m.time), attrs: { datetime: new Date(m.time).toISOString() } }), el('p', { text: m.text }));
+  // a direct message replayed from the inbox has no known time (entries carry none)
+  const time = m.time === 0 ? '' : el('time', { text: formatTime(m.time), attrs: { datetime: new Date(m.time).toISOString() } });
+  return el('li', { class: m.user === state.me ? 'mine' : '' }, el('span', { class: 'who', text: m.user }), time, el('p', { text: m.text }));
+}
+
+/** A direct message sent and not answered yet: its carbon replaces it. */
+function pendingItem(p: Pending): HTMLElement {
+  return el('li', { class: 'mine pending', attrs: { 'data-pending': '' } }, el('span', { class: 'who', text: state.me ?? '' }), el('span', { class: 'sending', text: 'sending…' }), el('p', { text: p.text }));
 }
 
 function conversation(): HTMLElement {
   const view = state.view;
   if (view === undefined) return el('main', { class: 'empty' }, el('p', { text: 'Join a room or open a conversation to start chatting.' }));
   const room = view.kind === 'room' ? state.room(view.name) : undefined;
-  const messages = room?.messages ?? state.dm(view.name).messages;
+  const convo = room === undefined ? state.dm(view.name) : undefined;
+  const items = room !== undefined ? room.messages.map(messageItem) : [...convo!.messages.map(messageItem), ...convo!.pending.map(pendingItem)];
   const viewKey = `${view.kind}:${view.name.toLowerCase()}`;
-  const list = el('ol', { class: 'messages', attrs: { 'aria-live': 'polite', 'aria-label': 'Messages', 'data-testid': 'messages', 'data-view': viewKey, tabindex: '0' } }, ...messages.map(messageItem));
+  const list = el('ol', { class: 'messages', attrs: { 'aria-live': 'polite', 'aria-label': 'Messages', 'data-testid': 'messages', 'data-view': viewKey, tabindex: '0' } }, ...items);
   scroll.watch(list, () => room !== undefined && void loadOlder(room).catch(showError));
   const typing = room === undefined ? [] : [...room.typing].filter((u) => u !== state.me);
   const title = room === undefined ? el('h2', {}, dot(view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
@@ -284,12 +344,9 @@ function conversation(): HTMLElement {
     const text = input.value;
     if (text.trim() === '') return;
     typingSentAt = 0;
+    if (room === undefined) return sendDirect(view.name, text);
     void attempt(async () => {
-      if (room !== undefined) await conn.request('say', room.name, text);
-      else {
-        await conn.request('send', view.name, 'msg', text);
-        state.dm(view.name).messages.push({ id: 0, time: Date.now(), user: state.me!, text });
-      }
+      await conn.request('say', room.name, text);
       const current = byId<HTMLInputElement>('composer-input'); // a push may have re-rendered the form meanwhile
       current.value = '';
       render();
@@ -306,6 +363,37 @@ function conversation(): HTMLElement {
     el('p', { class: 'typing', attrs: { 'data-testid': 'typing', 'aria-live': 'polite' }, text: typing.length === 0 ? '' : `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…` }),
     composer,
   );
+}
+
+/**
+ * A direct message: shown as pending at once (the field is free for the
+ * next one), sent under a `once` key, waiting through reconnects; its
+ * carbon shows it for good. A refusal gives the text back to the field.
+ */
+function sendDirect(to: string, text: string): void {
+  const input = byId<HTMLInputElement>('composer-input');
+  input.value = '';
+  const sending = dms!.send(to, text);
+  render();
+  scroll.toBottom();
+  sending.then(render, (err: unknown) => {
+    showError(err);
+    render();
+    const current = document.getElementById('composer-input') as HTMLInputElement | null;
+    if (current !== null && isViewing('dm', to) && current.value === '') current.value = text;
+  });
+}
+
+let renderPending = false;
+
+/** Redraws once for many changes: a replay of thousands of entries is one redraw per frame, not one per entry. */
+function renderSoon(): void {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    render();
+  });
 }
 
 /** Redraws the whole page from `state`, keeping typed text, the focus and the reading position. */
@@ -333,10 +421,25 @@ function render(): void {
 
 // ---- start -------------------------------------------------------------------
 
+/** After a reload: the room or conversation that was open, if it is still there. */
+function restoreView(): void {
+  try {
+    const view = JSON.parse(sessionStorage.getItem(VIEW_KEY) ?? 'null') as { kind?: unknown; name?: unknown } | null;
+    if (typeof view?.name !== 'string') return;
+    const there = view.kind === 'room' ? state.rooms.has(view.name) : view.kind === 'dm' && state.dms.has(view.name.toLowerCase());
+    if (there) state.view = { kind: view.kind as 'room' | 'dm', name: view.name };
+  } catch {
+    // a damaged entry: the default view
+  }
+}
+
 /** A new connection to the server's WebSocket; resolves once open. */
 function connect(): Promise<void> {
   conn = new Connection(wsUrl, {
     push: onPush,
+    entry: onEntry,
+    rebuild: () => dms?.rebuild(),
+    gap: () => dms?.gap(),
     state: (s) => {
       // typing pushes missed while away could leave a stale "is typing" for ever
       if (s === 'closed') for (const room of state.rooms.values()) room.typing.clear();
@@ -358,15 +461,26 @@ async function boot(): Promise<void> {
     try {
       await conn.useToken(token);
       state.me = (await conn.request('whoami'))[1];
+      await followInbox();
       await loadAll();
+      restoreView();
       render();
       focusStart();
       return;
-    } catch {
+    } catch (err) {
+      if (!(err instanceof ReplyError)) {
+        // the connection dropped while starting: start again, from what is stored
+        showError(err);
+        setTimeout(() => location.reload(), 1000);
+        return;
+      }
       sessionStorage.removeItem(TOKEN_KEY);
     }
   }
   renderLogin();
 }
+
+// the snapshot is written shortly after each change; a reload right after one writes it now
+window.addEventListener('pagehide', () => dms?.save());
 
 void boot().catch(showError);

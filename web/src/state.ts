@@ -15,7 +15,16 @@ export type Room = {
   unread: number;
 };
 
-export type Conversation = { user: string; messages: Message[]; unread: number };
+/** A direct message sent but not answered yet (its `once` key resends it after a reconnect or a reload). */
+export type Pending = { key: string; to: string; text: string };
+
+/**
+ * A direct-message conversation: `messages` only from inbox entries (the
+ * received ones and the carbons of what this user sent, from any device),
+ * each message's id its seq; `pending` the sends still waiting for a reply,
+ * shown after them until the carbon takes their place.
+ */
+export type Conversation = { user: string; messages: Message[]; unread: number; pending: Pending[] };
 
 export type View = { kind: 'room' | 'dm'; name: string } | undefined;
 
@@ -41,7 +50,7 @@ export class State {
     const key = user.toLowerCase();
     let c = this.dms.get(key);
     if (c === undefined) {
-      c = { user, messages: [], unread: 0 };
+      c = { user, messages: [], unread: 0, pending: [] };
       this.dms.set(key, c);
     }
     return c;
