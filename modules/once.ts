@@ -9,15 +9,17 @@
  *
  * Not recorded (the whole transaction rolls back, so a retry with the same
  * key runs the command again): `syntax` (the request was malformed),
- * `unavailable`, `unhandled`, `rate_limited`, `too_many_attempts`, and fatal
- * errors. Every other reply, errors such as `mailbox_full` included, is.
+ * `unavailable`, `unhandled`, `rate_limited`, `too_many_attempts`,
+ * `not_logged_in` (the connection went away while the command ran: its
+ * retry comes on the next connection, logged in again), and fatal errors.
+ * Every other reply, errors such as `mailbox_full` included, is.
  */
 import { CommandError, defineModule, type CommandContext, type Reply } from '../src/core/module-api.ts';
 import { ONCE_MIGRATIONS, OnceStore, type Outcome } from './once-store.ts';
 
 const MAX_KEY = 64;
 /** Errors that say nothing lasting about the command: a retry may do better. */
-const NOT_RECORDED = new Set(['syntax', 'unavailable', 'unhandled', 'rate_limited', 'too_many_attempts']);
+const NOT_RECORDED = new Set(['syntax', 'unavailable', 'unhandled', 'rate_limited', 'too_many_attempts', 'not_logged_in']);
 const SWEEP_MS = 60_000;
 
 /** A thrown outcome: the transaction rolls back, the error reaches the client. */
