@@ -52,6 +52,7 @@ const DEFAULT_PLAN: { scenario: string; params: Partial<Params> }[] = [
   { scenario: 'idle', params: {} },
   { scenario: 'history', params: {} },
   { scenario: 'durable', params: {} },
+  { scenario: 'resume', params: {} },
 ];
 
 function parseFlags(argv: string[]): Flags {

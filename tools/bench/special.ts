@@ -11,6 +11,7 @@ import { formatFields } from '../../src/text/fields.ts';
 import { closedLoop, exchange, newWindow, openSocket, pacedLoop } from './load.ts';
 import { rssBytes, startMinServer, startRedis, startTextserver, redisAvailable, type System } from './systems.ts';
 import { DURABLE } from './durable.ts';
+import { RESUME } from './resume.ts';
 
 export type SpecialResult = { scenario: string; title: string; figures: Record<string, number | string> };
 type Flags = { warmup: number; duration: number; idleConnections: number; runs: number };
@@ -203,4 +204,4 @@ async function history(flags: Flags, progress: Progress): Promise<SpecialResult>
   return { scenario: 'history', title: 'history,<room>,last,50, C=10, P=1', figures };
 }
 
-export const SPECIAL: Record<string, (flags: Flags, progress: Progress) => Promise<SpecialResult>> = { login, idle, history, ...DURABLE };
+export const SPECIAL: Record<string, (flags: Flags, progress: Progress) => Promise<SpecialResult>> = { login, idle, history, ...DURABLE, ...RESUME };
