@@ -63,6 +63,11 @@ class Connection implements DatabaseConnection {
     }
   }
 
+  /** Rows changed by this connection since it opened (counting those rolled back). */
+  totalChanges(): number {
+    return Number((this.#prepare('SELECT total_changes() AS n').stmt.get() as { n: number | bigint }).n);
+  }
+
   /** Runs a statement of the driver's own (transaction control), prepared once: they run several times per request. */
   exec(text: string): void {
     try {
@@ -113,6 +118,8 @@ class Mutex {
 /** One SQLite transaction holding the savepoints of a turn's transactions. */
 class Batch {
   readonly done: Promise<void>;
+  /** SQLite's count of changed rows when the batch began: a batch that changed none needs no fsync. */
+  changesBefore = 0;
   resolve!: () => void;
   reject!: (err: Error) => void;
   constructor() {
@@ -151,6 +158,7 @@ class SqliteDriver implements Driver {
       // transaction never fails half-way on a lock another process holds
       this.#connection.exec('BEGIN IMMEDIATE');
       const batch = new Batch();
+      batch.changesBefore = this.#connection.totalChanges();
       this.#batch = batch;
       setImmediate(() => void this.#commit(batch));
     }
@@ -194,7 +202,8 @@ class SqliteDriver implements Driver {
         batch.reject(err as Error);
         return;
       }
-      this.#onCommit();
+      // a batch of reads only (a replay's pages) waits for no fsync of its own
+      if (this.#connection.totalChanges() !== batch.changesBefore) this.#onCommit();
       batch.resolve();
     } finally {
       this.#mutex.unlock();
