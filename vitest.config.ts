@@ -1,5 +1,6 @@
 import { defineConfig } from 'vitest/config';
 import { postgresBin } from './tools/postgres.ts';
+import { redisBin } from './tools/redis.ts';
 
 /**
  * Unit tests run once (those of the core on a SQLite store of their own);
@@ -16,10 +17,15 @@ const UNIT = [
   'test/core/error-table.test.ts',
   'test/tools/console-view.test.ts',
   'test/tools/bench.test.ts',
+  // the bus and presence against a throwaway redis-server: nothing there depends on the store
+  'test/bus/**',
 ];
 
 const hasPostgres = postgresBin() !== undefined;
 if (!hasPostgres) process.stdout.write('PostgreSQL is not installed (Debian package postgresql): the postgres test project is skipped\n');
+if (redisBin() === undefined) process.stdout.write('redis-server is not installed (Debian package redis-server): the tests that need Redis are skipped\n');
+/** Every project gets the throwaway redis-server (the cluster tests need it beside PostgreSQL); it costs a few milliseconds to start. */
+const REDIS_SETUP = 'test/helpers/redis-setup.ts';
 
 export default defineConfig({
   test: {
@@ -32,9 +38,9 @@ export default defineConfig({
     // npm run coverage: the code run in the test processes (servers started as child processes are not seen)
     coverage: { provider: 'v8', include: ['src/**', 'modules/**'], reporter: ['text-summary', 'json-summary', 'html'] },
     projects: [
-      { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'] } },
+      { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'], globalSetup: [REDIS_SETUP] } },
       ...(hasPostgres
-        ? [{ extends: true as const, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: UNIT, globalSetup: ['test/helpers/postgres-setup.ts'] } }]
+        ? [{ extends: true as const, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: UNIT, globalSetup: ['test/helpers/postgres-setup.ts', REDIS_SETUP] } }]
         : []),
     ],
   },

@@ -4,7 +4,7 @@
  * Modules declare their own flags; those are resolved the same way once the
  * modules are loaded.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import type { OptionSpec } from './core/module-api.ts';
 
 export class ConfigError extends Error {
@@ -14,7 +14,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = 'int' | 'seconds' | 'days' | 'string' | 'path' | 'optional-path' | 'level' | 'port' | 'optional-port' | 'list';
+type Kind = 'int' | 'seconds' | 'days' | 'string' | 'optional-string' | 'path' | 'optional-path' | 'level' | 'port' | 'optional-port' | 'list';
 
 type FlagSpec = { readonly kind: Kind; readonly def: unknown; readonly min?: number; readonly help: string };
 
@@ -54,6 +54,9 @@ export const CORE_FLAGS = {
   'ws-origins': { kind: 'list', def: '', help: 'Origins allowed to open the WebSocket (default: the HTTP gateway\'s own origin)' },
   'tls-cert': { kind: 'optional-path', def: '', help: 'PEM certificate: serve TLS' },
   'tls-key': { kind: 'optional-path', def: '', help: 'PEM private key for --tls-cert' },
+  bus: { kind: 'optional-string', def: '', help: 'redis://host:port: run as one node of a cluster (needs a postgres:// --store; off when unset)' },
+  'node-id': { kind: 'optional-string', def: '', help: 'this node\'s name in the cluster, logs and metrics (default: host name and process id)' },
+  'presence-ttl': { kind: 'seconds', def: 15, help: 'with --bus: a node silent this long is gone, its users offline' },
 } as const satisfies Record<string, FlagSpec>;
 
 export type CoreFlag = keyof typeof CORE_FLAGS;
@@ -90,6 +93,10 @@ export type ServerOptions = {
   wsPort: number | undefined;
   httpPort: number | undefined;
   wsOrigins: string[];
+  /** The Redis URL of --bus, or undefined: one process, no cluster. */
+  bus: string | undefined;
+  nodeId: string;
+  presenceTtlMs: number;
   /** Every flag's value by flag name, module flags included. */
   values: Record<string, unknown>;
   /** Raw flags not claimed by the core, for the modules' own options. */
@@ -165,6 +172,7 @@ function convert(flag: string, spec: FlagSpec, value: string | true): unknown {
       if (text === '') throw bad('a non-empty value');
       return text;
     case 'optional-path':
+    case 'optional-string':
       return text;
   }
 }
@@ -181,6 +189,7 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
   const cert = v['tls-cert'] as string;
   const key = v['tls-key'] as string;
   if ((cert === '') !== (key === '')) throw new ConfigError('--tls-cert and --tls-key go together');
+  const cluster = clusterOptions(v.bus, v['node-id'], v.store);
   return {
     host: v.host,
     port: v.port,
@@ -212,9 +221,27 @@ export function resolveOptions(argv: readonly string[], env: Record<string, stri
     wsPort: v['ws-port'],
     httpPort: v['http-port'],
     wsOrigins: v['ws-origins'],
+    ...cluster,
+    presenceTtlMs: v['presence-ttl'],
     values,
     raw,
   };
+}
+
+const NODE_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
+ * --bus and --node-id (CLUSTER.md). A SQLite file is one process's, so a bus
+ * beside it would be a cluster whose nodes do not share their data: refused.
+ * The node id names Redis keys, so it is kept to a safe character set.
+ */
+function clusterOptions(bus: string, nodeId: string, store: string): { bus: string | undefined; nodeId: string } {
+  const id = nodeId === '' ? `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 64) : nodeId;
+  if (!NODE_ID.test(id)) throw new ConfigError(`--node-id: ${JSON.stringify(nodeId)} is not 1 to 64 letters, digits or _.:-`);
+  if (bus === '') return { bus: undefined, nodeId: id };
+  if (!/^rediss?:\/\/[^\s]+$/.test(bus)) throw new ConfigError(`--bus: ${JSON.stringify(bus)} is not a redis://host:port URL`);
+  if (!/^postgres(ql)?:\/\//.test(store)) throw new ConfigError('--bus needs a postgres:// --store: a SQLite store is one process\'s and cannot be shared by the nodes of a cluster');
+  return { bus, nodeId: id };
 }
 
 /** A module's declared option, from the same flags and environment. */

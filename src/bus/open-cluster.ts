@@ -1,0 +1,43 @@
+/**
+ * What a node of a cluster has beside its hub, from the options: the bus
+ * (local without --bus, Redis with it), cluster presence and shared login
+ * counters (only with --bus; without, the hub keeps presence and Users its
+ * counters in memory, as today). One place for the server to open and close.
+ */
+import type { Logger } from 'pino';
+import type { Bus } from './bus.ts';
+import { LocalBus } from './local-bus.ts';
+import { PresenceRegistry } from './presence-registry.ts';
+import { RedisBus } from './redis-bus.ts';
+import { SharedFailureCounter, type LoginThrottle } from './shared-throttle.ts';
+
+export type ClusterOptions = { bus: string | undefined; nodeId: string; presenceTtlMs: number };
+
+export type Cluster = {
+  readonly bus: Bus;
+  /** Cluster presence; undefined without --bus. */
+  readonly presence: PresenceRegistry | undefined;
+  /** A login failure counter shared by the nodes (`scope`: `name` or `ip`); undefined without --bus. */
+  loginThrottle(scope: string, limit: number, windowMs: number): LoginThrottle | undefined;
+  /** SIGTERM: this node's users offline at once, then the connections closed. */
+  close(): Promise<void>;
+};
+
+export async function openCluster(options: ClusterOptions, log: Logger): Promise<Cluster> {
+  if (options.bus === undefined) {
+    const bus = new LocalBus(options.nodeId);
+    return { bus, presence: undefined, loginThrottle: () => undefined, close: () => bus.close() };
+  }
+  const bus = await RedisBus.start({ url: options.bus, nodeId: options.nodeId, log });
+  const presence = await PresenceRegistry.start({ bus, redis: bus.redis, nodeId: options.nodeId, ttlMs: options.presenceTtlMs, log });
+  log.info({ node: options.nodeId, up: bus.up }, 'cluster node');
+  return {
+    bus,
+    presence,
+    loginThrottle: (scope, limit, windowMs) => new SharedFailureCounter({ redis: bus.redis, scope, limit, windowMs, log }),
+    close: async () => {
+      await presence.stop();
+      await bus.close();
+    },
+  };
+}
