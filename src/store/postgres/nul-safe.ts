@@ -6,7 +6,7 @@
  * without either character (nearly all) pass through untouched.
  */
 import { AmbientDriver } from '../ambient.ts';
-import { PostgresDialect, type CompiledQuery, type DatabaseConnection, type Driver, type PostgresDialectConfig, type QueryResult, type TransactionSettings } from 'kysely';
+import { CompiledQuery, PostgresDialect, type DatabaseConnection, type Driver, type PostgresDialectConfig, type QueryResult, type TransactionSettings } from 'kysely';
 
 const ESC = '\uE000';
 const NEEDS = /[\u0000\uE000]/;
@@ -64,13 +64,26 @@ class NulSafeDriver implements Driver {
     if (w === undefined) this.#wrapped.set(c, (w = new NulSafeConnection(c)));
     return w;
   }
-  beginTransaction(c: DatabaseConnection, s: TransactionSettings): Promise<void> {
-    return this.#inner.beginTransaction(c, s);
+  readonly #begun = new WeakMap<DatabaseConnection, Promise<unknown>>();
+  /**
+   * The connections are pipelined (postgres-store.ts): BEGIN is sent without
+   * waiting for its answer, so it travels with the transaction's first
+   * statement and a transaction costs one round trip less. COMMIT checks it.
+   */
+  async beginTransaction(c: DatabaseConnection, s: TransactionSettings): Promise<void> {
+    if (s.isolationLevel !== undefined || s.accessMode !== undefined) return this.#inner.beginTransaction(c, s);
+    const begun = c.executeQuery(CompiledQuery.raw('begin'));
+    begun.catch(() => {}); // answered through commitTransaction, or the next statement's own failure
+    this.#begun.set(c, begun);
   }
-  commitTransaction(c: DatabaseConnection): Promise<void> {
+  async commitTransaction(c: DatabaseConnection): Promise<void> {
+    const begun = this.#begun.get(c);
+    this.#begun.delete(c);
+    await begun;
     return this.#inner.commitTransaction(c);
   }
   rollbackTransaction(c: DatabaseConnection): Promise<void> {
+    this.#begun.delete(c);
     return this.#inner.rollbackTransaction(c);
   }
   releaseConnection(c: DatabaseConnection): Promise<void> {

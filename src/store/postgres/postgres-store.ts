@@ -42,7 +42,9 @@ export class PostgresStore implements Store {
       idleTimeoutMillis: 30_000,
       options: '-c synchronous_commit=on',
       application_name: 'textserver',
-    });
+      // queries are written without waiting for the previous answer (BEGIN travels with the first statement)
+      pipeline: true,
+    } as pg.PoolConfig);
     // an idle connection that dies (server restart) must not crash the process
     this.#pool.on('error', (err) => this.#failed(err));
     this.db = new Kysely<any>({ dialect: new NulSafePostgresDialect({ pool: this.#pool }) });

@@ -196,6 +196,9 @@ export class SqliteStore implements Store {
     });
     // never close the database under a worker still in it: a process exiting then can crash
     if (!exited) await this.#checkpointer.terminate();
+    // writes made while closing (a last-seen time at logout) may have opened another batch
+    for (let i = 0; i < 10 && this.#sqlite.isTransaction; i++) await this.#flush().catch(() => {});
+    if (this.#sqlite.isTransaction) this.#sqlite.exec('ROLLBACK'); // still running: never acknowledged
     // a clean close checkpoints and removes the WAL, with a FULL sync
     this.#sqlite.exec('PRAGMA synchronous = FULL');
     this.#sqlite.close();
