@@ -138,6 +138,11 @@ export class InboxStream {
     return true;
   }
 
+  /** Reads the store to its end now (publications may have been lost): what it lacks is written, nothing twice. */
+  catchUp(): void {
+    if (this.#streaming && !this.#filling) void this.#fill(false);
+  }
+
   /** Resolves once every entry up to `seq` was handed to the connection (or the stream stopped). */
   whenWritten(seq: number): Promise<void> {
     if (!this.#streaming || seq < this.#next) return Promise.resolve();
