@@ -57,6 +57,22 @@ describe.skipIf(redisUrl === undefined)('faults', () => {
     expect(await again.next()).toBe(`send,${a},msg,after the crash`);
   });
 
+  it('a node stopped with SIGTERM takes its users offline for the others within 1 s', { timeout: 40_000 }, async () => {
+    const store = await storeArgs(tempDir('textserver-cluster-term-'));
+    const stay = await startServer([...store, '--bus', redisUrl!, '--node-id', `t${process.pid}a`]);
+    const go = await startServer([...store, '--bus', redisUrl!, '--node-id', `t${process.pid}b`]);
+    servers.push(stay, go);
+    const [a, b] = await freshUsers(stay.port, 'ta', 'tb');
+    const ca = await loggedIn(stay.port, a!, opened);
+    const cb = await loggedIn(go.port, b!, opened);
+    await befriend(ca, a!, cb, b!);
+    const stopping = go.stop();
+    const started = performance.now();
+    expect(await ca.next()).toBe(`presence,${b},offline`);
+    expect(performance.now() - started).toBeLessThan(1000);
+    await stopping;
+  });
+
   it.skipIf(redisBin() === undefined)('a Redis restart loses no acknowledged message, and pushes cross nodes again after it', async () => {
     redis = await startRedis();
     const store = await storeArgs(tempDir('textserver-cluster-redis-'));
