@@ -178,4 +178,15 @@ describe.skipIf(redisUrl === undefined)('three nodes, one server', () => {
     opened.push(c);
     expect(await c.ask('login', a!, PW)).toMatch(/^error,nonfatal,too_many_attempts/);
   });
+
+  it('each node answers /readyz and counts its own bus traffic in /metrics', async () => {
+    for (const n of nodes) {
+      const base = `http://127.0.0.1:${n.server.httpPort}`;
+      expect((await fetch(`${base}/readyz`)).status).toBe(200);
+      const text = await (await fetch(`${base}/metrics`)).text();
+      expect(text).toMatch(/^textserver_bus_up 1$/m);
+      expect(Number(/^textserver_bus_messages_total\{result="received"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+      expect(text).toMatch(/^textserver_presence_local_users \d+$/m);
+    }
+  });
 });
