@@ -126,8 +126,9 @@ async function joinCluster(server: ServerApi, cluster: ClusterApi, store: RoomSt
       if (f.j === 1) {
         if (store.isMember(room, userId)) return;
         store.index(room, userId);
-        void cluster.follow(userId, roomChannel(room));
-        server.hub.pushLocal(store.members(room), ['room', room, 'joined', name]);
+        // the joiner's connections here see their join once the room's pushes reach this node
+        const members = [...store.members(room)];
+        void cluster.follow(userId, roomChannel(room)).then(() => server.hub.pushLocal(members, ['room', room, 'joined', name]));
       } else {
         if (!store.isMember(room, userId)) return;
         store.unindex(room, userId);

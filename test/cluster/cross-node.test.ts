@@ -189,4 +189,23 @@ describe.skipIf(redisUrl === undefined)('three nodes, one server', () => {
       expect(text).toMatch(/^textserver_presence_local_users \d+$/m);
     }
   });
+
+  it('a room joined over HTTP on one node reaches the member\'s connection on another, and messages said on a third', async () => {
+    const [a, b] = await freshUsers(ports[0]!, 'ja', 'jb');
+    const room = `j${process.pid}x${Date.now() % 100000}`;
+    const ca = await on(0, a!);
+    const cb = await on(2, b!);
+    cb.send('join', room);
+    expect(await cb.nextN(2)).toEqual([`room,${room},joined,${b}`, 'ok']);
+    const base = `http://127.0.0.1:${nodes[1]!.server.httpPort}`;
+    const token = (await api(base, 'POST', '/api/login', { user: a, password: PW })).json.token as string;
+    expect((await api(base, 'POST', `/api/rooms/${room}/join`, undefined, token)).status).toBe(204);
+    expect(await ca.next()).toBe(`room,${room},joined,${a}`);
+    expect(await cb.next()).toBe(`room,${room},joined,${a}`);
+    cb.send('say', room, 'to a on node 0');
+    const [own, reply] = await cb.nextN(2);
+    expect(reply).toMatch(/^said,/);
+    expect(await ca.next()).toBe(own);
+    expect(await ca.ask('rooms')).toBe(`rooms,${room}`);
+  });
 });
