@@ -14,7 +14,8 @@ import { userChannel, type Bus, type Delivered } from '../bus/bus.ts';
 import type { PresenceRegistry } from '../bus/presence-registry.ts';
 import type { ClusterApi, ClusterHandler } from './module-api.ts';
 
-type Hold = { refs: number; channels: Set<string> };
+/** `ready`: the first subscription of the user's channels (a second login waits for it too). */
+type Hold = { refs: number; channels: Set<string>; ready: Promise<void> };
 
 export class ClusterLink implements ClusterApi {
   readonly bus: Bus;
@@ -44,7 +45,7 @@ export class ClusterLink implements ClusterApi {
     const h = this.#holds.get(userId);
     if (h !== undefined) {
       h.refs++;
-      return Promise.resolve();
+      return h.ready;
     }
     const channels = new Set<string>([userChannel(userId)]);
     for (const provider of this.#providers) {
@@ -54,8 +55,9 @@ export class ClusterLink implements ClusterApi {
         this.#log.error({ err }, 'channel provider failed');
       }
     }
-    this.#holds.set(userId, { refs: 1, channels });
-    return Promise.all([...channels].map((c) => this.bus.subscribe(c))).then(() => undefined);
+    const ready = Promise.all([...channels].map((c) => this.bus.subscribe(c))).then(() => undefined);
+    this.#holds.set(userId, { refs: 1, channels, ready });
+    return ready;
   }
 
   /** Gives a hold back; the last one unsubscribes the user's channels. */

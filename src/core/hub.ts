@@ -64,15 +64,19 @@ export class Hub implements HubApi {
     });
     // pushes may have been lost while Redis was away: the store has every inbox entry
     link.onResubscribed(() => this.inbox.recover([...this.#byUser.keys()]));
+    // one after the other: a quick online-offline must not be told offline-online when its name look-ups finish out of order
+    let told = Promise.resolve();
     link.presence?.onChange((userId, online) => {
       const time = Date.now();
-      userById(userId).then(
-        (user) => {
-          if (user === null) return;
-          if (online) this.#events.online(user);
-          else this.#events.offline(user, time);
-        },
-        (err: unknown) => this.#log.warn({ err: (err as Error).message, user: userId }, 'presence change not announced'),
+      told = told.then(() =>
+        userById(userId).then(
+          (user) => {
+            if (user === null) return;
+            if (online) this.#events.online(user);
+            else this.#events.offline(user, time);
+          },
+          (err: unknown) => this.#log.warn({ err: (err as Error).message, user: userId }, 'presence change not announced'),
+        ),
       );
     });
   }
