@@ -218,4 +218,18 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     expect(await ca.next()).toBe(own);
     expect(await ca.ask('rooms')).toBe(`rooms,${room}`);
   });
+
+  it('a KFCR post on one node reaches the KFCR room\'s members on another', async () => {
+    const [a] = await freshUsers(ports[0]!, 'ka');
+    const ca = await on(0, a!);
+    ca.send('join', 'kfcr');
+    expect(await ca.nextN(2)).toEqual([`room,kfcr,joined,${a}`, 'ok']);
+    const res = await fetch(`http://127.0.0.1:${nodes[1]!.server.httpPort}/messages/post`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user: 'guest', content: 'from kfcr' }),
+    });
+    expect(res.status).toBe(201);
+    expect(await ca.next()).toMatch(/^room,kfcr,msg,\d+,\d+,~guest,from kfcr$/);
+  });
 });
