@@ -22,7 +22,7 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     redis = await startRedis();
     const store = await storeArgs(tempDir('textserver-cluster-db-'));
     for (let i = 1; i <= 3; i++) {
-      nodes.push(await startServer([...store, '--bus', redis.url, '--node-id', `x${process.pid}n${i}`, '--ws-port', '0', '--presence-ttl', '2']));
+      nodes.push(await startServer([...store, '--bus', redis.url, '--node-id', `x${process.pid}n${i}`, '--ws-port', '0', '--presence-ttl', '2', '--typing-timeout', '0.5']));
     }
     ports = nodes.map((n) => n.port);
   });
@@ -156,8 +156,12 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     expect(await ca.next()).toBe(`room,${room},joined,${b}`);
     expect(await ca.ask('typing', room, 'start')).toBe('ok');
     expect(await cb.next()).toBe(`room,${room},typing,${a},start`);
-    expect(await ca.ask('typing', room, 'stop')).toBe('ok');
+    // --typing-timeout 0.5: it stops by itself, and the stop crosses too
     expect(await cb.next()).toBe(`room,${room},typing,${a},stop`);
+    expect(await cb.ask('typing', room, 'start')).toBe('ok');
+    expect(await ca.next()).toBe(`room,${room},typing,${b},start`);
+    expect(await cb.ask('typing', room, 'stop')).toBe('ok');
+    expect(await ca.next()).toBe(`room,${room},typing,${b},stop`);
   });
 
   it('an HTTP token from one node logs in on the others, over HTTP and WebSocket', async () => {
