@@ -4,7 +4,7 @@
  * answers not_friends. Postgres project only.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawConnection } from '../helpers/raw.ts';
+import type { RawConnection } from '../helpers/raw.ts';
 import { removeDir, startServer, storeArgs, tempDir, type TestServer } from '../helpers/server.ts';
 import { freshUsers, loggedIn } from '../helpers/users.ts';
 import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
