@@ -38,7 +38,8 @@ export default defineConfig({
     // npm run coverage: the code run in the test processes (servers started as child processes are not seen)
     coverage: { provider: 'v8', include: ['src/**', 'modules/**'], reporter: ['text-summary', 'json-summary', 'html'] },
     projects: [
-      { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'], globalSetup: [REDIS_SETUP] } },
+      // the cluster suite needs PostgreSQL (a SQLite file is one process's): postgres project only
+      { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: ['test/cluster/**'], globalSetup: [REDIS_SETUP] } },
       ...(hasPostgres
         ? [{ extends: true as const, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: UNIT, globalSetup: ['test/helpers/postgres-setup.ts', REDIS_SETUP] } }]
         : []),

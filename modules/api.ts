@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { parseHistory } from './rooms-history.ts';
 import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type SessionApi, type UserRef } from '../src/core/module-api.ts';
+import { userChannel } from '../src/bus/bus.ts';
 
 type Tables = { api_tokens: { hash: string; user_id: number; created_at: number; expires_at: number } };
 
@@ -98,11 +99,21 @@ function recordTokenLogin(server: ServerApi, session: SessionApi, hash: string):
     );
 }
 
-async function revoke(server: ServerApi, hash: string): Promise<void> {
+async function revoke(server: ServerApi, hash: string, userId: number): Promise<void> {
   await server.store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('api_tokens').where('hash', '=', hash).execute());
+  endLogins(server, hash);
+  // in a cluster the token's logins on the other nodes end too: they hold the user's channel
+  server.hub.cluster?.publish(userChannel(userId), TOKEN_REVOKED, { h: hash });
+}
+
+function endLogins(server: ServerApi, hash: string): void {
   for (const session of liveLogins.get(hash) ?? []) server.hub.logout(session);
   liveLogins.delete(hash);
 }
+
+const TOKEN_REVOKED = 'token-revoked';
+/** Removes this module's cluster handler (set up again by a reload). */
+let offRevoked = () => {};
 
 async function authed(req: HttpRequest, server: ServerApi): Promise<CommandContext> {
   const user = await userOfToken(server, bearer(req));
@@ -167,8 +178,8 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/logout',
     async handler(req, server) {
-      await authed(req, server);
-      await revoke(server, hashToken(bearer(req)));
+      const ctx = await authed(req, server);
+      await revoke(server, hashToken(bearer(req)), ctx.session.requireUser().id);
       return NO_CONTENT;
     },
   },
@@ -242,7 +253,8 @@ const routes: HttpRoute[] = [
       const ctx = await authed(req, server);
       const user = await server.users.find(req.params.user!);
       if (user === null) throw new CommandError('user_not_found', `no user ${req.params.user}`);
-      if (server.hub.isOnline(user.id)) return { body: { user: user.name, online: true, lastSeen: null } };
+      const cluster = server.hub.cluster;
+      if (cluster === undefined ? server.hub.isOnline(user.id) : await cluster.isOnline(user.id)) return { body: { user: user.name, online: true, lastSeen: null } };
       let lastSeen = 0;
       try {
         lastSeen = Number((await run(ctx, 'presence', user.name))[3] ?? 0); // the presence module keeps last-seen times
@@ -276,6 +288,11 @@ export default defineModule({
   async setup({ server }) {
     const now = Date.now();
     await server.store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('api_tokens').where('expires_at', '<=', now).execute());
+    offRevoked();
+    offRevoked =
+      server.hub.cluster?.on(TOKEN_REVOKED, (_channel, f) => {
+        if (typeof f.h === 'string') endLogins(server, f.h);
+      }) ?? (() => {});
     return {
       hooks: {
         login(session) {
@@ -292,6 +309,8 @@ export default defineModule({
     };
   },
   dispose() {
+    offRevoked();
+    offRevoked = () => {};
     liveLogins.clear();
     tokenOf = new WeakMap();
     pendingLogins = new WeakMap();

@@ -67,13 +67,12 @@ export default defineModule({
         .run(
           user.id,
           () => audience(user),
-          (ids) => server.hub.pushToUsers(ids, ['presence', user.name, state]),
+          // every node hears each change (in a cluster too) and tells its own connections
+          (ids) => server.hub.pushLocal(ids, ['presence', user.name, state]),
         )
         .catch((err: unknown) => log.warn({ err: (err as Error).message, user: user.name }, 'presence not announced'));
     const pushTyping = (user: UserRef, room: string, state: 'start' | 'stop') => {
-      const members = rooms()?.membersOf(room);
-      if (members === undefined) return;
-      server.hub.pushToUsers([...members].filter((id) => id !== user.id), ['room', room, 'typing', user.name, state]);
+      rooms()?.broadcast(room, ['room', room, 'typing', user.name, state], user.id);
     };
     const stopTyping = (key: string) => {
       const t = typing.get(key);
@@ -130,7 +129,8 @@ export default defineModule({
           expectArgs(args, 1, 'presence,<user>');
           const user = await c.server.users.find(args[0]!);
           if (user === null) throw new CommandError('user_not_found', `no user ${args[0]}`);
-          if (c.server.hub.isOnline(user.id)) return ['presence', user.name, 'online'];
+          const cluster = c.server.hub.cluster;
+          if (cluster === undefined ? c.server.hub.isOnline(user.id) : await cluster.isOnline(user.id)) return ['presence', user.name, 'online'];
           const row = await db().selectFrom('presence_last_seen').select('last_seen').where('user_id', '=', user.id).executeTakeFirst();
           return ['presence', user.name, 'offline', String(row?.last_seen ?? 0)];
         },

@@ -69,16 +69,29 @@ export class RoomStore {
   /** Reads the rooms and the membership index. */
   static async open(store: StoreApi): Promise<RoomStore> {
     const s = new RoomStore(store);
-    for (const r of await s.#db.selectFrom('rooms').select(['id', 'name']).execute()) s.#ids.set(r.name, Number(r.id));
-    const members = await s.#db
+    await s.reload();
+    const last = await s.#db.selectFrom('room_messages').select((eb) => eb.fn.max('time').as('t')).executeTakeFirst();
+    s.#lastTime = Number(last?.t ?? 0);
+    return s;
+  }
+
+  /** Reads the rooms and the membership index again (in a cluster, after joins and leaves may have gone unheard). */
+  async reload(): Promise<void> {
+    const rooms = await this.#db.selectFrom('rooms').select(['id', 'name']).execute();
+    const members = await this.#db
       .selectFrom('room_members as m')
       .innerJoin('rooms as r', 'r.id', 'm.room_id')
       .select(['r.name as room', 'm.user_id as user'])
       .execute();
-    for (const m of members) s.index(m.room, Number(m.user));
-    const last = await s.#db.selectFrom('room_messages').select((eb) => eb.fn.max('time').as('t')).executeTakeFirst();
-    s.#lastTime = Number(last?.t ?? 0);
-    return s;
+    for (const r of rooms) this.#ids.set(r.name, Number(r.id));
+    this.#members.clear();
+    this.#byUser.clear();
+    for (const m of members) this.index(m.room, Number(m.user));
+  }
+
+  /** Users in at least one room. */
+  users(): IterableIterator<number> {
+    return this.#byUser.keys();
   }
 
   members(room: string): ReadonlySet<number> {

@@ -4,7 +4,8 @@
  * every member gets the room's pushes. Offers the `rooms` service
  * (`roomsOf`, `membersOf`, `post`) to other modules (presence, kfcr, HTTP).
  */
-import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+import { CommandError, defineModule, expectArgs, type ClusterApi, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+import { roomChannel } from '../src/bus/bus.ts';
 import { InOrder } from './in-order.ts';
 import { SerialBatches } from './serial-batches.ts';
 import { ROOM_MIGRATIONS, RoomStore, type HistoryMode, type HistoryPage, type RoomMessage } from './rooms-store.ts';
@@ -26,7 +27,12 @@ export type RoomsService = {
   history(room: string, mode: HistoryMode, numbers: readonly number[]): Promise<HistoryPage>;
   /** Creates the room if needed (KFCR's room exists without members). */
   ensure(room: string): Promise<void>;
+  /** Pushes to every member's connections (on every node), but `except`'s (typing). */
+  broadcast(room: string, fields: readonly string[], except?: number): void;
 };
+
+/** Every node hears every join and leave here: each keeps the whole membership index (presence audiences, `members`, checks). */
+const MEMBERSHIP_CHANNEL = 'ts:rooms';
 
 export function checkRoom(room: string): void {
   if (!ROOM_NAME.test(room)) throw new CommandError('invalid_room', 'room names are 1 to 64 characters from A-Z a-z 0-9 _ -');
@@ -54,10 +60,19 @@ const MODES: Record<HistoryMode, { args: number; parse(a: readonly string[]): nu
 
 function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): RoomsService {
   const inOrder = new InOrder<string>();
-  const push = (room: string, fields: readonly string[], extra?: number) => {
+  const cluster = server.hub.cluster;
+  /** This node's connections of the members (and of `extra`, who just left); the other nodes push to theirs from what they hear. */
+  const pushHere = (room: string, fields: readonly string[], extra?: number, except?: number) => {
     const members = store.members(room);
-    const audience = extra === undefined || members.has(extra) ? members : [...members, extra];
-    server.hub.pushToUsers(audience, fields);
+    let audience: Iterable<number> = extra === undefined || members.has(extra) ? members : [...members, extra];
+    if (except !== undefined) audience = [...audience].filter((id) => id !== except);
+    server.hub.pushLocal(audience, fields);
+  };
+  const membership = (room: string, user: UserRef, joined: boolean) =>
+    cluster?.publish(MEMBERSHIP_CHANNEL, 'member', { r: room, u: user.id, n: user.name, j: joined ? 1 : 0 });
+  const broadcast = (room: string, fields: readonly string[], except?: number) => {
+    pushHere(room, fields, undefined, except);
+    cluster?.publish(roomChannel(room), 'room', except === undefined ? { f: fields } : { f: fields, x: except });
   };
   // a room's says commit one batch at a time, so ids are taken in commit order; the pushes
   // then go out in that order, placed among the room's joins and leaves by InOrder
@@ -77,28 +92,36 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
       : inOrder.run(room, work, effect);
   const appendAndPush = (room: string, items: { user: string; text: string }[]) =>
     ordered(room, () => store.append(room, items, Date.now()), (stored) => {
-      for (const m of stored) push(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
+      for (const m of stored) broadcast(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
     });
   const says = new SerialBatches<string, { user: string; text: string }, RoomMessage>(MAX_BATCH, appendAndPush);
   return {
+    broadcast,
     roomsOf: (userId) => store.roomsOf(userId),
     membersOf: (room) => store.members(room),
     isMember: (room, userId) => store.isMember(room, userId),
     ensure: async (room) => void (await store.ensure(room, Date.now())),
     async join(user, room) {
       if (store.isMember(room, user.id)) return;
+      let joined = false;
       await ordered(room, () => store.join(room, user.id, Date.now()), () => {
         if (store.isMember(room, user.id)) return; // a concurrent join of the same user came first
+        joined = true;
         store.index(room, user.id);
-        push(room, ['room', room, 'joined', user.name]);
+        pushHere(room, ['room', room, 'joined', user.name]);
+        membership(room, user, true);
       });
+      // the room's pushes reach this node before the reply (CLUSTER.md rule 5)
+      if (joined) await cluster?.follow(user.id, roomChannel(room));
     },
     async leave(user, room) {
       if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
       const removed = await ordered(room, () => store.leave(room, user.id), (removed) => {
         if (!removed) return; // another connection of the user left first, and pushed it
         store.unindex(room, user.id);
-        push(room, ['room', room, 'left', user.name], user.id);
+        cluster?.unfollow(user.id, roomChannel(room));
+        pushHere(room, ['room', room, 'left', user.name], user.id);
+        membership(room, user, false);
       });
       if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
@@ -106,6 +129,56 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     post: async (room, userName, text) =>
       server.store.inTransaction() ? (await appendAndPush(room, [{ user: userName, text }]))[0]! : says.add(room, { user: userName, text }),
     history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
+  };
+}
+
+/**
+ * In a cluster: every node keeps the whole membership index from the joins
+ * and leaves it hears (re-read from the store after a resubscription, when
+ * some may have been lost), holds the channels of the rooms of its users,
+ * and pushes to its own connections what the rooms' other nodes publish.
+ * Returns what undoes it (a reload sets the module up again).
+ */
+async function joinCluster(server: ServerApi, cluster: ClusterApi, store: RoomStore): Promise<() => void> {
+  const here = (userId: number) => server.hub.sessionsOf(userId).length > 0;
+  const offs = [
+    cluster.follows((userId) => store.roomsOf(userId).map(roomChannel)),
+    cluster.on('member', (_channel, f) => {
+      const room = f.r;
+      const userId = f.u;
+      const name = f.n;
+      if (typeof room !== 'string' || typeof userId !== 'number' || typeof name !== 'string') return;
+      if (f.j === 1) {
+        if (store.isMember(room, userId)) return;
+        store.index(room, userId);
+        // the joiner's connections here see their join once the room's pushes reach this node
+        const members = [...store.members(room)];
+        void cluster.follow(userId, roomChannel(room)).then(() => server.hub.pushLocal(members, ['room', room, 'joined', name]));
+      } else {
+        if (!store.isMember(room, userId)) return;
+        store.unindex(room, userId);
+        cluster.unfollow(userId, roomChannel(room));
+        server.hub.pushLocal([...store.members(room), userId], ['room', room, 'left', name]);
+      }
+    }),
+    cluster.on('room', (channel, f) => {
+      if (!channel.startsWith('ts:r:') || !Array.isArray(f.f)) return;
+      const members = store.members(channel.slice(5));
+      server.hub.pushLocal(typeof f.x === 'number' ? [...members].filter((id) => id !== f.x) : members, f.f as string[]);
+    }),
+    cluster.onResubscribed(() => {
+      store.reload().then(
+        () => {
+          for (const userId of store.users()) if (here(userId)) for (const room of store.roomsOf(userId)) void cluster.follow(userId, roomChannel(room));
+        },
+        () => {}, // the store is away: the next resubscription tries again
+      );
+    }),
+  ];
+  await cluster.subscribe(MEMBERSHIP_CHANNEL);
+  return () => {
+    for (const off of offs) off();
+    cluster.unsubscribe(MEMBERSHIP_CHANNEL);
   };
 }
 
@@ -131,6 +204,8 @@ export default defineModule({
   async setup(ctx) {
     const store = await RoomStore.open(ctx.server.store);
     const service = roomsService(ctx.server, store, ctx.options['history-max-bytes']);
+    const cluster = ctx.server.hub.cluster;
+    const leaveCluster = cluster === undefined ? () => {} : await joinCluster(ctx.server, cluster, store);
 
     const memberOf = (c: CommandContext, room: string): UserRef => {
       const user = c.session.requireUser();
@@ -140,6 +215,7 @@ export default defineModule({
     };
 
     return {
+      dispose: leaveCluster,
       services: { rooms: service },
       commands: {
         async join(c, args) {

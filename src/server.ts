@@ -7,6 +7,7 @@ import { CORE_MIGRATIONS } from './store/core-data.ts';
 import { openStore } from './store/open-store.ts';
 import { listenTcp, type TcpListener } from './transport/tcp.ts';
 import { startGateways, type Gateways } from './gateway/http.ts';
+import { openCluster, type Cluster } from './bus/open-cluster.ts';
 
 export type Server = {
   readonly core: ServerCore;
@@ -33,7 +34,14 @@ export function packageVersion(): string {
 /** Opens the store, loads the modules, listens. Throws ConfigError or ModuleLoadError on bad start-up input. */
 export async function createServer(options: ServerOptions, log: Logger): Promise<Server> {
   const store = await openStore(options.store, options.data, log);
-  const core = new ServerCore(options, store, log, packageVersion());
+  let cluster: Cluster | undefined;
+  try {
+    cluster = options.bus === undefined ? undefined : await openCluster({ bus: options.bus, nodeId: options.nodeId, presenceTtlMs: options.presenceTtlMs }, log);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const core = new ServerCore(options, store, log, packageVersion(), cluster);
   let tcp: TcpListener;
   let listening: TcpListener | undefined;
   let gateways: Gateways;
@@ -45,10 +53,11 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     const unknown = unknownFlags(options.raw, known);
     if (unknown.length > 0) throw new ConfigError(`unknown flag --${unknown[0]}`);
     tcp = listening = await listenTcp(core);
-    gateways = await startGateways(core, () => ready && store.up);
+    gateways = await startGateways(core, () => ready && store.up && (cluster === undefined || cluster.bus.up));
   } catch (err) {
     listening?.server.close(); // a gateway port that cannot be had must not leave the TCP port listening
     core.disposeModules();
+    await cluster?.close();
     await store.close();
     throw err;
   }
@@ -69,6 +78,8 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     core.stopSweeper();
     await gateways.close();
     core.disposeModules();
+    // this node's users offline for everyone at once, then no more bus traffic
+    await cluster?.close();
     await core.hub.inbox.close(); // its last marks and sweeps, before the store goes
     await store.close();
     log.info('stopped');

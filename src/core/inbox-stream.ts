@@ -79,6 +79,8 @@ export class InboxStream {
   /** Bumped by every stop: a catch-up that started before it quits. */
   #generation = 0;
   #filling = false;
+  /** A catch-up asked while a fill ran: it reads the store to its end once more before it ends. */
+  #again = false;
   /** Live entries ahead of #next, by seq. */
   readonly #buffer = new Map<number, InboxEntry>();
   #bufferedBytes = 0;
@@ -110,6 +112,7 @@ export class InboxStream {
     if (!this.#streaming) return;
     this.#streaming = false;
     this.#generation++;
+    this.#again = false;
     this.#buffer.clear();
     this.#bufferedBytes = 0;
     this.#wake?.();
@@ -136,6 +139,13 @@ export class InboxStream {
     }
     if (!this.#filling) void this.#fill(true);
     return true;
+  }
+
+  /** Reads the store to its end now (publications may have been lost): what it lacks is written, nothing twice. */
+  catchUp(): void {
+    if (!this.#streaming) return;
+    if (this.#filling) this.#again = true;
+    else void this.#fill(false);
   }
 
   /** Resolves once every entry up to `seq` was handed to the connection (or the stream stopped). */
@@ -213,6 +223,10 @@ export class InboxStream {
           if (!(await this.#writeWindowed(e, generation))) return;
         }
         this.#dropWritten();
+        if (this.#again) {
+          this.#again = false;
+          readToEnd = true;
+        }
         if (!alive() || (this.#buffer.size === 0 && !readToEnd)) return;
         // Every seq below a published one is committed too (seqs follow commit
         // order), so what the store lacks below `known` was dropped by retention.

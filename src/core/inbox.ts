@@ -19,7 +19,8 @@ import { MailboxDrains } from './mailbox-drain.ts';
 import type { CommandContext, InboxApi, InboxPage, SessionApi, UserRef } from './module-api.ts';
 import { Session } from './session.ts';
 import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
-import { KIND_CARBON, KIND_ENTRY, type InboxData, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
+import { KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
+import { userChannel, type Bus } from '../bus/bus.ts';
 
 export type InboxSettings = {
   mailboxSize(): number;
@@ -35,6 +36,8 @@ export type InboxSettings = {
 export type InboxHub = {
   sessionsOf(userId: number): Iterable<Session>;
   readonly stats: { pushed: number; stored: number; lost: number };
+  /** In a cluster: committed entries are published with their seq on the user's channel for the other nodes' connections. */
+  readonly bus?: Bus | undefined;
 };
 
 const SWEEP_MS = 2000;
@@ -272,10 +275,50 @@ export class Inbox implements InboxApi {
       }
     }
     this.#hub.stats.pushed += reached;
+    // the doorbell for the other nodes: a lost one is noticed by the seq gap it leaves, or re-read after a resubscription
+    this.#hub.bus?.publish(userChannel(entry.userId), { kind: 'inbox', seq: entry.seq, fields: { k: entry.kind, p: entry.pending, d: entry.payload } });
     if (entry.kind !== KIND_ENTRY) return;
     if (entry.pending === 0 && reached === 0) this.#lostLive(entry);
     // nobody was there when it was appended, but a version 1 connection logged in meanwhile
     if (plain !== false) this.drains.ensure(plain);
+  }
+
+  /**
+   * An entry another node appended, for this node's connections of the
+   * user. Inbox connections take it like a local one (a seq gap makes their
+   * stream read the store). Version 1 connections get a live entry (one a
+   * connection on the appending node took) as it is; one stored as not yet
+   * received comes through a drain, which marks it received once written
+   * here: the appending node cannot know what other nodes' connections took.
+   */
+  remote(userId: number, row: InboxRow): void {
+    const entry = new InboxEntry(userId, row);
+    let reached = 0;
+    let plain: UserRef | false = false;
+    for (const session of this.#hub.sessionsOf(userId)) {
+      const stream = this.#streams.get(session);
+      if (stream !== undefined) {
+        if (stream.offer(entry)) reached++;
+      } else if (entry.kind === KIND_ENTRY) {
+        if (entry.pending === 1) plain = session.user ?? plain;
+        else if (session.pushFrame(entry.plainFrame)) reached++;
+      }
+    }
+    this.#hub.stats.pushed += reached;
+    if (plain !== false) this.drains.ensure(plain);
+  }
+
+  /** Publications may have been lost (the bus came back): streams read the store to its end, version 1 connections drain what is not yet received. */
+  recover(userIds: readonly number[]): void {
+    for (const userId of userIds) {
+      let plain: UserRef | false = false;
+      for (const session of this.#hub.sessionsOf(userId)) {
+        const stream = this.#streams.get(session);
+        if (stream !== undefined) stream.catchUp();
+        else plain = session.user ?? plain;
+      }
+      if (plain !== false) this.drains.ensure(plain);
+    }
   }
 
   #lostLive(entry: InboxEntry): void {

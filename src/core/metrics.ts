@@ -120,5 +120,46 @@ export function createMetrics(core: ServerCore): Registry {
       this.set(core.users.hasher.queueLength);
     },
   });
+  if (core.cluster !== undefined) clusterMetrics(registry, core.cluster);
   return registry;
+}
+
+/** With --bus only (a server alone exposes what it always did): this node's side of the cluster. */
+function clusterMetrics(registry: Registry, cluster: NonNullable<ServerCore['cluster']>): void {
+  const bus = cluster.bus;
+  total(registry, 'textserver_bus_messages_total', 'Bus messages this node published, dropped (Redis unreachable), received from other nodes, or could not decode', () => 0, {
+    labelNames: ['result'],
+    values: () => (['published', 'dropped', 'received', 'malformed'] as const).map((result) => [{ result }, bus.stats[result]]),
+  });
+  total(registry, 'textserver_bus_resubscriptions_total', 'Times the bus subscriptions were made again (the inboxes of this node\'s users were re-read)', () => bus.stats.resubscribed);
+  new Gauge({
+    name: 'textserver_bus_up',
+    help: '1 while the bus (Redis) carries messages',
+    registers: [registry],
+    collect() {
+      this.set(bus.up ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'textserver_bus_channels',
+    help: 'Bus channels this node subscribes (its users\', their rooms\', the cluster\'s)',
+    registers: [registry],
+    collect() {
+      this.set(bus.channels);
+    },
+  });
+  const presence = cluster.presence;
+  if (presence === undefined) return;
+  new Gauge({
+    name: 'textserver_presence_local_users',
+    help: 'Users with a connection on this node',
+    registers: [registry],
+    collect() {
+      this.set(presence.localUsers);
+    },
+  });
+  total(registry, 'textserver_presence_changes_total', 'Online/offline changes this node announced (made or reaped) and heard', () => 0, {
+    labelNames: ['kind'],
+    values: () => [[{ kind: 'announced' }, presence.stats.announced], [{ kind: 'heard' }, presence.stats.heard], [{ kind: 'caught_up' }, presence.stats.caughtUp]],
+  });
 }

@@ -42,19 +42,53 @@ export interface CommandContext {
   readonly server: ServerApi;
 }
 
+/** What a module's cluster handler gets: the channel, the message's fields, and the whole message (its origin node). */
+export type ClusterHandler = (channel: string, fields: Readonly<Record<string, unknown>>, message: { readonly origin: string; readonly kind: string }) => void;
+
+/**
+ * The other nodes of a cluster (CLUSTER.md), present only with --bus. Pushes
+ * to users through the hub cross nodes by themselves; this is for modules
+ * whose fan-out has its own channel (a room's) or that keep state every
+ * node needs (room membership).
+ */
+export interface ClusterApi {
+  readonly nodeId: string;
+  /** Counted subscription; resolves once active. */
+  subscribe(channel: string): Promise<void>;
+  unsubscribe(channel: string): void;
+  /** Publishes to the other nodes subscribed, after the commit of the transaction the caller runs in (at once outside one). */
+  publish(channel: string, kind: string, fields: Record<string, unknown>): void;
+  /** Handles the other nodes' messages of `kind` (on any channel this node subscribes); returns its removal. */
+  on(kind: string, handler: ClusterHandler): () => void;
+  /** Messages may have been lost (Redis came back): re-read what matters from the store. */
+  onResubscribed(handler: () => void): () => void;
+  /** Channels this node holds for each user with connections here, from their login on (subscribed before its reply). */
+  follows(provider: (userId: number) => Iterable<string>): () => void;
+  /** One more channel for the user (their new room), when they have connections here; resolves once active. */
+  follow(userId: number, channel: string): Promise<void>;
+  unfollow(userId: number, channel: string): void;
+  /** Whether the user has a connection on any node. */
+  isOnline(userId: number): Promise<boolean>;
+}
+
 export interface HubApi {
-  /** Pushes to every connection logged in as the user; returns how many were reached. */
+  /** Pushes to every connection logged in as the user, on every node; returns how many were reached on this one. */
   pushToUser(userId: number, fields: readonly string[]): number;
-  /** Pushes one frame (formatted once) to every connection of each user; returns connections reached. */
+  /** Pushes one frame (formatted once) to every connection of each user, on every node; returns connections reached on this one. */
   pushToUsers(userIds: Iterable<number>, fields: readonly string[]): number;
+  /** Pushes to the users' connections on this node only (what every node of a cluster pushes itself: presence, a room's fan-out). */
+  pushLocal(userIds: Iterable<number>, fields: readonly string[]): number;
+  /** The cluster, with --bus; undefined for a server alone. */
+  readonly cluster: ClusterApi | undefined;
   /**
    * Appends the frame to the user's inbox (DELIVERY.md) durably, whatever
    * the mailbox holds, then pushes it to their connections; 'stored' when
    * none was there to take it live (their next login gets it).
    */
   deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'>;
+  /** Whether the user has a connection on this node (any node: cluster.isOnline). */
   isOnline(userId: number): boolean;
-  /** Sessions logged in as the user (read-only view). */
+  /** Sessions logged in as the user on this node (read-only view). */
   sessionsOf(userId: number): readonly SessionApi[];
   /** Ends a connection's login (it stays open, logged out), as when the token it logged in with is revoked. */
   logout(session: SessionApi): void;
@@ -207,9 +241,9 @@ export interface ModuleHooks {
   login?(session: SessionApi, user: UserRef): void;
   /** A connection stopped being `user` (closed, or logged in as someone else). */
   logout?(session: SessionApi, user: UserRef): void;
-  /** The user's first connection logged in. */
+  /** The user's first connection logged in (in a cluster: the first on any node; every node hears it). */
   online?(user: UserRef): void;
-  /** The user's last connection went away, at `time` (ms). */
+  /** The user's last connection went away, at `time` (ms) (in a cluster: the last on any node; every node hears it). */
   offline?(user: UserRef, time: number): void;
 }
 

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { inAmbientTransaction } from '../store/ambient.ts';
 import type { CommandError } from './errors.ts';
+import { ClusterLink } from './cluster-link.ts';
 import { Hub } from './hub.ts';
 import type { CommandContext, Reply, ServerApi } from './module-api.ts';
 import { ModuleSet, type LoadedModule } from './module-set.ts';
@@ -13,6 +14,7 @@ import type { ServerOptions } from '../config.ts';
 import { CoreData } from '../store/core-data.ts';
 import { InboxData } from '../store/inbox-data.ts';
 import type { Store } from '../store/store.ts';
+import type { Cluster } from '../bus/open-cluster.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -31,19 +33,25 @@ export class ServerCore {
   readonly moduleSet: ModuleSet;
   readonly api: ServerApi;
   readonly sessions: SessionRegistry;
+  /** With --bus: this node's bus and cluster presence (open-cluster.ts). */
+  readonly cluster: Cluster | undefined;
   /** Plain counters, cheap enough for the hot path; /metrics reads them when scraped. */
   readonly counters = { slowConsumers: 0, framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
   /** Set by the metrics gateway: sees each request's command, outcome and duration. */
   observer: ((command: string, outcome: string, seconds: number) => void) | undefined;
 
-  constructor(options: ServerOptions, store: Store, log: Logger, version: string) {
+  constructor(options: ServerOptions, store: Store, log: Logger, version: string, cluster?: Cluster) {
     this.options = options;
+    this.cluster = cluster;
     this.store = store;
     this.log = log;
     this.sessions = new SessionRegistry(options, log);
     const hasher = new PasswordHasher(options.argon2, options.hashConcurrency, options.hashQueue);
     const data = new CoreData(store);
-    this.users = new Users(data, hasher, options, log);
+    const byName = cluster?.loginThrottle('name', options.loginFailLimit, options.loginFailWindowMs);
+    const byIp = cluster?.loginThrottle('ip', options.loginFailLimitIp, options.loginFailWindowMs);
+    // in a cluster the failure counters are the cluster's (Redis), so the limits hold for all nodes together
+    this.users = new Users(data, hasher, options, log, byName !== undefined && byIp !== undefined ? { byName, byIp } : undefined);
     this.router = new Router(log, (err) => store.isFailure(err));
     const modules = new ModuleSet({ options, store, log, router: this.router, api: () => this.api });
     this.moduleSet = modules;
@@ -64,6 +72,9 @@ export class ServerCore {
       online: (user) => modules.emit('online', user),
       offline: (user, time) => modules.emit('offline', user, time),
       },
+      cluster === undefined
+        ? undefined
+        : { link: new ClusterLink(cluster.bus, cluster.presence, (fn) => store.afterCommit(fn), log), userById: (id) => this.users.byId(id) },
     );
     const router = this.router;
     const budget = this.users.budget;

@@ -71,6 +71,8 @@ export class Session implements SessionApi {
   #queue: Buffer[] = [];
   #queuedBytes = 0;
   #pendingLogin: UserRef | null = null;
+  /** In a cluster: the user whose channels this login holds until it is attached (or fails). */
+  #loginHold: number | null = null;
   /** What the running request's reply waits for (a push it caused, still queued in order behind others). */
   #replyGate: Promise<unknown> | null = null;
   /** Run right after the running request's reply is written. */
@@ -121,6 +123,19 @@ export class Session implements SessionApi {
 
   loginAs(user: UserRef): void {
     this.#pendingLogin = user;
+    // in a cluster the user's channels are subscribed before the reply (CLUSTER.md rule 5)
+    const ready = this.#core.hub.prepareLogin(user.id);
+    if (ready === undefined) return;
+    this.#releaseLoginHold();
+    this.#loginHold = user.id;
+    this.delayReply(ready);
+  }
+
+  #releaseLoginHold(): void {
+    if (this.#loginHold === null) return;
+    const id = this.#loginHold;
+    this.#loginHold = null;
+    this.#core.hub.releaseLogin(id);
   }
 
   /**
@@ -312,11 +327,14 @@ export class Session implements SessionApi {
     this.#observe('ok');
     if (this.#state === CLOSED) {
       this.#afterReply.length = 0;
+      this.#pendingLogin = null;
+      this.#releaseLoginHold();
       return;
     }
     if (!this.#write(reply === undefined ? OK_FRAME : reply.length === 0 ? EMPTY_FRAME : OutFrame.of(reply))) {
       this.#pendingLogin = null;
       this.#afterReply.length = 0;
+      this.#releaseLoginHold();
       return;
     }
     if (this.#pendingLogin !== null) {
@@ -324,11 +342,13 @@ export class Session implements SessionApi {
       this.#pendingLogin = null;
       this.#core.hub.attach(this, user);
     }
+    this.#releaseLoginHold();
     if (this.#afterReply.length > 0) for (const fn of this.#afterReply.splice(0)) fn();
   }
 
   #fail(err: unknown): void {
     this.#pendingLogin = null;
+    this.#releaseLoginHold();
     this.#replyGate = null;
     this.#afterReply.length = 0;
     const error = this.#core.toCommandError(err, this);

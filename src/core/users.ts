@@ -4,6 +4,7 @@ import { FailureCounter, type PasswordHasher } from './passwords.ts';
 import { nameKey } from '../store/store.ts';
 import type { CoreData, UserRecord } from '../store/core-data.ts';
 import { ThrottledLog } from './throttled-log.ts';
+import type { LoginThrottle } from '../bus/shared-throttle.ts';
 import { UserBudget, type BudgetOptions } from './user-budget.ts';
 import type { Logger } from 'pino';
 
@@ -28,8 +29,8 @@ const FAILED_LOG_INTERVAL_MS = 1000;
 export class Users implements UsersApi {
   readonly #store: CoreData;
   readonly hasher: PasswordHasher;
-  readonly #byName: FailureCounter;
-  readonly #byIp: FailureCounter;
+  readonly #byName: LoginThrottle;
+  readonly #byIp: LoginThrottle;
   readonly #log: Logger;
   /** Names never change and accounts are never deleted, so look-ups are cached (bounded). */
   readonly #cache = new Map<number, UserRef>();
@@ -42,12 +43,13 @@ export class Users implements UsersApi {
   readonly #trusted = new Map<string, string[]>();
   readonly #failedLog: ThrottledLog;
 
-  constructor(store: CoreData, hasher: PasswordHasher, options: UsersOptions, log: Logger) {
+  /** `throttles`: counters shared by the nodes of a cluster (shared-throttle.ts); in memory otherwise. */
+  constructor(store: CoreData, hasher: PasswordHasher, options: UsersOptions, log: Logger, throttles?: { byName: LoginThrottle; byIp: LoginThrottle }) {
     this.#store = store;
     this.hasher = hasher;
     this.#log = log;
-    this.#byName = new FailureCounter(options.loginFailLimit, options.loginFailWindowMs);
-    this.#byIp = new FailureCounter(options.loginFailLimitIp, options.loginFailWindowMs);
+    this.#byName = throttles?.byName ?? new FailureCounter(options.loginFailLimit, options.loginFailWindowMs);
+    this.#byIp = throttles?.byIp ?? new FailureCounter(options.loginFailLimitIp, options.loginFailWindowMs);
     this.budget = new UserBudget(options);
     this.#failedLog = new ThrottledLog(log, 'login failed', FAILED_LOG_INTERVAL_MS);
   }

@@ -4,6 +4,8 @@
  * to online users, storage for offline ones, and the mailbox drain.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalBroker, LocalBus } from '../../src/bus/local-bus.ts';
+import { ClusterLink } from '../../src/core/cluster-link.ts';
 import { Hub } from '../../src/core/hub.ts';
 import type { UserRef } from '../../src/core/module-api.ts';
 import { createLogger } from '../../src/log.ts';
@@ -137,5 +139,33 @@ describe('hub: mailbox drain', () => {
     b.link.take();
     await eventually(async () => expect(await inbox.pendingCount(bob.id)).toBe(0));
     hub.detach(b.session);
+  });
+});
+
+describe('hub: two nodes on a local broker (the cluster paths without Redis)', () => {
+  it('holds a user channel while the user has connections here, and delivers pushes and inbox entries from the other node', async () => {
+    const broker = new LocalBroker();
+    const settings = { mailboxSize: () => MAILBOX, window: () => 64, retain: () => 10000, maxAgeMs: () => 86_400_000, replyWaitMs: () => 1000 };
+    const log = createLogger('silent');
+    const none = { online() {}, offline() {}, login() {}, logout() {} };
+    const node = (id: string) => {
+      const bus = new LocalBus(id, broker);
+      const link = new ClusterLink(bus, undefined, (fn) => t.store.afterCommit(fn), log);
+      return { bus, hub: new Hub(inbox, log, settings, none, { link, userById: async () => null }) };
+    };
+    const [one, two] = [node('one'), node('two')];
+    const [ann, bob] = [await user(), await user()];
+    const b = t.open();
+    await two.hub.prepareLogin(bob.id);
+    two.hub.attach(b.session, bob);
+    two.hub.releaseLogin(bob.id);
+    expect(two.bus.channels).toBe(1);
+    one.hub.pushToUsers([bob.id], ['presence', ann.name, 'online']);
+    await eventually(() => expect(b.link.frames).toEqual([`presence,${ann.name},online`]));
+    // an entry appended on node one reaches bob's version 1 connection on node two (stored as not yet received there: a drain writes it)
+    expect(await one.hub.deliver(bob, ['friend', 'request', ann.name])).toBe('stored');
+    await eventually(() => expect(b.link.frames.at(-1)).toBe(`friend,request,${ann.name}`));
+    two.hub.detach(b.session);
+    expect(two.bus.channels).toBe(0);
   });
 });

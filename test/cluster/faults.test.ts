@@ -1,0 +1,118 @@
+/**
+ * CLUSTER.md rules 6 and 7: a node killed without a word takes its users
+ * offline for the others within --presence-ttl + 2 s; a Redis restart loses
+ * no acknowledged message and pushes cross nodes again afterwards. Only in
+ * the postgres project.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { RawConnection } from '../helpers/raw.ts';
+import { removeDir, spawnServer, startServer, storeArgs, tempDir, type ChildServer, type TestServer } from '../helpers/server.ts';
+import { freshUsers, loggedIn, PW } from '../helpers/users.ts';
+import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
+
+const servers: TestServer[] = [];
+const children: ChildServer[] = [];
+const opened: RawConnection[] = [];
+/** A Redis per test, as each test's cluster has a database of its own (user ids name Redis keys). */
+const redises: Redis[] = [];
+
+async function ownRedis(): Promise<Redis> {
+  const r = await startRedis();
+  redises.push(r);
+  return r;
+}
+
+afterAll(async () => {
+  for (const c of opened) c.close();
+  for (const child of children) if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL');
+  for (const s of servers) await s.stop();
+  for (const s of servers) removeDir(s.data);
+  for (const r of redises) await r.stop();
+});
+
+/** b's online announcement may reach a once they are friends (it reads b's friends after b's login): skipped if it comes. */
+async function befriend(ca: RawConnection, a: string, cb: RawConnection, b: string): Promise<void> {
+  const next = async (c: RawConnection) => {
+    const f = await c.next();
+    return f === `presence,${b},online` || f === `presence,${a},online` ? c.next() : f;
+  };
+  ca.send('friend_request', b);
+  expect(await next(ca)).toBe('ok');
+  expect(await next(cb)).toBe(`friend,request,${a}`);
+  cb.send('friend_accept', a);
+  expect([await next(cb), await next(cb)]).toEqual([`friend,added,${a}`, 'ok']);
+  expect(await next(ca)).toBe(`friend,added,${b}`);
+}
+
+describe.skipIf(redisBin() === undefined)('faults', () => {
+  it('a node killed with SIGKILL takes its users offline for the others within the TTL plus 2 s', { timeout: 40_000 }, async () => {
+    const redisUrl = (await ownRedis()).url;
+    const store = await storeArgs(tempDir('textserver-cluster-kill-'));
+    const ttl = 2;
+    const node = await startServer([...store, '--bus', redisUrl!, '--node-id', `k${process.pid}a`, '--presence-ttl', String(ttl)]);
+    servers.push(node);
+    const child = await spawnServer([...store, '--data', tempDir('textserver-cluster-kill2-'), '--bus', redisUrl!, '--node-id', `k${process.pid}b`, '--presence-ttl', String(ttl)]);
+    children.push(child);
+    const [a, b] = await freshUsers(node.port, 'ka', 'kb');
+    const ca = await loggedIn(node.port, a!, opened);
+    const cb = await loggedIn(child.port, b!, opened);
+    await befriend(ca, a!, cb, b!);
+    const killed = performance.now();
+    child.proc.kill('SIGKILL');
+    expect(await ca.next((ttl + 4) * 1000)).toBe(`presence,${b},offline`);
+    expect(performance.now() - killed).toBeLessThan((ttl + 2) * 1000 + 500);
+    // its messages are not lost: b logs in on the surviving node and gets what was stored meanwhile
+    expect(await ca.ask('send', b!, 'msg', 'after the crash')).toBe('ok');
+    const again = await RawConnection.open(node.port);
+    opened.push(again);
+    expect(await again.ask('login', b!, PW)).toBe('ok');
+    expect(await again.next()).toBe(`send,${a},msg,after the crash`);
+  });
+
+  it('a node stopped with SIGTERM takes its users offline for the others within 1 s', { timeout: 40_000 }, async () => {
+    const redisUrl = (await ownRedis()).url;
+    const store = await storeArgs(tempDir('textserver-cluster-term-'));
+    const stay = await startServer([...store, '--bus', redisUrl!, '--node-id', `t${process.pid}a`]);
+    const go = await startServer([...store, '--bus', redisUrl!, '--node-id', `t${process.pid}b`]);
+    servers.push(stay, go);
+    const [a, b] = await freshUsers(stay.port, 'ta', 'tb');
+    const ca = await loggedIn(stay.port, a!, opened);
+    const cb = await loggedIn(go.port, b!, opened);
+    await befriend(ca, a!, cb, b!);
+    const stopping = go.stop();
+    const started = performance.now();
+    expect(await ca.next()).toBe(`presence,${b},offline`);
+    expect(performance.now() - started).toBeLessThan(1000);
+    await stopping;
+  });
+
+  it('a Redis restart loses no acknowledged message, and pushes cross nodes again after it', async () => {
+    const redis = await ownRedis();
+    const store = await storeArgs(tempDir('textserver-cluster-redis-'));
+    for (const i of [1, 2]) servers.push(await startServer([...store, '--bus', redis.url, '--node-id', `r${process.pid}n${i}`]));
+    const [n1, n2] = servers.slice(-2) as [TestServer, TestServer];
+    // two recipients on n2: b with a version 1 connection, c with an inbox connection (one connection takes a stored entry)
+    const [a, b, c] = await freshUsers(n1.port, 'xa', 'xb', 'xc');
+    const ca = await loggedIn(n1.port, a!, opened);
+    const v1 = await loggedIn(n2.port, b!, opened);
+    const stream = await loggedIn(n2.port, c!, opened);
+    const epoch = (await stream.ask('resume', '', '0')).split(',')[1]!;
+    expect(await ca.ask('send', b!, 'n', '1')).toBe('ok');
+    expect(await ca.ask('send', c!, 'n', '1')).toBe('ok');
+    expect(await v1.next()).toBe(`send,${a},n,1`);
+    expect(await stream.next()).toBe(`inbox,1,send,${a},n,1`);
+
+    await redis.kill();
+    // acknowledged while Redis is away: committed in PostgreSQL, the doorbell dropped
+    for (const i of [2, 3]) for (const to of [b!, c!]) expect(await ca.ask('send', to, 'n', String(i))).toBe('ok');
+    await redis.start();
+    // recovered from the store once the nodes are subscribed again, in order, once
+    expect(await stream.nextN(2, 10_000)).toEqual([`inbox,2,send,${a},n,2`, `inbox,3,send,${a},n,3`]);
+    expect(await v1.nextN(2, 10_000)).toEqual([`send,${a},n,2`, `send,${a},n,3`]);
+    // and live pushes cross again
+    for (const to of [b!, c!]) expect(await ca.ask('send', to, 'n', '4')).toBe('ok');
+    expect(await v1.next(10_000)).toBe(`send,${a},n,4`);
+    expect(await stream.next(10_000)).toBe(`inbox,4,send,${a},n,4`);
+    expect(epoch).not.toBe('');
+  });
+});
