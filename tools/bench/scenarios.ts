@@ -48,6 +48,41 @@ async function loggedIn(port: number, name: string): Promise<net.Socket> {
   return s;
 }
 
+/**
+ * A receiver's login: the messages stored for it by the previous run (sends
+ * still in flight when that run's sockets closed) drain after the `ok`;
+ * they are read and dropped until the connection has been quiet for a
+ * moment, so the run counts only its own deliveries.
+ */
+async function loggedInDrained(port: number, name: string): Promise<net.Socket> {
+  const s = await openSocket(port);
+  await new Promise<void>((resolve, reject) => {
+    let buf: Buffer = Buffer.alloc(0);
+    let ok = false;
+    let quiet: NodeJS.Timeout | undefined;
+    const done = () => {
+      s.off('data', onData);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(0)) {
+        const size = buf.readUInt32BE(0);
+        if (!ok && buf.toString('latin1', 5, 5 + size) !== 'ok') return reject(new Error(`login ${name} failed`));
+        ok = true;
+        buf = buf.subarray(5 + size);
+      }
+      if (ok) {
+        clearTimeout(quiet);
+        quiet = setTimeout(done, 150);
+      }
+    };
+    s.on('data', onData);
+    s.write(frame('login', name, PW));
+  });
+  return s;
+}
+
 const pad = (i: number) => String(i).padStart(4, '0');
 
 function textserver(prepare?: (port: number, params: Params) => Promise<void>, args: string[] = []): Contender['start'] {
@@ -139,7 +174,7 @@ type RelayWire = {
 };
 
 const tsWire: RelayWire = {
-  subscribe: (port, g) => loggedIn(port, `r${pad(g)}`),
+  subscribe: (port, g) => loggedInDrained(port, `r${pad(g)}`),
   publisher: (port, g) => loggedIn(port, `s${pad(g)}`),
   publish: (g) => frame('send', `r${pad(g)}`, 'm', stamp()),
   pushSize: (g) => frame('send', `s${pad(g)}`, 'm', '0'.repeat(STAMP_WIDTH)).length,
