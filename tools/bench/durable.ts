@@ -27,42 +27,12 @@ const frame = (...fields: string[]) => encodeFrame(formatFields(fields));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** Like closedLoop, for replies of varying size: counts a request done after `frames` whole frames. */
-function framedLoop(socket: net.Socket, request: () => Buffer, frames: number, window: Window): () => void {
-  let buf: Buffer = Buffer.alloc(0);
-  let seen = 0;
-  let sentAt = 0;
-  let stopped = false;
-  const send = () => {
-    sentAt = performance.now();
-    socket.write(request());
-  };
-  socket.on('data', (chunk: Buffer) => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(0)) {
-      buf = buf.subarray(5 + buf.readUInt32BE(0));
-      if (++seen < frames) continue;
-      seen = 0;
-      if (window.measuring) {
-        window.count++;
-        window.latency.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
-      }
-      if (!stopped) send();
-    }
-  });
-  socket.on('error', () => {});
-  send();
-  return () => {
-    stopped = true;
-  };
-}
-
 /**
- * Like framedLoop, for an inbox client: a request is done at its reply (the
- * first frame that is not an `inbox` push); entries arriving from others
- * are read and skipped.
+ * Like closedLoop, for replies of varying size among pushes: a request is
+ * done at the frame `isReply` recognises (by its first bytes); the pushes
+ * around it (a room's own message, inbox entries from others) are skipped.
  */
-function replyLoop(socket: net.Socket, request: () => Buffer, window: Window): () => void {
+function replyLoop(socket: net.Socket, request: () => Buffer, isReply: (start: string) => boolean, window: Window): () => void {
   let buf: Buffer = Buffer.alloc(0);
   let sentAt = 0;
   let stopped = false;
@@ -74,9 +44,9 @@ function replyLoop(socket: net.Socket, request: () => Buffer, window: Window): (
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
     while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(0)) {
       const size = buf.readUInt32BE(0);
-      const push = buf.subarray(5, 5 + Math.min(size, 6)).toString() === 'inbox,';
+      const reply = isReply(buf.toString('latin1', 5, 5 + Math.min(size, 6)));
       buf = buf.subarray(5 + size);
-      if (push) continue;
+      if (!reply) continue;
       if (window.measuring) {
         window.count++;
         window.latency.recordValue(Math.max(1, Math.round((performance.now() - sentAt) * 1000)));
@@ -115,9 +85,9 @@ async function textserverRun(load: Load, c: number, store: string, flags: Flags)
     const probe = newWindow();
     const stops = sockets.map((s, i) =>
       load === 'say'
-        ? framedLoop(s, () => frame('say', `room_${names[i]}`, 'a durable message of a typical length'), 2, window)
+        ? replyLoop(s, () => frame('say', `room_${names[i]}`, 'a durable message of a typical length'), (start) => start.startsWith('said,'), window)
         : load === 'inbox'
-          ? replyLoop(s, () => frame('send', names[(i + 1) % c]!, 'msg', 'a durable message of a typical length'), window)
+          ? replyLoop(s, () => frame('send', names[(i + 1) % c]!, 'msg', 'a durable message of a typical length'), (start) => !start.startsWith('inbox,'), window)
           : closedLoop(s, frame('send', `${names[i]}_away`, 'msg', 'a durable message of a typical length'), 7, 1, window),
     );
     const probeSocket = await openSocket(system.port);
