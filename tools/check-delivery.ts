@@ -21,6 +21,7 @@ import { seeded } from './check-delivery/random.ts';
 import { ServerProcess } from './check-delivery/server.ts';
 import { createDatabase, startPostgres, type Postgres } from './postgres.ts';
 import { formatResults, verify, type Attempt, type FinalStream, type History, type PropertyResult } from './check-delivery/verify.ts';
+import { UsageError } from './cli-common.ts';
 
 const USAGE = `usage: npm run check:delivery -- [--seconds N] [--clients N] [--seed N] [--kill-every SECONDS] [--drop-every SECONDS]
                  [--crash-share F] [--store postgres://...] [--inbox-retain N] [--without-once] [--keep]`;
@@ -48,7 +49,6 @@ const READ_CONCURRENCY = 8;
 
 type Flags = { seconds: number; clients: number; seed: number; killEverySec: number; dropEverySec: number; crashShare: number; store: string | undefined; inboxRetain: number; useOnce: boolean; keep: boolean; help: boolean };
 
-class UsageError extends Error {}
 
 export function parseFlags(argv: readonly string[]): Flags {
   const flags: Flags = { seconds: 20, clients: 20, seed: Math.floor(Math.random() * 2 ** 31), killEverySec: 4, dropEverySec: 3, crashShare: 0.25, store: undefined, inboxRetain: 1_000_000, useOnce: true, keep: false, help: false };
