@@ -41,7 +41,12 @@ export default defineConfig({
       // the cluster suite needs PostgreSQL (a SQLite file is one process's): postgres project only
       { extends: true as const, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: ['test/cluster/**'], globalSetup: [REDIS_SETUP] } },
       ...(hasPostgres
-        ? [{ extends: true as const, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: UNIT, globalSetup: ['test/helpers/postgres-setup.ts', REDIS_SETUP] } }]
+        ? [
+            {
+              extends: true as const,
+              test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: UNIT, globalSetup: ['test/helpers/postgres-setup.ts', REDIS_SETUP] },
+            },
+          ]
         : []),
     ],
   },

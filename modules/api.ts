@@ -8,7 +8,19 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { parseHistory } from './rooms-history.ts';
-import { CommandError, defineModule, expectArgs, type CommandContext, type HttpReply, type HttpRequest, type HttpRoute, type Reply, type ServerApi, type SessionApi, type UserRef } from '../src/core/module-api.ts';
+import {
+  CommandError,
+  defineModule,
+  expectArgs,
+  type CommandContext,
+  type HttpReply,
+  type HttpRequest,
+  type HttpRoute,
+  type Reply,
+  type ServerApi,
+  type SessionApi,
+  type UserRef,
+} from '../src/core/module-api.ts';
 import { userChannel } from '../src/bus/bus.ts';
 
 type Tables = { api_tokens: { hash: string; user_id: number; created_at: number; expires_at: number } };
@@ -19,7 +31,10 @@ async function issueToken(server: ServerApi, user: UserRef): Promise<string> {
   const token = randomBytes(32).toString('base64url'); // 256 bits; only its hash is stored
   const ttl = (server.options['token-ttl'] as number) * 1000;
   await server.store.transaction((tx: Kysely<Tables>) =>
-    tx.insertInto('api_tokens').values({ hash: hashToken(token), user_id: user.id, created_at: Date.now(), expires_at: Date.now() + ttl }).execute(),
+    tx
+      .insertInto('api_tokens')
+      .values({ hash: hashToken(token), user_id: user.id, created_at: Date.now(), expires_at: Date.now() + ttl })
+      .execute(),
   );
   return token;
 }
@@ -254,7 +269,8 @@ const routes: HttpRoute[] = [
       const user = await server.users.find(req.params.user!);
       if (user === null) throw new CommandError('user_not_found', `no user ${req.params.user}`);
       const cluster = server.hub.cluster;
-      if (cluster === undefined ? server.hub.isOnline(user.id) : await cluster.isOnline(user.id)) return { body: { user: user.name, online: true, lastSeen: null } };
+      if (cluster === undefined ? server.hub.isOnline(user.id) : await cluster.isOnline(user.id))
+        return { body: { user: user.name, online: true, lastSeen: null } };
       let lastSeen = 0;
       try {
         lastSeen = Number((await run(ctx, 'presence', user.name))[3] ?? 0); // the presence module keeps last-seen times
@@ -298,7 +314,8 @@ export default defineModule({
         login(session) {
           const hash = pendingLogins.get(session);
           pendingLogins.delete(session);
-          if (hash === undefined) forgetLogin(session); // logged in some other way since
+          if (hash === undefined)
+            forgetLogin(session); // logged in some other way since
           else recordTokenLogin(server, session, hash);
         },
         logout(session) {

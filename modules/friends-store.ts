@@ -58,13 +58,19 @@ export class FriendStore {
 
   async addRequest(from: number, to: number): Promise<void> {
     await this.#store.transaction((tx: Kysely<Tables>) =>
-      tx.insertInto('friend_requests').values({ from_id: from, to_id: to, created_at: Date.now() }).onConflict((oc) => oc.doNothing()).execute(),
+      tx
+        .insertInto('friend_requests')
+        .values({ from_id: from, to_id: to, created_at: Date.now() })
+        .onConflict((oc) => oc.doNothing())
+        .execute(),
     );
   }
 
   /** Drops a request; false when there was none. */
   async dropRequest(from: number, to: number): Promise<boolean> {
-    const result = await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('friend_requests').where('from_id', '=', from).where('to_id', '=', to).executeTakeFirst());
+    const result = await this.#store.transaction((tx: Kysely<Tables>) =>
+      tx.deleteFrom('friend_requests').where('from_id', '=', from).where('to_id', '=', to).executeTakeFirst(),
+    );
     return Number(result.numDeletedRows) > 0;
   }
 
@@ -72,7 +78,10 @@ export class FriendStore {
   async befriend(a: number, b: number): Promise<void> {
     const now = Date.now();
     await this.#store.transaction(async (tx: Kysely<Tables>) => {
-      await tx.deleteFrom('friend_requests').where((eb) => eb.or([eb.and([eb('from_id', '=', a), eb('to_id', '=', b)]), eb.and([eb('from_id', '=', b), eb('to_id', '=', a)])])).execute();
+      await tx
+        .deleteFrom('friend_requests')
+        .where((eb) => eb.or([eb.and([eb('from_id', '=', a), eb('to_id', '=', b)]), eb.and([eb('from_id', '=', b), eb('to_id', '=', a)])]))
+        .execute();
       await tx
         .insertInto('friendships')
         .values([
@@ -87,7 +96,10 @@ export class FriendStore {
   /** False when they were not friends. */
   async unfriend(a: number, b: number): Promise<boolean> {
     const result = await this.#store.transaction((tx: Kysely<Tables>) =>
-      tx.deleteFrom('friendships').where((eb) => eb.or([eb.and([eb('user_id', '=', a), eb('friend_id', '=', b)]), eb.and([eb('user_id', '=', b), eb('friend_id', '=', a)])])).executeTakeFirst(),
+      tx
+        .deleteFrom('friendships')
+        .where((eb) => eb.or([eb.and([eb('user_id', '=', a), eb('friend_id', '=', b)]), eb.and([eb('user_id', '=', b), eb('friend_id', '=', a)])]))
+        .executeTakeFirst(),
     );
     return Number(result.numDeletedRows) > 0;
   }

@@ -64,7 +64,9 @@ export default defineModule({
     const names = (ids: number[]) => Promise.all(ids.map(async (id) => (await server.users.byId(id))?.name ?? `#${id}`));
 
     return {
-      services: { friends: { friendsOf: (id: number) => store.friendsOf(id), areFriends: (a: number, b: number) => store.areFriends(a, b) } satisfies FriendsService },
+      services: {
+        friends: { friendsOf: (id: number) => store.friendsOf(id), areFriends: (a: number, b: number) => store.areFriends(a, b) } satisfies FriendsService,
+      },
       filters: {
         // synchronous unless --friends-only is on: an async filter would send every `send` down the router's slower path
         send(c, args) {

@@ -28,7 +28,13 @@ async function rooms(server: ServerApi): Promise<{ service: RoomsService; room: 
 }
 
 /** `user` as it was posted: the `~` that marks a KFCR post stays in textserver's own views only (the client compares names to hide its echo). */
-const toKfcr = (m: RoomMessage): KfcrMessage => ({ id: m.id, user: m.user.startsWith('~') ? m.user.slice(1) : m.user, content: m.text, timestamp: m.time, sys: false });
+const toKfcr = (m: RoomMessage): KfcrMessage => ({
+  id: m.id,
+  user: m.user.startsWith('~') ? m.user.slice(1) : m.user,
+  content: m.text,
+  timestamp: m.time,
+  sys: false,
+});
 
 /**
  * A path number as the reference's Python `int()` reads it: surrounding

@@ -54,7 +54,12 @@ export class OnceStore {
 
   /** Within `tx`: the outcome of the claimed key's run. */
   async record(tx: Kysely<any>, userId: number, key: string, outcome: Outcome): Promise<void> {
-    await (tx as Kysely<Tables>).updateTable('once_keys').set({ reply: JSON.stringify(outcome) }).where('user_id', '=', userId).where('key', '=', key).execute();
+    await (tx as Kysely<Tables>)
+      .updateTable('once_keys')
+      .set({ reply: JSON.stringify(outcome) })
+      .where('user_id', '=', userId)
+      .where('key', '=', key)
+      .execute();
   }
 
   /** Drops keys older than `before`; a read first, so an idle server writes nothing. */

@@ -76,7 +76,8 @@ export default defineModule({
           const key = args[0] ?? '';
           if (key === '' || [...key].length > MAX_KEY) throw new CommandError('syntax', `once needs a key of 1 to ${MAX_KEY} characters`);
           if (args.length < 2 || args[1] === '') throw new CommandError('syntax', 'usage: once,<key>,<command>[,args...]');
-          if (args[1] === 'req' || args[1] === 'once') throw new CommandError('syntax', `${args[1]} cannot be run by once (the usual nesting is req,<id>,once,<key>,...)`);
+          if (args[1] === 'req' || args[1] === 'once')
+            throw new CommandError('syntax', `${args[1]} cannot be run by once (the usual nesting is req,<id>,once,<key>,...)`);
           const id = `${user.id}\n${key}`;
           let outcome = running.get(id);
           if (outcome === undefined) {

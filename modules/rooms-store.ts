@@ -70,7 +70,10 @@ export class RoomStore {
   static async open(store: StoreApi): Promise<RoomStore> {
     const s = new RoomStore(store);
     await s.reload();
-    const last = await s.#db.selectFrom('room_messages').select((eb) => eb.fn.max('time').as('t')).executeTakeFirst();
+    const last = await s.#db
+      .selectFrom('room_messages')
+      .select((eb) => eb.fn.max('time').as('t'))
+      .executeTakeFirst();
     s.#lastTime = Number(last?.t ?? 0);
     return s;
   }
@@ -111,7 +114,11 @@ export class RoomStore {
     const known = this.#ids.get(room);
     if (known !== undefined) return known;
     const id = await this.#store.transaction(async (tx: Kysely<Tables>) => {
-      await tx.insertInto('rooms').values({ name: room, created_at: now }).onConflict((oc) => oc.column('name').doNothing()).execute();
+      await tx
+        .insertInto('rooms')
+        .values({ name: room, created_at: now })
+        .onConflict((oc) => oc.column('name').doNothing())
+        .execute();
       const row = await tx.selectFrom('rooms').select('id').where('name', '=', room).executeTakeFirstOrThrow();
       return Number(row.id);
     });
@@ -123,7 +130,11 @@ export class RoomStore {
   async join(room: string, userId: number, now: number): Promise<void> {
     const roomId = await this.ensure(room, now);
     await this.#store.transaction((tx: Kysely<Tables>) =>
-      tx.insertInto('room_members').values({ room_id: roomId, user_id: userId, joined_at: now }).onConflict((oc) => oc.doNothing()).execute(),
+      tx
+        .insertInto('room_members')
+        .values({ room_id: roomId, user_id: userId, joined_at: now })
+        .onConflict((oc) => oc.doNothing())
+        .execute(),
     );
   }
 
@@ -203,7 +214,10 @@ export class RoomStore {
         break;
     }
     // sizes first, texts only for what fits: a page of big messages is never all read into memory
-    const sizes = await q.orderBy('id', newestFirst ? 'desc' : 'asc').limit(limit).execute();
+    const sizes = await q
+      .orderBy('id', newestFirst ? 'desc' : 'asc')
+      .limit(limit)
+      .execute();
     const ids: number[] = [];
     let bytes = 0;
     for (const r of sizes) {

@@ -91,9 +91,13 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
         })
       : inOrder.run(room, work, effect);
   const appendAndPush = (room: string, items: { user: string; text: string }[]) =>
-    ordered(room, () => store.append(room, items, Date.now()), (stored) => {
-      for (const m of stored) broadcast(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
-    });
+    ordered(
+      room,
+      () => store.append(room, items, Date.now()),
+      (stored) => {
+        for (const m of stored) broadcast(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
+      },
+    );
   const says = new SerialBatches<string, { user: string; text: string }, RoomMessage>(MAX_BATCH, appendAndPush);
   return {
     broadcast,
@@ -104,25 +108,33 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
     async join(user, room) {
       if (store.isMember(room, user.id)) return;
       let joined = false;
-      await ordered(room, () => store.join(room, user.id, Date.now()), () => {
-        if (store.isMember(room, user.id)) return; // a concurrent join of the same user came first
-        joined = true;
-        store.index(room, user.id);
-        pushHere(room, ['room', room, 'joined', user.name]);
-        membership(room, user, true);
-      });
+      await ordered(
+        room,
+        () => store.join(room, user.id, Date.now()),
+        () => {
+          if (store.isMember(room, user.id)) return; // a concurrent join of the same user came first
+          joined = true;
+          store.index(room, user.id);
+          pushHere(room, ['room', room, 'joined', user.name]);
+          membership(room, user, true);
+        },
+      );
       // the room's pushes reach this node before the reply (CLUSTER.md rule 5)
       if (joined) await cluster?.follow(user.id, roomChannel(room));
     },
     async leave(user, room) {
       if (!store.isMember(room, user.id)) throw new CommandError('not_in_room', `you are not in ${room}`);
-      const removed = await ordered(room, () => store.leave(room, user.id), (removed) => {
-        if (!removed) return; // another connection of the user left first, and pushed it
-        store.unindex(room, user.id);
-        cluster?.unfollow(user.id, roomChannel(room));
-        pushHere(room, ['room', room, 'left', user.name], user.id);
-        membership(room, user, false);
-      });
+      const removed = await ordered(
+        room,
+        () => store.leave(room, user.id),
+        (removed) => {
+          if (!removed) return; // another connection of the user left first, and pushed it
+          store.unindex(room, user.id);
+          cluster?.unfollow(user.id, roomChannel(room));
+          pushHere(room, ['room', room, 'left', user.name], user.id);
+          membership(room, user, false);
+        },
+      );
       if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
     // a batch holds several users' says, so one under `once` (whose transaction holds the store) is written alone, in it
@@ -190,11 +202,17 @@ export default defineModule({
     say: 'say,<room>,<text> -> said,<room>,<id>,<time>',
     rooms: 'rooms -> rooms[,<room>...]',
     members: 'members,<room> -> members,<room>[,<user>...]',
-    history: 'history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to> -> history,<room>,<count>[,<id>,<time>,<user>,<text>...][,more]',
+    history:
+      'history,<room>,last,<n> | since,<time> | after,<id> | before,<id>,<n> | between,<from>,<to> -> history,<room>,<count>[,<id>,<time>,<user>,<text>...][,more]',
   },
   pushes: ['room'],
   options: {
-    'history-max-bytes': { type: 'number', default: 1024 * 1024, min: 1, description: 'bytes of messages in one history page (a page stops early past it and ends with the field more)' },
+    'history-max-bytes': {
+      type: 'number',
+      default: 1024 * 1024,
+      min: 1,
+      description: 'bytes of messages in one history page (a page stops early past it and ends with the field more)',
+    },
   },
   errors: {
     invalid_room: { fatal: false, info: 'room names are 1 to 64 characters from A-Z a-z 0-9 _ -' },

@@ -95,7 +95,8 @@ export function startupLine(options: ServerOptions, server: Server): string {
   const where = [`${host}:${server.port} (${secure ? 'TLS' : 'TCP'})`];
   if (server.wsPort !== undefined) where.push(`${host}:${server.wsPort} (WebSocket${server.httpPort === server.wsPort ? ', HTTP' : ''})`);
   if (server.httpPort !== undefined && server.httpPort !== server.wsPort) where.push(`${host}:${server.httpPort} (HTTP)`);
-  const browser = server.wsPort !== undefined && server.httpPort !== undefined ? `; open ${secure ? 'https' : 'http'}://${browserHost}:${server.httpPort}/ in a browser` : '';
+  const browser =
+    server.wsPort !== undefined && server.httpPort !== undefined ? `; open ${secure ? 'https' : 'http'}://${browserHost}:${server.httpPort}/ in a browser` : '';
   return `textserver ${packageVersion()} listening on ${where.join(', ')}${browser}. Logs are JSON lines on stdout; Ctrl-C stops.`;
 }
 
@@ -117,7 +118,9 @@ async function helpText(argv: readonly string[]): Promise<string> {
   let modules: string;
   try {
     const lines = (await loadModules(list, pick('modules-dir', 'modules'), 0)).flatMap((m) =>
-      Object.entries(m.def.options ?? {}).map(([flag, spec]) => `  --${flag.padEnd(24)} (${m.name}) ${spec.description} (default ${JSON.stringify(spec.default)})`),
+      Object.entries(m.def.options ?? {}).map(
+        ([flag, spec]) => `  --${flag.padEnd(24)} (${m.name}) ${spec.description} (default ${JSON.stringify(spec.default)})`,
+      ),
     );
     modules = lines.length === 0 ? `The modules in ${list} declare no flags.` : `Flags of the modules in ${list}:\n${lines.join('\n')}`;
   } catch (err) {

@@ -51,11 +51,11 @@ export const CORE_FLAGS = {
   'user-bytes-burst': { kind: 'int', def: 4194304, min: 1, help: 'payload bytes a user may send at once above --user-bytes' },
   'ws-port': { kind: 'optional-port', def: '', help: 'WebSocket transport port, path /ws (0 picks a free port; off when unset)' },
   'http-port': { kind: 'optional-port', def: '', help: 'HTTP gateway port (off when unset; on the WebSocket port when only --ws-port is set)' },
-  'ws-origins': { kind: 'list', def: '', help: 'Origins allowed to open the WebSocket (default: the HTTP gateway\'s own origin)' },
+  'ws-origins': { kind: 'list', def: '', help: "Origins allowed to open the WebSocket (default: the HTTP gateway's own origin)" },
   'tls-cert': { kind: 'optional-path', def: '', help: 'PEM certificate: serve TLS' },
   'tls-key': { kind: 'optional-path', def: '', help: 'PEM private key for --tls-cert' },
   bus: { kind: 'optional-string', def: '', help: 'redis://host:port: run as one node of a cluster (needs a postgres:// --store; off when unset)' },
-  'node-id': { kind: 'optional-string', def: '', help: 'this node\'s name in the cluster, logs and metrics (default: host name and process id)' },
+  'node-id': { kind: 'optional-string', def: '', help: "this node's name in the cluster, logs and metrics (default: host name and process id)" },
   'presence-ttl': { kind: 'seconds', def: 15, help: 'with --bus: a node silent this long is gone, its users offline' },
 } as const satisfies Record<string, FlagSpec>;
 
@@ -166,7 +166,12 @@ function convert(flag: string, spec: FlagSpec, value: string | true): unknown {
       if (!LEVELS.includes(text)) throw bad(`one of ${LEVELS.join(', ')}`);
       return text;
     case 'list':
-      return text === '' ? [] : text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      return text === ''
+        ? []
+        : text
+            .split(',')
+            .map((s) => s.trim())
+            .filter((s) => s !== '');
     case 'string':
     case 'path':
       if (text === '') throw bad('a non-empty value');
@@ -240,7 +245,8 @@ function clusterOptions(bus: string, nodeId: string, store: string): { bus: stri
   if (!NODE_ID.test(id)) throw new ConfigError(`--node-id: ${JSON.stringify(nodeId)} is not 1 to 64 letters, digits or _.:-`);
   if (bus === '') return { bus: undefined, nodeId: id };
   if (!/^rediss?:\/\/[^\s]+$/.test(bus)) throw new ConfigError(`--bus: ${JSON.stringify(bus)} is not a redis://host:port URL`);
-  if (!/^postgres(ql)?:\/\//.test(store)) throw new ConfigError('--bus needs a postgres:// --store: a SQLite store is one process\'s and cannot be shared by the nodes of a cluster');
+  if (!/^postgres(ql)?:\/\//.test(store))
+    throw new ConfigError("--bus needs a postgres:// --store: a SQLite store is one process's and cannot be shared by the nodes of a cluster");
   return { bus, nodeId: id };
 }
 

@@ -36,7 +36,8 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
   const store = await openStore(options.store, options.data, log);
   let cluster: Cluster | undefined;
   try {
-    cluster = options.bus === undefined ? undefined : await openCluster({ bus: options.bus, nodeId: options.nodeId, presenceTtlMs: options.presenceTtlMs }, log);
+    cluster =
+      options.bus === undefined ? undefined : await openCluster({ bus: options.bus, nodeId: options.nodeId, presenceTtlMs: options.presenceTtlMs }, log);
   } catch (err) {
     await store.close();
     throw err;

@@ -23,7 +23,12 @@ describe('parseArgv', () => {
         ['empty', ''],
       ]),
     );
-    expect(parseArgv(['--flag', '--next', 'v'])).toEqual(new Map<string, string | true>([['flag', true], ['next', 'v']]));
+    expect(parseArgv(['--flag', '--next', 'v'])).toEqual(
+      new Map<string, string | true>([
+        ['flag', true],
+        ['next', 'v'],
+      ]),
+    );
   });
 
   it('refuses positional arguments and a bare --', () => {
@@ -36,7 +41,15 @@ describe('parseArgv', () => {
 describe('resolveOptions', () => {
   it('gives the documented defaults', () => {
     const o = resolveOptions([], {});
-    expect(o).toMatchObject({ host: '127.0.0.1', port: 7878, data: './data', store: 'sqlite', maxRequest: 1048576, idleTimeoutMs: 300_000, requestTimeoutMs: 30_000 });
+    expect(o).toMatchObject({
+      host: '127.0.0.1',
+      port: 7878,
+      data: './data',
+      store: 'sqlite',
+      maxRequest: 1048576,
+      idleTimeoutMs: 300_000,
+      requestTimeoutMs: 30_000,
+    });
     expect(o.tls).toBeUndefined();
     expect(o.wsPort).toBeUndefined();
     expect(o.wsOrigins).toEqual([]);
@@ -52,7 +65,20 @@ describe('resolveOptions', () => {
 
   it('converts each kind: seconds to ms, lists, optional ports, argon2 together', () => {
     const o = resolveOptions(
-      ['--request-timeout', '0.25', '--ws-origins', ' https://a.example , ,https://b.example', '--ws-port', '0', '--argon2-memory-kib', '64', '--argon2-time', '3', '--log-level', 'warn'],
+      [
+        '--request-timeout',
+        '0.25',
+        '--ws-origins',
+        ' https://a.example , ,https://b.example',
+        '--ws-port',
+        '0',
+        '--argon2-memory-kib',
+        '64',
+        '--argon2-time',
+        '3',
+        '--log-level',
+        'warn',
+      ],
       {},
     );
     expect(o.requestTimeoutMs).toBe(250);
@@ -105,6 +131,8 @@ describe('resolveModuleOption', () => {
     expect(() => resolveModuleOption(raw(['--token-ttl', 'soon']), 'token-ttl', { type: 'number', default: 1, description: '' })).toThrow(
       '--token-ttl: "soon" is not a number',
     );
-    expect(() => resolveModuleOption(raw(['--kfcr-room']), 'kfcr-room', { type: 'string', default: 'x', description: '' })).toThrow('--kfcr-room needs a value');
+    expect(() => resolveModuleOption(raw(['--kfcr-room']), 'kfcr-room', { type: 'string', default: 'x', description: '' })).toThrow(
+      '--kfcr-room needs a value',
+    );
   });
 });

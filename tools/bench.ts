@@ -56,7 +56,19 @@ const DEFAULT_PLAN: { scenario: string; params: Partial<Params> }[] = [
 ];
 
 function parseFlags(argv: string[]): Flags {
-  const f: Flags = { connections: 50, pipeline: 1, fanout: 100, pairs: 50, runs: 3, warmup: 1, duration: 3, json: false, scenarios: [], idleConnections: 10000, configs: undefined };
+  const f: Flags = {
+    connections: 50,
+    pipeline: 1,
+    fanout: 100,
+    pairs: 50,
+    runs: 3,
+    warmup: 1,
+    duration: 3,
+    json: false,
+    scenarios: [],
+    idleConnections: 10000,
+    configs: undefined,
+  };
   const num = (i: number) => {
     const v = Number(argv[i]);
     if (!Number.isFinite(v) || v < 0) throw new Error(`${argv[i - 1]} needs a number`);
@@ -75,7 +87,8 @@ function parseFlags(argv: string[]): Flags {
     else if (a === '--idle-connections') f.idleConnections = Math.min(20000, Math.max(10, Math.round(num(++i))));
     else if (a === '--json') f.json = true;
     else if (a.startsWith('--')) throw new Error(`unknown flag ${a}`);
-    else if (SCENARIOS[a] === undefined && SPECIAL[a] === undefined) throw new Error(`unknown scenario ${a}; scenarios: ${[...Object.keys(SCENARIOS), ...Object.keys(SPECIAL)].join(', ')}`);
+    else if (SCENARIOS[a] === undefined && SPECIAL[a] === undefined)
+      throw new Error(`unknown scenario ${a}; scenarios: ${[...Object.keys(SCENARIOS), ...Object.keys(SPECIAL)].join(', ')}`);
     else f.scenarios.push(a);
   }
   if (Object.keys(given).length > 0) f.configs = [given];
@@ -119,7 +132,15 @@ async function runScenario(scenario: Scenario, params: Params, flags: Flags, red
         const rss = rssBytes(system.pid) / 1024 / 1024;
         stop();
         const h = window.latency;
-        samples[i]!.push({ rate: window.count / elapsed, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000, p999: h.getValueAtPercentile(99.9) / 1000, max: h.maxValue / 1000, cpu, rss });
+        samples[i]!.push({
+          rate: window.count / elapsed,
+          p50: h.getValueAtPercentile(50) / 1000,
+          p99: h.getValueAtPercentile(99) / 1000,
+          p999: h.getValueAtPercentile(99.9) / 1000,
+          max: h.maxValue / 1000,
+          cpu,
+          rss,
+        });
         await sleep(200);
       }
     }
@@ -156,9 +177,14 @@ function fmt(n: number, digits = 2): string {
 }
 
 function table(rows: Row[], special: SpecialResult[]): string {
-  const lines = ['| scenario | system | rate | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | RSS MB | ratio |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const lines = [
+    '| scenario | system | rate | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | RSS MB | ratio |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
   for (const r of rows) {
-    lines.push(`| ${r.config} | ${r.system} | ${fmt(r.rate, 0)} ${r.unit} | ${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.p999ms)} | ${fmt(r.maxMs)} | ${fmt(r.cpuPercent, 0)} | ${fmt(r.rssMb, 1)} | ${r.ratio === undefined ? '' : `${r.ratio.toFixed(2)} ×`} |`);
+    lines.push(
+      `| ${r.config} | ${r.system} | ${fmt(r.rate, 0)} ${r.unit} | ${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.p999ms)} | ${fmt(r.maxMs)} | ${fmt(r.cpuPercent, 0)} | ${fmt(r.rssMb, 1)} | ${r.ratio === undefined ? '' : `${r.ratio.toFixed(2)} ×`} |`,
+    );
   }
   for (const s of special) {
     lines.push('', `${s.title}:`);
@@ -181,7 +207,9 @@ async function main(): Promise<void> {
   const plan =
     flags.scenarios.length === 0
       ? DEFAULT_PLAN
-      : flags.scenarios.flatMap((s) => (flags.configs ?? DEFAULT_PLAN.filter((p) => p.scenario === s).map((p) => p.params)).map((params) => ({ scenario: s, params })));
+      : flags.scenarios.flatMap((s) =>
+          (flags.configs ?? DEFAULT_PLAN.filter((p) => p.scenario === s).map((p) => p.params)).map((params) => ({ scenario: s, params })),
+        );
   const rows: Row[] = [];
   const special: SpecialResult[] = [];
   const started = Date.now();
@@ -193,9 +221,20 @@ async function main(): Promise<void> {
   }
   progress('');
   if (!process.stderr.isTTY) process.stderr.write('\n');
-  const meta = { node: process.version, cpus: availableParallelism(), redis, runs: flags.runs, warmupSeconds: flags.warmup, durationSeconds: flags.duration, seconds: Math.round((Date.now() - started) / 1000) };
+  const meta = {
+    node: process.version,
+    cpus: availableParallelism(),
+    redis,
+    runs: flags.runs,
+    warmupSeconds: flags.warmup,
+    durationSeconds: flags.duration,
+    seconds: Math.round((Date.now() - started) / 1000),
+  };
   if (flags.json) console.log(JSON.stringify({ meta, rows, special }));
-  else console.log(`${table(rows, special)}\n\n(${meta.node}, ${meta.cpus} CPUs, median of ${meta.runs} runs of ${meta.durationSeconds}s after ${meta.warmupSeconds}s warm-up; redis ${redis ? 'found' : 'not on PATH'})`);
+  else
+    console.log(
+      `${table(rows, special)}\n\n(${meta.node}, ${meta.cpus} CPUs, median of ${meta.runs} runs of ${meta.durationSeconds}s after ${meta.warmupSeconds}s warm-up; redis ${redis ? 'found' : 'not on PATH'})`,
+    );
 }
 
 await main();

@@ -47,11 +47,34 @@ const COMMAND = 'chk';
 const SETTLE_MS = 30_000;
 const READ_CONCURRENCY = 8;
 
-type Flags = { seconds: number; clients: number; seed: number; killEverySec: number; dropEverySec: number; crashShare: number; store: string | undefined; inboxRetain: number; useOnce: boolean; keep: boolean; help: boolean };
-
+type Flags = {
+  seconds: number;
+  clients: number;
+  seed: number;
+  killEverySec: number;
+  dropEverySec: number;
+  crashShare: number;
+  store: string | undefined;
+  inboxRetain: number;
+  useOnce: boolean;
+  keep: boolean;
+  help: boolean;
+};
 
 export function parseFlags(argv: readonly string[]): Flags {
-  const flags: Flags = { seconds: 20, clients: 20, seed: Math.floor(Math.random() * 2 ** 31), killEverySec: 4, dropEverySec: 3, crashShare: 0.25, store: undefined, inboxRetain: 1_000_000, useOnce: true, keep: false, help: false };
+  const flags: Flags = {
+    seconds: 20,
+    clients: 20,
+    seed: Math.floor(Math.random() * 2 ** 31),
+    killEverySec: 4,
+    dropEverySec: 3,
+    crashShare: 0.25,
+    store: undefined,
+    inboxRetain: 1_000_000,
+    useOnce: true,
+    keep: false,
+    help: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = () => {
@@ -198,20 +221,35 @@ export async function main(argv: readonly string[]): Promise<number> {
     const tag = Date.now().toString(36).slice(-6);
     const users = Array.from({ length: flags.clients }, (_, i) => `dc${tag}_${i}`);
     await register(server.port, users);
-    say(`seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s, server on 127.0.0.1:${server.port} (${flags.store === undefined ? 'SQLite' : 'PostgreSQL'})`);
+    say(
+      `seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s, server on 127.0.0.1:${server.port} (${flags.store === undefined ? 'SQLite' : 'PostgreSQL'})`,
+    );
 
     const attempts: Attempt[] = [];
     const counters: Counters = { drops: 0, crashes: 0, reconnects: 0, lostReplies: 0, abandoned: 0, refusedAfterReconnect: 0 };
     const actors = users.map(
       (me, i) =>
-        new Actor({ port: server.port, me, users, command: COMMAND, random: random.fork(i), dropMeanMs: flags.dropEverySec * 1000, crashShare: flags.crashShare, attempts, counters, useOnce: flags.useOnce }),
+        new Actor({
+          port: server.port,
+          me,
+          users,
+          command: COMMAND,
+          random: random.fork(i),
+          dropMeanMs: flags.dropEverySec * 1000,
+          crashShare: flags.crashShare,
+          attempts,
+          counters,
+          useOnce: flags.useOnce,
+        }),
     );
     const started = Date.now();
     const until = started + flags.seconds * 1000;
     const settleBy = until + SETTLE_MS;
     const progress = setInterval(() => {
       const ok = attempts.filter((a) => a.outcome === 'ok').length;
-      say(`${ok} sends acknowledged, ${server.kills} kills, ${counters.drops} drops, ${counters.crashes} crashes, ${Math.max(0, Math.round((until - Date.now()) / 1000))} s left`);
+      say(
+        `${ok} sends acknowledged, ${server.kills} kills, ${counters.drops} drops, ${counters.crashes} crashes, ${Math.max(0, Math.round((until - Date.now()) / 1000))} s left`,
+      );
     }, 5000);
     const runs = Promise.all(actors.map((a) => a.run(until, settleBy)));
     try {
@@ -243,14 +281,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     const acked = attempts.filter((a) => a.outcome === 'ok').length;
     const entries = [...finals.values()].reduce((n, f) => n + f.entries.length, 0);
     const biggest = Math.max(0, ...[...finals.values()].map((f) => f.head));
-    console.log(`check:delivery: seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s of sending (${((Date.now() - started) / 1000).toFixed(0)} s in all)${flags.useOnce ? '' : ', WITHOUT once keys'}`);
+    console.log(
+      `check:delivery: seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s of sending (${((Date.now() - started) / 1000).toFixed(0)} s in all)${flags.useOnce ? '' : ', WITHOUT once keys'}`,
+    );
     console.log(`${outcomes(attempts)}`);
     console.log(
       `${server.kills} server kills (SIGKILL), ${counters.drops} connection drops, ${counters.crashes} client crashes, ${counters.reconnects} automatic reconnects; ` +
         `${counters.lostReplies} sends in flight at a disconnect (sent again${flags.useOnce ? ' under their once key' : ''}), ${counters.abandoned} given up at a crash`,
     );
     const restarts = server.startMs.slice(1);
-    if (restarts.length > 0) console.log(`the server took ${Math.round(restarts.reduce((a, b) => a + b, 0) / restarts.length)} ms on average to listen again after a kill (most ${Math.max(...restarts)} ms)`);
+    if (restarts.length > 0)
+      console.log(
+        `the server took ${Math.round(restarts.reduce((a, b) => a + b, 0) / restarts.length)} ms on average to listen again after a kill (most ${Math.max(...restarts)} ms)`,
+      );
     console.log(`${entries} inbox entries read back from 0 (largest inbox ${biggest})`);
     if (counters.refusedAfterReconnect > 0) console.log(`${counters.refusedAfterReconnect} logins or resumes refused after a reconnect`);
     console.log(formatResults(results));

@@ -156,7 +156,9 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
   /** After a reconnect: the inbox from the last entry shown, so nothing is missed and nothing shown twice. */
   const resumeInbox = async (at: { epoch: string; seq: number }) => {
     print(style.dim(`resuming the inbox after #${at.seq}`));
-    const reply = await client.request('resume', at.epoch, String(at.seq)).catch((err: unknown) => errorFields(err) ?? ['error', 'fatal', 'connection', (err as Error).message]);
+    const reply = await client
+      .request('resume', at.epoch, String(at.seq))
+      .catch((err: unknown) => errorFields(err) ?? ['error', 'fatal', 'connection', (err as Error).message]);
     if (reply[0] === 'error') inbox = undefined; // stream_reset: the hint printed says what to do
     print(describeReply(reply, style));
   };
@@ -178,7 +180,9 @@ export async function runConsole(flags: ToolFlags, io: ConsoleIo): Promise<numbe
     if (text === ':quit') break;
     if (text === ':help' || text === 'help') print(`${HELP}\ncommands: ${commands.join(' ')}`);
     else if (/^help\s+\S/.test(text)) {
-      const reply = await client.request('help', text.slice(4).trim()).catch((err: unknown) => errorFields(err) ?? ['error', 'fatal', 'connection', (err as Error).message]);
+      const reply = await client
+        .request('help', text.slice(4).trim())
+        .catch((err: unknown) => errorFields(err) ?? ['error', 'fatal', 'connection', (err as Error).message]);
       print(describeReply(reply, style));
     } else if (text === ':raw') print(`raw frames ${(raw = !raw) ? 'on' : 'off'}`);
     else if (text === ':req on' || text === ':req off') print(`req wrapping ${(wrap = text === ':req on') ? 'on' : 'off'}`);
@@ -234,7 +238,11 @@ function resumeRequest(text: string): string | undefined {
 
 function readHistory(file: string): string[] {
   try {
-    return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').reverse().slice(0, HISTORY_SIZE);
+    return readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .reverse()
+      .slice(0, HISTORY_SIZE);
   } catch {
     return [];
   }

@@ -11,13 +11,22 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from './bench/systems.ts';
 
-export type Postgres = { readonly url: string; readonly port: number; readonly dir: string; stop(): Promise<void>; restart(): Promise<void>; kill(): Promise<void> };
+export type Postgres = {
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+  kill(): Promise<void>;
+};
 
 /** The directory holding initdb and pg_ctl, or undefined when PostgreSQL is not installed. */
 export function postgresBin(): string | undefined {
   const root = '/usr/lib/postgresql';
   if (!existsSync(root)) return undefined;
-  const versions = readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(join(root, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
   return versions.length === 0 ? undefined : join(root, versions[0]!, 'bin');
 }
 

@@ -47,7 +47,23 @@ export async function startRedis(options: { persist?: boolean } = {}): Promise<R
   const start = async () => {
     if (proc !== undefined && proc.exitCode === null && proc.signalCode === null) return;
     const persistence = options.persist === true ? ['--appendonly', 'yes', '--appendfsync', 'no'] : ['--appendonly', 'no'];
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence, '--protected-mode', 'no', '--maxclients', '10000', '--logfile', ''];
+    const args = [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      ...persistence,
+      '--protected-mode',
+      'no',
+      '--maxclients',
+      '10000',
+      '--logfile',
+      '',
+    ];
     const p = spawn(bin, args, { stdio: 'ignore' });
     proc = p;
     let exited = false;

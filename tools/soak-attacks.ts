@@ -127,7 +127,15 @@ async function every(until: number, everyMs: number, counts: Counts, name: strin
 /** Accounts, rooms and stored messages the attacks need; registered from 127.0.0.1 like the normal users. */
 export async function prepare(target: Target, attacks: readonly Attack[]): Promise<void> {
   const setup = await Conn.open(target, '127.0.0.1');
-  const names = ['victim', 'histreader', 'flooder', ...Array.from({ length: 10 }, (_, i) => `audience${i}`), ...Array.from({ length: 4 }, (_, i) => `poster${i}`), 'mbox0', 'mbox1'];
+  const names = [
+    'victim',
+    'histreader',
+    'flooder',
+    ...Array.from({ length: 10 }, (_, i) => `audience${i}`),
+    ...Array.from({ length: 4 }, (_, i) => `poster${i}`),
+    'mbox0',
+    'mbox1',
+  ];
   for (const n of names) await setup.ask('register', n, PW);
   setup.close();
   if (attacks.includes('history')) {
@@ -213,7 +221,10 @@ async function halfSentHttp(target: Target, until: number, counts: Counts): Prom
       s.on('close', () => (held.delete(s), count(counts, 'http.closedByServer')));
       s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // the blank line never comes
     }
-    const healthy = await fetch(`${target.tls ? 'https' : 'http'}://127.0.0.1:${target.webPort}/healthz`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+    const healthy = await fetch(`${target.tls ? 'https' : 'http'}://127.0.0.1:${target.webPort}/healthz`, { signal: AbortSignal.timeout(2000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
     count(counts, healthy ? 'http.healthzOk' : 'http.healthzFailed');
   });
   for (const s of held) s.removeAllListeners('close').destroy();
@@ -248,7 +259,10 @@ function history(target: Target, until: number, counts: Counts): Promise<void> {
     c.socket.resume();
     let first = await c.next(10_000);
     while (first !== undefined && !first.startsWith('history,') && !first.startsWith('error,')) first = await c.next(10_000); // a push
-    count(counts, first?.startsWith('history,') ? `history.replied:${first.split(',')[2]} rows, ${Math.round(first.length / MiB)} MiB` : `history.${typeOf(first)}`);
+    count(
+      counts,
+      first?.startsWith('history,') ? `history.replied:${first.split(',')[2]} rows, ${Math.round(first.length / MiB)} MiB` : `history.${typeOf(first)}`,
+    );
     c.close();
   });
 }
@@ -296,7 +310,9 @@ async function halfSentWs(target: Target, until: number, counts: Counts): Promis
     for (let i = 0; i < 5 && held.size < 20; i++) {
       const s = await dial(target, target.webPort!, '127.0.0.14', target.tls);
       s.on('error', () => {});
-      s.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${target.webPort}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: textserver.v1\r\n\r\n`);
+      s.write(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${target.webPort}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: textserver.v1\r\n\r\n`,
+      );
       const upgraded = await new Promise<boolean>((resolve) => {
         s.once('data', (d: Buffer) => resolve(d.toString('latin1').startsWith('HTTP/1.1 101')));
         s.once('close', () => resolve(false));
@@ -340,7 +356,11 @@ function mailbox(target: Target, until: number, counts: Counts): Promise<void> {
     for (const r of readers) r.socket.resume();
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline && readers.some((r) => r.received < 21 && !r.closed)) await sleep(50);
-    count(counts, 'mailbox.delivered', readers.reduce((n, r) => n + Math.max(0, r.received - 1), 0));
+    count(
+      counts,
+      'mailbox.delivered',
+      readers.reduce((n, r) => n + Math.max(0, r.received - 1), 0),
+    );
     count(counts, 'mailbox.cut', readers.filter((r) => r.closed).length);
     for (const r of readers) r.close();
   });

@@ -13,12 +13,15 @@ export type RoundTrips = { samples: number; p50: number; p99: number; max: numbe
 
 /** Starts the prober process; stop() resolves with its figures. */
 export async function startProber(dial: ConnectOptions): Promise<{ stop(): Promise<RoundTrips> }> {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', import.meta.filename, JSON.stringify(dial)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! });
-  const next = () => new Promise<string>((resolve, reject) => {
-    lines.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`the prober exited with ${code}`)));
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', import.meta.filename, JSON.stringify(dial)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
+  const lines = createInterface({ input: child.stdout! });
+  const next = () =>
+    new Promise<string>((resolve, reject) => {
+      lines.once('line', resolve);
+      child.once('exit', (code) => reject(new Error(`the prober exited with ${code}`)));
+    });
   await next(); // connected
   return {
     async stop() {

@@ -61,10 +61,24 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * collects hard, which looks like growth but is not a leak. Capped, a leak
  * shows as growth (or a crash), and the RSS figures mean something.
  */
-async function startServer(flags: Flags): Promise<{ port: number; webPort: number | undefined; pid: number; stop(): Promise<void>; data: string; logLines: Map<string, number> }> {
+async function startServer(
+  flags: Flags,
+): Promise<{ port: number; webPort: number | undefined; pid: number; stop(): Promise<void>; data: string; logLines: Map<string, number> }> {
   const data = mkdtempSync(join(tmpdir(), 'textserver-soak-'));
   const heapMb = flags.serverHeapMb;
-  const args = [...(heapMb > 0 ? [`--max-old-space-size=${heapMb}`] : []), '--disable-warning=ExperimentalWarning', join(import.meta.dirname, '../src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--mailbox-size', '1000000'];
+  const args = [
+    ...(heapMb > 0 ? [`--max-old-space-size=${heapMb}`] : []),
+    '--disable-warning=ExperimentalWarning',
+    join(import.meta.dirname, '../src/cli.ts'),
+    '--port',
+    '0',
+    '--data',
+    data,
+    '--log-level',
+    'info',
+    '--mailbox-size',
+    '1000000',
+  ];
   if (flags.fastHash) args.push('--argon2-memory-kib', '1024', '--argon2-time', '1');
   // the normal users are bots in a closed loop, with few clients far above a person's rate: their request
   // budget is raised (the byte budget, which stops the attack mix's flooder, stays as it is)
@@ -73,7 +87,27 @@ async function startServer(flags: Flags): Promise<{ port: number; webPort: numbe
   args.push('--max-connections-per-ip', flags.attacks !== undefined ? '1000' : '100000');
   if (flags.attacks !== undefined) args.push('--ws-port', '0');
   if (flags.tls) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(data, 'key.pem'), '-out', join(data, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(data, 'key.pem'),
+        '-out',
+        join(data, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+      ],
+      { stdio: 'ignore' },
+    );
     args.push('--tls-cert', join(data, 'cert.pem'), '--tls-key', join(data, 'key.pem'));
   }
   const proc = spawn(process.execPath, args, { env: SERVER_ENV, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -106,7 +140,14 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-type Stats = { acked: Map<string, { to: string; at: number }>; resets: Map<string, number[]>; received: Map<string, number>; errors: Map<string, number>; abrupt: number; reconnects: number };
+type Stats = {
+  acked: Map<string, { to: string; at: number }>;
+  resets: Map<string, number[]>;
+  received: Map<string, number>;
+  errors: Map<string, number>;
+  abrupt: number;
+  reconnects: number;
+};
 
 /** One virtual user: log in, chat, drop the connection now and then, come back. */
 async function runUser(i: number, users: string[], dial: ConnectOptions, until: number, stats: Stats): Promise<void> {

@@ -201,7 +201,7 @@ export class PresenceRegistry {
       await DEPART_SCRIPT.run(this.#redis, [], [this.nodeId]);
     } catch (err) {
       // Redis is away: the heartbeat expires and the other nodes reap this one
-      this.#log.warn({ err: String(err) }, 'could not remove this node\'s presence; the others will reap it');
+      this.#log.warn({ err: String(err) }, "could not remove this node's presence; the others will reap it");
     }
     await this.#bus.unsubscribe(PRESENCE_CHANNEL);
   }

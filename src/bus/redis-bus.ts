@@ -18,7 +18,18 @@
  * connection is back, and the others run those handlers too.
  */
 import type { Logger } from 'pino';
-import { CLUSTER_CHANNEL, decodeMessage, emptyStats, encodeMessage, HandlerSet, type Bus, type BusMessage, type BusStats, type Delivered, type MessageHandler } from './bus.ts';
+import {
+  CLUSTER_CHANNEL,
+  decodeMessage,
+  emptyStats,
+  encodeMessage,
+  HandlerSet,
+  type Bus,
+  type BusMessage,
+  type BusStats,
+  type Delivered,
+  type MessageHandler,
+} from './bus.ts';
 import { closeClient, connectInBackground, newRedisClient, type RedisClient } from './redis-client.ts';
 
 export type RedisBusOptions = {

@@ -387,7 +387,9 @@ function dial(host: string, port: number, useTls: ConnectOptions['tls']): Promis
     };
     if (useTls) {
       const o = typeof useTls === 'object' ? useTls : {};
-      const socket: tls.TLSSocket = tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, rejectUnauthorized: !o.insecure, ca: o.ca }, () => settle(socket));
+      const socket: tls.TLSSocket = tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, rejectUnauthorized: !o.insecure, ca: o.ca }, () =>
+        settle(socket),
+      );
       socket.once('error', reject);
     } else {
       const socket = net.connect({ host, port }, () => settle(socket));

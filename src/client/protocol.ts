@@ -41,7 +41,6 @@ export class ConnectionClosedError extends Error {
 export const DEFAULT_PUSH_WORDS: readonly string[] = ['send', 'room', 'friend', 'presence'];
 export const DEFAULT_REPLIES_LIKE_PUSHES: readonly string[] = ['presence'];
 
-
 /** Which first fields mark a push, and which commands answer with a frame that starts like one. */
 export type PushWords = { readonly words: readonly string[]; readonly repliesLikePushes?: readonly string[] };
 
@@ -196,7 +195,8 @@ export class ClientProtocol {
       return;
     }
     // `inbox,<seq>,...` is the inbox's own push (DELIVERY.md), whatever list the server gave
-    const isPush = first === INBOX_WORD || (first !== undefined && this.#pushWords.has(first) && !(next?.command === first && this.#repliesLikePushes.has(first)));
+    const isPush =
+      first === INBOX_WORD || (first !== undefined && this.#pushWords.has(first) && !(next?.command === first && this.#repliesLikePushes.has(first)));
     if (isPush || next === undefined) {
       this.#events.push(fields);
       return;

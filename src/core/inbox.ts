@@ -74,7 +74,13 @@ export class Inbox implements InboxApi {
     this.#hub = hub;
     this.#log = log;
     this.#settings = settings;
-    this.drains = new MailboxDrains(data, log, settings.window, (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)), (p) => void this.#track(p));
+    this.drains = new MailboxDrains(
+      data,
+      log,
+      settings.window,
+      (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)),
+      (p) => void this.#track(p),
+    );
   }
 
   isInbox(session: Session): boolean {
@@ -135,7 +141,8 @@ export class Inbox implements InboxApi {
     const from = parseAfter(after ?? '0', 'after=<seq>');
     let n = DEFAULT_HTTP_LIMIT;
     if (limit !== undefined) {
-      if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > MAX_HTTP_LIMIT) throw new CommandError('syntax', `limit is a whole number from 1 to ${MAX_HTTP_LIMIT}`);
+      if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > MAX_HTTP_LIMIT)
+        throw new CommandError('syntax', `limit is a whole number from 1 to ${MAX_HTTP_LIMIT}`);
       n = Number(limit);
     }
     const position = await this.#position(user.id, epoch, from);
@@ -163,7 +170,8 @@ export class Inbox implements InboxApi {
     }
     const stream: StreamRow = found.stream;
     const head = Number(stream.head);
-    if (epoch !== '' && epoch !== stream.epoch) throw new CommandError('stream_reset', 'the inbox was reset since (another epoch): read it again from the latest position');
+    if (epoch !== '' && epoch !== stream.epoch)
+      throw new CommandError('stream_reset', 'the inbox was reset since (another epoch): read it again from the latest position');
     if (after === 'latest') return { epoch: stream.epoch, head, after: head };
     if (after > head) throw new CommandError('stream_reset', `the inbox ends at ${head}`);
     if (found.retained !== head - after) throw new CommandError('stream_reset', `entries after ${after} are no longer retained`);
@@ -327,7 +335,10 @@ export class Inbox implements InboxApi {
       () => void this.#hub.stats.stored++,
       (err: unknown) => {
         this.#hub.stats.lost++;
-        this.#log.warn({ err: (err as Error).message, user: entry.userId, seq: entry.seq }, 'an entry whose live writes failed could not be kept for the next login');
+        this.#log.warn(
+          { err: (err as Error).message, user: entry.userId, seq: entry.seq },
+          'an entry whose live writes failed could not be kept for the next login',
+        );
       },
     );
   }

@@ -6,7 +6,13 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ServerCore } from './server-core.ts';
 
-function total(registry: Registry, name: string, help: string, read: () => number, labels?: { labelNames: string[]; values: () => [Record<string, string>, number][] }): void {
+function total(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: () => number,
+  labels?: { labelNames: string[]; values: () => [Record<string, string>, number][] },
+): void {
   new Counter({
     name,
     help,
@@ -60,7 +66,10 @@ export function createMetrics(core: ServerCore): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      const counts = new Map<string, number>([['tcp', 0], ['ws', 0]]);
+      const counts = new Map<string, number>([
+        ['tcp', 0],
+        ['ws', 0],
+      ]);
       for (const s of core.sessions) counts.set(s.transport, (counts.get(s.transport) ?? 0) + 1);
       for (const [transport, n] of counts) this.set({ transport }, n);
     },
@@ -98,17 +107,38 @@ export function createMetrics(core: ServerCore): Registry {
   const c = core.counters;
   total(registry, 'textserver_frames_total', 'Frames (or WebSocket messages) by direction', () => 0, {
     labelNames: ['direction'],
-    values: () => [[{ direction: 'in' }, c.framesIn], [{ direction: 'out' }, c.framesOut]],
+    values: () => [
+      [{ direction: 'in' }, c.framesIn],
+      [{ direction: 'out' }, c.framesOut],
+    ],
   });
   total(registry, 'textserver_bytes_total', 'Bytes by direction', () => 0, {
     labelNames: ['direction'],
-    values: () => [[{ direction: 'in' }, c.bytesIn], [{ direction: 'out' }, c.bytesOut]],
+    values: () => [
+      [{ direction: 'in' }, c.bytesIn],
+      [{ direction: 'out' }, c.bytesOut],
+    ],
   });
-  total(registry, 'textserver_pushes_total', 'Pushes delivered to a connection, stored for a later login, or lost (their write failed and the store refused them)', () => 0, {
-    labelNames: ['result'],
-    values: () => [[{ result: 'delivered' }, core.hub.stats.pushed], [{ result: 'stored' }, core.hub.stats.stored], [{ result: 'lost' }, core.hub.stats.lost]],
-  });
-  total(registry, 'textserver_connections_refused_total', 'Sockets closed on arrival by --max-connections or --max-connections-per-ip', () => core.sessions.stats.refused);
+  total(
+    registry,
+    'textserver_pushes_total',
+    'Pushes delivered to a connection, stored for a later login, or lost (their write failed and the store refused them)',
+    () => 0,
+    {
+      labelNames: ['result'],
+      values: () => [
+        [{ result: 'delivered' }, core.hub.stats.pushed],
+        [{ result: 'stored' }, core.hub.stats.stored],
+        [{ result: 'lost' }, core.hub.stats.lost],
+      ],
+    },
+  );
+  total(
+    registry,
+    'textserver_connections_refused_total',
+    'Sockets closed on arrival by --max-connections or --max-connections-per-ip',
+    () => core.sessions.stats.refused,
+  );
   total(registry, 'textserver_slow_consumer_disconnects_total', 'Connections cut for not reading', () => c.slowConsumers);
   total(registry, 'textserver_login_failures_total', 'Failed logins', () => core.users.stats.loginFailures);
   total(registry, 'textserver_login_throttled_total', 'Logins refused by throttling', () => core.users.stats.loginThrottled);
@@ -127,11 +157,22 @@ export function createMetrics(core: ServerCore): Registry {
 /** With --bus only (a server alone exposes what it always did): this node's side of the cluster. */
 function clusterMetrics(registry: Registry, cluster: NonNullable<ServerCore['cluster']>): void {
   const bus = cluster.bus;
-  total(registry, 'textserver_bus_messages_total', 'Bus messages this node published, dropped (Redis unreachable), received from other nodes, or could not decode', () => 0, {
-    labelNames: ['result'],
-    values: () => (['published', 'dropped', 'received', 'malformed'] as const).map((result) => [{ result }, bus.stats[result]]),
-  });
-  total(registry, 'textserver_bus_resubscriptions_total', 'Times the bus subscriptions were made again (the inboxes of this node\'s users were re-read)', () => bus.stats.resubscribed);
+  total(
+    registry,
+    'textserver_bus_messages_total',
+    'Bus messages this node published, dropped (Redis unreachable), received from other nodes, or could not decode',
+    () => 0,
+    {
+      labelNames: ['result'],
+      values: () => (['published', 'dropped', 'received', 'malformed'] as const).map((result) => [{ result }, bus.stats[result]]),
+    },
+  );
+  total(
+    registry,
+    'textserver_bus_resubscriptions_total',
+    "Times the bus subscriptions were made again (the inboxes of this node's users were re-read)",
+    () => bus.stats.resubscribed,
+  );
   new Gauge({
     name: 'textserver_bus_up',
     help: '1 while the bus (Redis) carries messages',
@@ -142,7 +183,7 @@ function clusterMetrics(registry: Registry, cluster: NonNullable<ServerCore['clu
   });
   new Gauge({
     name: 'textserver_bus_channels',
-    help: 'Bus channels this node subscribes (its users\', their rooms\', the cluster\'s)',
+    help: "Bus channels this node subscribes (its users', their rooms', the cluster's)",
     registers: [registry],
     collect() {
       this.set(bus.channels);
@@ -160,6 +201,10 @@ function clusterMetrics(registry: Registry, cluster: NonNullable<ServerCore['clu
   });
   total(registry, 'textserver_presence_changes_total', 'Online/offline changes this node announced (made or reaped) and heard', () => 0, {
     labelNames: ['kind'],
-    values: () => [[{ kind: 'announced' }, presence.stats.announced], [{ kind: 'heard' }, presence.stats.heard], [{ kind: 'caught_up' }, presence.stats.caughtUp]],
+    values: () => [
+      [{ kind: 'announced' }, presence.stats.announced],
+      [{ kind: 'heard' }, presence.stats.heard],
+      [{ kind: 'caught_up' }, presence.stats.caughtUp],
+    ],
   });
 }

@@ -95,7 +95,11 @@ export interface HubApi {
 }
 
 /** One page of a user's inbox, as GET /api/inbox answers it. */
-export type InboxPage = { readonly epoch: string; readonly head: number; readonly entries: readonly { readonly seq: number; readonly fields: readonly string[] }[] };
+export type InboxPage = {
+  readonly epoch: string;
+  readonly head: number;
+  readonly entries: readonly { readonly seq: number; readonly fields: readonly string[] }[];
+};
 
 /** The per-user inbox (DELIVERY.md): the core's, offered to the modules that expose it (send, sync, resume, api). */
 export interface InboxApi {

@@ -237,10 +237,13 @@ export class ModuleSet {
         hooks: { ...d.hooks, ...r.hooks },
         routes: [...(d.routes ?? []), ...(r.routes ?? [])],
         services: { ...Object.fromEntries(provided), ...d.services, ...r.services },
-        dispose: d.dispose === undefined && r.dispose === undefined ? undefined : () => {
-          r.dispose?.();
-          d.dispose?.();
-        },
+        dispose:
+          d.dispose === undefined && r.dispose === undefined
+            ? undefined
+            : () => {
+                r.dispose?.();
+                d.dispose?.();
+              },
       },
     };
   }

@@ -34,7 +34,6 @@ export class OutFrame {
   get wsBytes(): Buffer {
     return (this.#wsBytes ??= encodeWsText(this.payload));
   }
-
 }
 
 /** Constant replies, encoded once. */

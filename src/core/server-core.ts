@@ -67,10 +67,10 @@ export class ServerCore {
         replyWaitMs: () => this.options.requestTimeoutMs,
       },
       {
-      login: (session, user) => modules.emit('login', session, user),
-      logout: (session, user) => modules.emit('logout', session, user),
-      online: (user) => modules.emit('online', user),
-      offline: (user, time) => modules.emit('offline', user, time),
+        login: (session, user) => modules.emit('login', session, user),
+        logout: (session, user) => modules.emit('logout', session, user),
+        online: (user) => modules.emit('online', user),
+        offline: (user, time) => modules.emit('offline', user, time),
       },
       cluster === undefined
         ? undefined
@@ -104,7 +104,11 @@ export class ServerCore {
       invoke(ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply> {
         try {
           // a request with no connection (the HTTP API) pays its user's budget here; over a connection, Session charges it
-          if (ctx.session.id === 0 && ctx.session.user !== null) budget.charge(ctx.session.user.id, fields.reduce((n, f) => n + f.length + 1, 0));
+          if (ctx.session.id === 0 && ctx.session.user !== null)
+            budget.charge(
+              ctx.session.user.id,
+              fields.reduce((n, f) => n + f.length + 1, 0),
+            );
           const result = router.invoke(ctx, fields);
           if (result instanceof Promise) return result.catch((err: unknown) => Promise.reject(router.toCommandError(err, ctx.session)));
           return result;

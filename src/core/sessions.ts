@@ -58,7 +58,8 @@ export class SessionRegistry {
     const address = socket.remoteAddress;
     if (address === undefined) return false; // already gone
     const fromIp = this.#perIp.get(address) ?? 0;
-    const reason = this.#open >= this.#limits.maxConnections ? 'max-connections' : fromIp >= this.#limits.maxConnectionsPerIp ? 'max-connections-per-ip' : undefined;
+    const reason =
+      this.#open >= this.#limits.maxConnections ? 'max-connections' : fromIp >= this.#limits.maxConnectionsPerIp ? 'max-connections-per-ip' : undefined;
     if (reason !== undefined) {
       this.#refused(address, reason);
       return false;

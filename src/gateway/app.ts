@@ -33,7 +33,10 @@ export async function buildApp(
   let handler: Handler | undefined;
   const app: FastifyInstance = Fastify({
     // per-request lines are info level: keep them out unless the operator asks for less than warn
-    loggerInstance: core.log.child({ component: 'http' }, { level: QUIET.has(core.options.logLevel) ? core.options.logLevel : 'warn' }) as unknown as FastifyBaseLogger,
+    loggerInstance: core.log.child(
+      { component: 'http' },
+      { level: QUIET.has(core.options.logLevel) ? core.options.logLevel : 'warn' },
+    ) as unknown as FastifyBaseLogger,
     bodyLimit: core.options.maxRequest,
     serverFactory: (h) => {
       handler = h as Handler;
@@ -43,9 +46,16 @@ export async function buildApp(
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => sendError(core, reply, err, req));
   app.setNotFoundHandler((req, reply) => notFound(app, req, reply));
   app.get('/healthz', (_req, reply) => reply.type('text/plain; charset=utf-8').send('ok'));
-  app.get('/readyz', (_req, reply) => (isReady() ? reply.type('text/plain; charset=utf-8').send('ready') : reply.code(503).type('text/plain; charset=utf-8').send('not ready')));
+  app.get('/readyz', (_req, reply) =>
+    isReady() ? reply.type('text/plain; charset=utf-8').send('ready') : reply.code(503).type('text/plain; charset=utf-8').send('not ready'),
+  );
   app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
-  app.get('/api/info', () => ({ version: core.api.version, protocol: core.api.protocolVersion, ws: info.wsPort === undefined ? null : { port: info.wsPort, path: WS_PATH }, tls: core.options.tls !== undefined }));
+  app.get('/api/info', () => ({
+    version: core.api.version,
+    protocol: core.api.protocolVersion,
+    ws: info.wsPort === undefined ? null : { port: info.wsPort, path: WS_PATH },
+    tls: core.options.tls !== undefined,
+  }));
   mountWebClient(app);
   const seen = new Set<string>();
   for (const m of modules) {
@@ -94,7 +104,10 @@ function notFound(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply
   const path = req.url.split('?')[0]!;
   const allowed = METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
   if (allowed.length > 0) {
-    return reply.code(405).header('allow', allowed.join(', ')).send({ error: 'syntax', info: `${req.method} is not allowed on ${path}; use ${allowed.join(', ')}` });
+    return reply
+      .code(405)
+      .header('allow', allowed.join(', '))
+      .send({ error: 'syntax', info: `${req.method} is not allowed on ${path}; use ${allowed.join(', ')}` });
   }
   return reply.code(404).send({ error: 'command_not_found', info: `no route ${req.method} ${path}` });
 }
@@ -122,7 +135,10 @@ function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusC
   }
   if (status === 401) {
     // RFC 9110 section 11.6.1, RFC 6750 section 3: say which scheme, and whether the token offered was refused
-    reply.header('www-authenticate', req.headers.authorization === undefined ? 'Bearer realm="textserver"' : 'Bearer realm="textserver", error="invalid_token"');
+    reply.header(
+      'www-authenticate',
+      req.headers.authorization === undefined ? 'Bearer realm="textserver"' : 'Bearer realm="textserver", error="invalid_token"',
+    );
   }
   return reply.code(status).send(body);
 }

@@ -76,7 +76,8 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
       shouldUpgradeCallback: (req) => withWs?.wants(req) === true,
     };
     const listener = tls === undefined ? 'http' : 'https';
-    const server = tls === undefined ? http.createServer(options, onRequest) : https.createServer({ ...options, ...tlsServerOptions(tls, requestTimeoutMs) }, onRequest);
+    const server =
+      tls === undefined ? http.createServer(options, onRequest) : https.createServer({ ...options, ...tlsServerOptions(tls, requestTimeoutMs) }, onRequest);
     // counted from the first byte, TLS handshake included; over a limit there is nothing to say it with yet
     server.on('connection', (socket: Socket) => {
       if (!core.sessions.admit(socket, listener)) socket.destroy();
@@ -87,7 +88,9 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
     server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const length = Number(req.headers['content-length']);
       if (length > maxRequest) {
-        res.writeHead(413, { ...JSON_TYPE, connection: 'close' }).end(JSON.stringify({ error: 'request_too_long', info: `the body exceeds ${maxRequest} bytes` }));
+        res
+          .writeHead(413, { ...JSON_TYPE, connection: 'close' })
+          .end(JSON.stringify({ error: 'request_too_long', info: `the body exceeds ${maxRequest} bytes` }));
         return;
       }
       res.writeContinue();

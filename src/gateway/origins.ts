@@ -35,7 +35,12 @@ export function normaliseOrigin(origin: string): string | undefined {
  * always allowed; `configured` (`--ws-origins`) replaces the default, `*`
  * allowing every origin.
  */
-export function originPolicy(configured: readonly string[], host: string, tls: boolean, pagePorts: () => readonly number[]): (origin: string | undefined) => boolean {
+export function originPolicy(
+  configured: readonly string[],
+  host: string,
+  tls: boolean,
+  pagePorts: () => readonly number[],
+): (origin: string | undefined) => boolean {
   if (configured.includes('*')) return () => true;
   const listed = new Set(configured.map((o) => normaliseOrigin(o) ?? o));
   let own: { ports: string; origins: Set<string> } | undefined;

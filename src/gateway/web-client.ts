@@ -8,13 +8,23 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 
 const WEB_DIR = resolve(import.meta.dirname, '../../web');
 const WEB_BUILD = join(WEB_DIR, 'dist');
-const WEB_TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.map': 'application/json', '.svg': 'image/svg+xml', '.png': 'image/png' };
+const WEB_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+};
 
 export function mountWebClient(app: FastifyInstance): void {
   const send = (reply: FastifyReply, path: string) => {
     if (!existsSync(path)) return reply.code(404).send({ error: 'command_not_found', info: 'the browser client is not built (npm run build:web)' });
     const ext = path.slice(path.lastIndexOf('.'));
-    return reply.type(WEB_TYPES[ext] ?? 'application/octet-stream').header('cache-control', 'no-cache').send(readFileSync(path));
+    return reply
+      .type(WEB_TYPES[ext] ?? 'application/octet-stream')
+      .header('cache-control', 'no-cache')
+      .send(readFileSync(path));
   };
   app.get('/', (_req, reply) => send(reply, join(WEB_DIR, 'index.html')));
   app.get('/app.css', (_req, reply) => send(reply, join(WEB_DIR, 'app.css')));

@@ -44,7 +44,11 @@ export function inAmbientTransaction(): boolean {
  * commit to reach the disk), then runs the `afterCommit` callbacks queued in
  * it, in order; a rolled-back one drops them.
  */
-export async function runTransaction<R>(db: Kysely<any>, fn: (tx: Kysely<any>) => Promise<R>, durable: (committed: Promise<void> | undefined) => Promise<void>): Promise<R> {
+export async function runTransaction<R>(
+  db: Kysely<any>,
+  fn: (tx: Kysely<any>) => Promise<R>,
+  durable: (committed: Promise<void> | undefined) => Promise<void>,
+): Promise<R> {
   const outer = open();
   if (outer !== undefined) return joined(db, outer, fn);
   const mine: Open = { conn: undefined, committed: undefined, after: [], savepoints: 0 };

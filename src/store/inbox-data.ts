@@ -71,7 +71,9 @@ export const INBOX_MIGRATION: Migration = async ({ db }) => {
   for (const { user_id } of users) {
     const rows = await tx.selectFrom('mailbox').select(['payload', 'created_at']).where('user_id', '=', user_id).orderBy('id').execute();
     for (let i = 0; i < rows.length; i += 200) {
-      const values = rows.slice(i, i + 200).map((r, k) => ({ user_id, seq: i + k + 1, kind: KIND_ENTRY, pending: 1, payload: r.payload, created_at: Number(r.created_at) }));
+      const values = rows
+        .slice(i, i + 200)
+        .map((r, k) => ({ user_id, seq: i + k + 1, kind: KIND_ENTRY, pending: 1, payload: r.payload, created_at: Number(r.created_at) }));
       await tx.insertInto('inbox').values(values).execute();
     }
     await tx.insertInto('inbox_streams').values({ user_id, epoch: newEpoch(), head: rows.length }).execute();

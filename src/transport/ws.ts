@@ -164,7 +164,10 @@ export type WsAcceptor = {
 
 function tokens(header: string | string[] | undefined): string[] {
   const text = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return text.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '');
+  return text
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '');
 }
 
 export const pathOf = (req: IncomingMessage): string => (req.url ?? '/').split('?')[0]!;
@@ -172,7 +175,9 @@ export const pathOf = (req: IncomingMessage): string => (req.url ?? '/').split('
 /** Answers an upgrade request with an HTTP error instead of switching protocols. */
 function refuse(socket: Socket, status: number, text: string, headers = ''): void {
   const body = `${text}\n`;
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n${headers}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n${headers}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
   setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
 }
 
@@ -198,7 +203,9 @@ export function wsAcceptor(core: ServerCore, originAllowed: (origin: string | un
       const link = new WsLink(socket, socket.remoteAddress ?? 'unknown', maxRequest, core.options.maxOutbound, core.counters);
       const session = openSession(core, link);
       if (session === undefined) return refuse(socket, 503, 'the server is stopping');
-      const accept = createHash('sha1').update(key + ACCEPT_GUID).digest('base64');
+      const accept = createHash('sha1')
+        .update(key + ACCEPT_GUID)
+        .digest('base64');
       const protocol = tokens(req.headers['sec-websocket-protocol']).includes(SUBPROTOCOL) ? `Sec-WebSocket-Protocol: ${SUBPROTOCOL}\r\n` : '';
       socket.setNoDelay(true);
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${protocol}\r\n`);

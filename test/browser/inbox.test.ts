@@ -79,7 +79,9 @@ describe.skipIf(!available)('browser client: direct messages from the inbox', { 
 
   /** The open conversation as `who: text` lines, pending sends and notes left out. */
   const shown = (p: Page) =>
-    p.locator('[data-testid=messages] li:not([data-pending]):not(.system)').evaluateAll((items) => items.map((li) => `${li.querySelector('.who')?.textContent}: ${li.querySelector('p')?.textContent}`));
+    p
+      .locator('[data-testid=messages] li:not([data-pending]):not(.system)')
+      .evaluateAll((items) => items.map((li) => `${li.querySelector('.who')?.textContent}: ${li.querySelector('p')?.textContent}`));
 
   /**
    * Waits until the open conversation with `peer` is exactly `expected`.

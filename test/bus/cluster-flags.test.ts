@@ -12,7 +12,13 @@ describe('cluster flags', () => {
     const o = resolveOptions([], {});
     expect(o.bus).toBeUndefined();
     expect(o.nodeId).toContain(String(process.pid));
-    expect(o.nodeId.startsWith(hostname().replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 20))).toBe(true);
+    expect(
+      o.nodeId.startsWith(
+        hostname()
+          .replace(/[^A-Za-z0-9_.:-]/g, '_')
+          .slice(0, 20),
+      ),
+    ).toBe(true);
     expect(o.presenceTtlMs).toBe(15_000);
   });
 
@@ -38,6 +44,6 @@ describe('cluster flags', () => {
     dirs.push(data);
     const s = spawnServerRaw(['--data', data, '--bus', 'redis://127.0.0.1:6379']);
     expect(await s.exited).toBe(2);
-    expect(s.lines).toEqual(['textserver: --bus needs a postgres:// --store: a SQLite store is one process\'s and cannot be shared by the nodes of a cluster']);
+    expect(s.lines).toEqual(["textserver: --bus needs a postgres:// --store: a SQLite store is one process's and cannot be shared by the nodes of a cluster"]);
   });
 });

@@ -22,7 +22,21 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     redis = await startRedis();
     const store = await storeArgs(tempDir('textserver-cluster-db-'));
     for (let i = 1; i <= 3; i++) {
-      nodes.push(await startServer([...store, '--bus', redis.url, '--node-id', `x${process.pid}n${i}`, '--ws-port', '0', '--presence-ttl', '2', '--typing-timeout', '0.5']));
+      nodes.push(
+        await startServer([
+          ...store,
+          '--bus',
+          redis.url,
+          '--node-id',
+          `x${process.pid}n${i}`,
+          '--ws-port',
+          '0',
+          '--presence-ttl',
+          '2',
+          '--typing-timeout',
+          '0.5',
+        ]),
+      );
     }
     ports = nodes.map((n) => n.port);
   });
@@ -95,7 +109,9 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     expect(await cb.nextN(2)).toEqual([`room,${room},joined,${b}`, 'ok']);
     expect(await ca.next()).toBe(`room,${room},joined,${b}`);
     expect(await cb.ask('members', room)).toBe(`members,${room},${[a, b].sort().join(',')}`);
-    expect(await eventually(() => ca.ask('members', room).then((m) => (m.split(',').length === 4 ? m : Promise.reject(new Error(m)))))).toBe(`members,${room},${[a, b].sort().join(',')}`);
+    expect(await eventually(() => ca.ask('members', room).then((m) => (m.split(',').length === 4 ? m : Promise.reject(new Error(m)))))).toBe(
+      `members,${room},${[a, b].sort().join(',')}`,
+    );
     // said right after c's join reply: the node of c has the room's channel already (rule 5)
     cc.send('join', room);
     expect(await cc.nextN(2)).toEqual([`room,${room},joined,${c}`, 'ok']);
@@ -204,7 +220,7 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     }
   });
 
-  it('a room joined over HTTP on one node reaches the member\'s connection on another, and messages said on a third', async () => {
+  it("a room joined over HTTP on one node reaches the member's connection on another, and messages said on a third", async () => {
     const [a, b] = await freshUsers(ports[0]!, 'ja', 'jb');
     const room = `j${process.pid}x${Date.now() % 100000}`;
     const ca = await on(0, a!);
@@ -223,7 +239,7 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     expect(await ca.ask('rooms')).toBe(`rooms,${room}`);
   });
 
-  it('a KFCR post on one node reaches the KFCR room\'s members on another', async () => {
+  it("a KFCR post on one node reaches the KFCR room's members on another", async () => {
     const [a] = await freshUsers(ports[0]!, 'ka');
     const ca = await on(0, a!);
     ca.send('join', 'kfcr');

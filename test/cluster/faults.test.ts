@@ -51,7 +51,17 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     const ttl = 2;
     const node = await startServer([...store, '--bus', redisUrl!, '--node-id', `k${process.pid}a`, '--presence-ttl', String(ttl)]);
     servers.push(node);
-    const child = await spawnServer([...store, '--data', tempDir('textserver-cluster-kill2-'), '--bus', redisUrl!, '--node-id', `k${process.pid}b`, '--presence-ttl', String(ttl)]);
+    const child = await spawnServer([
+      ...store,
+      '--data',
+      tempDir('textserver-cluster-kill2-'),
+      '--bus',
+      redisUrl!,
+      '--node-id',
+      `k${process.pid}b`,
+      '--presence-ttl',
+      String(ttl),
+    ]);
     children.push(child);
     const [a, b] = await freshUsers(node.port, 'ka', 'kb');
     const ca = await loggedIn(node.port, a!, opened);

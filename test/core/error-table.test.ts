@@ -48,8 +48,14 @@ describe("the README's error table", () => {
     const readme = readmeTable();
     const types = await catalogue();
     expect(readme.size).toBeGreaterThan(10); // the table was found
-    expect([...types.keys()].filter((t) => !readme.has(t)), 'types missing from the README').toEqual([]);
-    expect([...readme.keys()].filter((t) => !types.has(t)), 'README rows no code defines').toEqual([]);
+    expect(
+      [...types.keys()].filter((t) => !readme.has(t)),
+      'types missing from the README',
+    ).toEqual([]);
+    expect(
+      [...readme.keys()].filter((t) => !types.has(t)),
+      'README rows no code defines',
+    ).toEqual([]);
     for (const [type, { fatal }] of types) expect(readme.get(type)?.fatal, `fatality of ${type}`).toBe(fatal);
   });
 

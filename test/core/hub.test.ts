@@ -63,7 +63,14 @@ describe('hub: who is online', () => {
     hub.detach(b);
     expect(hub.isOnline(ann.id)).toBe(false);
     expect(hub.sessionsOf(ann.id)).toEqual([]);
-    expect(events).toEqual([`login ${ann.name} ${a.id}`, `online ${ann.name}`, `login ${ann.name} ${b.id}`, `logout ${ann.name} ${a.id}`, `logout ${ann.name} ${b.id}`, `offline ${ann.name}`]);
+    expect(events).toEqual([
+      `login ${ann.name} ${a.id}`,
+      `online ${ann.name}`,
+      `login ${ann.name} ${b.id}`,
+      `logout ${ann.name} ${a.id}`,
+      `logout ${ann.name} ${b.id}`,
+      `offline ${ann.name}`,
+    ]);
     expect(a.user).toBeNull();
   });
 
@@ -73,7 +80,14 @@ describe('hub: who is online', () => {
     events.length = 0;
     hub.attach(s, ann);
     hub.attach(s, bob);
-    expect(events).toEqual([`login ${ann.name} ${s.id}`, `online ${ann.name}`, `logout ${ann.name} ${s.id}`, `offline ${ann.name}`, `login ${bob.name} ${s.id}`, `online ${bob.name}`]);
+    expect(events).toEqual([
+      `login ${ann.name} ${s.id}`,
+      `online ${ann.name}`,
+      `logout ${ann.name} ${s.id}`,
+      `offline ${ann.name}`,
+      `login ${bob.name} ${s.id}`,
+      `online ${bob.name}`,
+    ]);
     hub.logout(s);
     expect(hub.isOnline(bob.id)).toBe(false);
     expect(s.user).toBeNull();

@@ -98,7 +98,13 @@ describe('inbox connections', () => {
     expect(await c.ask('sync')).toBe('ok'); // before login is fine
     expect(await c.ask('resume', '', '0')).toMatch(errorOf('not_logged_in'));
     expect(await c.ask('login', u!, PW)).toBe('ok');
-    for (const bad of [['resume', '', '-1'], ['resume', '', 'x'], ['resume', ''], ['resume', '', '1.5'], ['sync', 'x']]) {
+    for (const bad of [
+      ['resume', '', '-1'],
+      ['resume', '', 'x'],
+      ['resume', ''],
+      ['resume', '', '1.5'],
+      ['sync', 'x'],
+    ]) {
       expect(await c.ask(...bad)).toMatch(errorOf('syntax'));
     }
     expect(await c.ask('help', 'resume')).toMatch(/^help,resume,resume\\,<epoch>\\,<after> -> resumed/);

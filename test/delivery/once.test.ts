@@ -72,7 +72,15 @@ describe('once', () => {
     opened.push(c);
     expect(await c.ask('once', 'k', 'nop')).toMatch(errorOf('not_logged_in'));
     expect(await c.ask('login', me!, PW)).toBe('ok');
-    for (const bad of [['once'], ['once', 'k'], ['once', '', 'nop'], ['once', 'k', ''], ['once', 'k', 'req', '1', 'nop'], ['once', 'k', 'once', 'j', 'nop'], ['once', 'x'.repeat(65), 'nop']]) {
+    for (const bad of [
+      ['once'],
+      ['once', 'k'],
+      ['once', '', 'nop'],
+      ['once', 'k', ''],
+      ['once', 'k', 'req', '1', 'nop'],
+      ['once', 'k', 'once', 'j', 'nop'],
+      ['once', 'x'.repeat(65), 'nop'],
+    ]) {
       expect(await c.ask(...bad)).toMatch(errorOf('syntax'));
     }
     expect(await c.ask('req', '1', 'once', 'k', 'req', '2', 'nop')).toMatch(/^req,1,error,nonfatal,syntax,/);

@@ -115,16 +115,35 @@ describe('upgrade', () => {
     await store.transaction(async (tx: Kysely<any>) => {
       const ids: number[] = [];
       for (const name of ['Oldann', 'Oldbob']) {
-        const row = await tx.insertInto('users').values({ name, name_key: name.toLowerCase(), hash: 'x', created_at: 1 }).returning('id').executeTakeFirstOrThrow();
+        const row = await tx
+          .insertInto('users')
+          .values({ name, name_key: name.toLowerCase(), hash: 'x', created_at: 1 })
+          .returning('id')
+          .executeTakeFirstOrThrow();
         ids.push(Number(row.id));
       }
       const [ann, bob] = ids;
-      for (const [user, text] of [[bob, 'b1'], [ann, 'a1'], [bob, 'b2'], [ann, 'a2'], [bob, 'b3']] as const) {
-        await tx.insertInto('mailbox').values({ user_id: user, payload: `send,someone,${text}`, created_at: 5 }).execute();
+      for (const [user, text] of [
+        [bob, 'b1'],
+        [ann, 'a1'],
+        [bob, 'b2'],
+        [ann, 'a2'],
+        [bob, 'b3'],
+      ] as const) {
+        await tx
+          .insertInto('mailbox')
+          .values({ user_id: user, payload: `send,someone,${text}`, created_at: 5 })
+          .execute();
       }
     });
     await store.migrate('core', CORE_MIGRATIONS);
-    const rows = await store.db.selectFrom('inbox').innerJoin('users', 'users.id', 'inbox.user_id').select(['name', 'seq', 'kind', 'pending', 'payload']).orderBy('name').orderBy('seq').execute();
+    const rows = await store.db
+      .selectFrom('inbox')
+      .innerJoin('users', 'users.id', 'inbox.user_id')
+      .select(['name', 'seq', 'kind', 'pending', 'payload'])
+      .orderBy('name')
+      .orderBy('seq')
+      .execute();
     expect(rows.map((r) => [r.name, Number(r.seq), Number(r.kind), Number(r.pending), r.payload])).toEqual([
       ['Oldann', 1, 0, 1, 'send,someone,a1'],
       ['Oldann', 2, 0, 1, 'send,someone,a2'],

@@ -43,7 +43,10 @@ describe('accounts', () => {
 
   it('logs in with a bearer token, /api/me answers, logout (204) ends the token', async () => {
     const [u] = await freshUsers(srv.port, 'me');
-    expect(await api(base, 'POST', '/api/login', { user: u, password: 'wrong-password' })).toMatchObject({ status: 401, json: { error: 'wrong_user_or_password' } });
+    expect(await api(base, 'POST', '/api/login', { user: u, password: 'wrong-password' })).toMatchObject({
+      status: 401,
+      json: { error: 'wrong_user_or_password' },
+    });
     const t = await token(u!);
     expect(t.length).toBeGreaterThanOrEqual(22); // 128 bits or more
     expect(await api(base, 'GET', '/api/me', undefined, t)).toMatchObject({ status: 200, json: { user: u } });
@@ -175,7 +178,11 @@ describe('KFCR compatibility', () => {
     expect(verify.headers.get('access-control-allow-origin')).toBe('*');
     const since0 = (await (await fetch(`${base}/messages/sinceid/0`)).json()) as { id: number }[];
     const lastId = since0.length === 0 ? 0 : since0.at(-1)!.id;
-    const post = await fetch(`${base}/messages/post`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: member, content: 'hello from kfcr', extra: true }) });
+    const post = await fetch(`${base}/messages/post`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user: member, content: 'hello from kfcr', extra: true }),
+    });
     expect(post.status).toBe(201);
     expect(await post.text()).toBe('message successfully sent!');
     const pushed = await tcp.next();
@@ -237,7 +244,13 @@ describe('health and metrics', () => {
       return values;
     };
     const before = await scrape();
-    for (const name of ['textserver_connections{transport="tcp"}', 'textserver_argon2_queue_length', 'nodejs_eventloop_lag_seconds', 'textserver_slow_consumer_disconnects_total', 'textserver_login_failures_total']) {
+    for (const name of [
+      'textserver_connections{transport="tcp"}',
+      'textserver_argon2_queue_length',
+      'nodejs_eventloop_lag_seconds',
+      'textserver_slow_consumer_disconnects_total',
+      'textserver_login_failures_total',
+    ]) {
       expect(before.has(name), name).toBe(true);
     }
     const c = await RawConnection.open(srv.port);

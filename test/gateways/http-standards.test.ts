@@ -81,7 +81,8 @@ describe('RFC 6750 and RFC 9110', () => {
   });
 
   it('an oversize body announced with Expect: 100-continue gets 413 before any 100 Continue', async () => {
-    const head = (length: number) => `POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`;
+    const head = (length: number) =>
+      `POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`;
     const big = await rawHttp(srv.server.httpPort!, head(MAX + 1), (a) => a.includes('\r\n\r\n'));
     expect(big.split('\r\n')[0]).toBe('HTTP/1.1 413 Payload Too Large');
     expect(big).not.toMatch(/100 Continue/);
@@ -108,7 +109,9 @@ describe('TLS suites', () => {
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
     // an RSA key: the one kind that could also do static RSA key exchange, which must not be offered
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], {
+      stdio: 'ignore',
+    });
     const s = await startServer(['--tls-cert', cert, '--tls-key', key, '--http-port', '0']);
     const handshake = (port: number, options: tls.ConnectionOptions) =>
       new Promise<string>((resolve) => {
@@ -166,7 +169,10 @@ function lintMetrics(text: string): string[] {
     const family = histogram !== null && types.get(histogram[1]!) === 'histogram' ? histogram[1]! : name!;
     if (!types.has(family)) problems.push(`${name} has no TYPE`);
     if (family !== name && histogram !== null) {
-      const series = pairs.filter((p) => p[1] !== 'le').map((p) => p[0]).join(',');
+      const series = pairs
+        .filter((p) => p[1] !== 'le')
+        .map((p) => p[0])
+        .join(',');
       if (!seriesOfHistogram.has(family)) seriesOfHistogram.set(family, new Set());
       seriesOfHistogram.get(family)!.add(series);
       if (histogram[2] === 'bucket' && pairs.some((p) => p[1] === 'le' && p[2] === '+Inf')) {
@@ -175,7 +181,8 @@ function lintMetrics(text: string): string[] {
       }
     }
   }
-  for (const [family, series] of seriesOfHistogram) for (const s of series) if (!infBuckets.get(family)?.has(s)) problems.push(`${family}{${s}} has no +Inf bucket`);
+  for (const [family, series] of seriesOfHistogram)
+    for (const s of series) if (!infBuckets.get(family)?.has(s)) problems.push(`${family}{${s}} has no +Inf bucket`);
   return problems;
 }
 
@@ -246,12 +253,21 @@ describe('KFCR, as its unchanged client uses it', () => {
   it('answers CORS on every route: preflights, errors and all', async () => {
     const cors = (res: Response) => res.headers.get('access-control-allow-origin');
     for (const path of ['/messages/last/5', '/messages/post', '/messages/sinceid/0', '/version', '/KFCR_verification']) {
-      const pre = await fetch(base + path, { method: 'OPTIONS', headers: { origin: 'http://kfcr.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
+      const pre = await fetch(base + path, {
+        method: 'OPTIONS',
+        headers: { origin: 'http://kfcr.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+      });
       expect(pre.status, path).toBeLessThan(300);
       expect(cors(pre), path).toBe('*');
       expect(pre.headers.get('access-control-allow-headers'), path).toMatch(/content-type/i);
     }
-    for (const res of [await get('/messages/last/abc'), await get('/messages/id/99999999'), await post('{"user": "x"}'), await post('{not json'), await post('x'.repeat(MAX + 1))]) {
+    for (const res of [
+      await get('/messages/last/abc'),
+      await get('/messages/id/99999999'),
+      await post('{"user": "x"}'),
+      await post('{not json'),
+      await post('x'.repeat(MAX + 1)),
+    ]) {
       expect(res.status).toBeGreaterThanOrEqual(400);
       expect(cors(res), `${res.status} ${res.url}`).toBe('*');
     }

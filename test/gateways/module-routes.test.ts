@@ -16,7 +16,10 @@ describe('module routes', () => {
     const modules = join(dir, 'modules');
     mkdirSync(modules);
     symlinkSync(join(ROOT, 'src'), join(dir, 'src'));
-    const names = readFileSync(join(ROOT, 'modules.txt'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+    const names = readFileSync(join(ROOT, 'modules.txt'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
     for (const f of readdirSync(join(ROOT, 'modules'))) symlinkSync(join(ROOT, 'modules', f), join(modules, f));
     const list = join(dir, 'modules.txt');
     writeFileSync(list, names.join('\n'));

@@ -176,7 +176,9 @@ describe('handshakes (RFC 6455 section 4, RFC 9110)', () => {
       let answer = '';
       socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
       const closed = new Promise<void>((r) => socket.on('close', () => r()));
-      socket.write(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n`);
+      socket.write(
+        `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n`,
+      );
       await new Promise<void>((resolve) => {
         const check = () => (/\r\n\r\n/.test(answer) ? resolve() : undefined);
         socket.on('data', check);

@@ -30,7 +30,28 @@ afterAll(async () => {
   removeDir(srv.data);
 });
 
-const COMMANDS = ['nop', 'req', 'register', 'login', 'whoami', 'send', 'join', 'leave', 'say', 'rooms', 'members', 'history', 'friend_request', 'friends', 'presence', 'typing', 'version', 'commands', 'NOP', ''];
+const COMMANDS = [
+  'nop',
+  'req',
+  'register',
+  'login',
+  'whoami',
+  'send',
+  'join',
+  'leave',
+  'say',
+  'rooms',
+  'members',
+  'history',
+  'friend_request',
+  'friends',
+  'presence',
+  'typing',
+  'version',
+  'commands',
+  'NOP',
+  '',
+];
 const fieldText = fc.string({ unit: fc.constantFrom('a', 'b', ',', '\\', ' ', 'é', '0', '1', '-', 'fuzzy', 'password1', 'last', '\u0000'), maxLength: 12 });
 
 const requestFrame = fc
@@ -55,9 +76,30 @@ const oddFrames = fc.oneof(
   fc.constant(encodeFrame('nop,x\\')),
 );
 
-const stream = fc.array(fc.oneof({ weight: 4, arbitrary: requestFrame }, { weight: 2, arbitrary: mutated }, { weight: 1, arbitrary: oddFrames }), { minLength: 1, maxLength: 40 });
+const stream = fc.array(fc.oneof({ weight: 4, arbitrary: requestFrame }, { weight: 2, arbitrary: mutated }, { weight: 1, arbitrary: oddFrames }), {
+  minLength: 1,
+  maxLength: 40,
+});
 
-const REPLY_WORDS = new Set(['ok', 'req', 'user', 'error', 'send', 'room', 'said', 'rooms', 'members', 'history', 'friends', 'friend', 'friend_requests', 'presence', 'version', 'commands', '']);
+const REPLY_WORDS = new Set([
+  'ok',
+  'req',
+  'user',
+  'error',
+  'send',
+  'room',
+  'said',
+  'rooms',
+  'members',
+  'history',
+  'friends',
+  'friend',
+  'friend_requests',
+  'presence',
+  'version',
+  'commands',
+  '',
+]);
 
 const END = 'req,fuzz-end,nop';
 

@@ -40,7 +40,18 @@ const isType = (type: string) => (r: string) => new RegExp(`^error,nonfatal,${ty
 describe('login throttling under concurrency', () => {
   it('checks at most --login-fail-limit of a burst of guesses from several addresses; the right password in the burst is refused', async () => {
     // hashes slow enough, one at a time, that the whole burst is in before the first one fails
-    const s = await server(['--login-fail-limit', '5', '--login-fail-limit-ip', '20', '--hash-concurrency', '1', '--argon2-memory-kib', '4096', '--argon2-time', '2']);
+    const s = await server([
+      '--login-fail-limit',
+      '5',
+      '--login-fail-limit-ip',
+      '20',
+      '--hash-concurrency',
+      '1',
+      '--argon2-memory-kib',
+      '4096',
+      '--argon2-time',
+      '2',
+    ]);
     const [u] = await freshUsers(s.port, 'burst');
     const conns = await Promise.all(ADDRESSES.flatMap((a) => Array.from({ length: 10 }, () => openFrom(s.port, a))));
     for (const [i, c] of conns.entries()) c.send('login', u!, `wrong-guess-${i}`);
@@ -89,7 +100,10 @@ describe('the failed-login log', () => {
   it('logs name and address at info, at most a line a second with a count of the others, never the password', async () => {
     const data = tempDir();
     const s = await spawnServer(['--data', data, '--log-level', 'info']);
-    cleanup.push(() => s.proc.kill('SIGKILL'), () => removeDir(data));
+    cleanup.push(
+      () => s.proc.kill('SIGKILL'),
+      () => removeDir(data),
+    );
     const c = await RawConnection.open(s.port);
     cleanup.push(() => c.close());
     expect(await c.ask('register', 'logged_user', PW)).toBe('ok');

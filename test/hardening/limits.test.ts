@@ -77,7 +77,8 @@ describe('password hashing', () => {
     const first = await server(['--argon2-memory-kib', '256', '--argon2-time', '1']);
     const [u] = await freshUsers(first.port, 'upg');
     const data = first.data;
-    const hashOf = async (s: TestServer) => (await s.server.core.store.db.selectFrom('users').select('hash').where('name', '=', u!).executeTakeFirstOrThrow()).hash as string;
+    const hashOf = async (s: TestServer) =>
+      (await s.server.core.store.db.selectFrom('users').select('hash').where('name', '=', u!).executeTakeFirstOrThrow()).hash as string;
     expect(await hashOf(first)).toMatch(/^\$argon2id\$v=19\$m=256,p=1,t=1\$/);
     await first.stop();
     servers.splice(servers.indexOf(first), 1);
@@ -135,7 +136,10 @@ describe('slow consumers', () => {
     fastClient.on('push', () => fastGot++);
     const client = await connect({ port: s.port });
     await client.login(sender!, PW);
-    closers.push(() => void fastClient.close(), () => void client.close());
+    closers.push(
+      () => void fastClient.close(),
+      () => void client.close(),
+    );
     slowConn.socket.pause(); // never reads
     const text = 'x'.repeat(16 * 1024);
     let sent = 0;
@@ -220,7 +224,12 @@ describe('slow consumers', () => {
     expect(session.link.pendingBytes()).toBeLessThan(4 * 1024 * 1024);
     c.socket.resume();
     const replies = await c.waitFrames(203 + 300, 30_000);
-    expect(replies.slice(203).map((r) => r.slice(0, 20)).filter((r) => !r.startsWith('history,big,100,'))).toEqual([]);
+    expect(
+      replies
+        .slice(203)
+        .map((r) => r.slice(0, 20))
+        .filter((r) => !r.startsWith('history,big,100,')),
+    ).toEqual([]);
     c.close();
   }, 60_000);
 });

@@ -116,7 +116,11 @@ describe('TLS sockets count from their first byte', () => {
       await third.closed; // over the per-address limit: refused at once
       expect(silent.some((p) => p.isClosed())).toBe(false);
       // another address completes its handshake meanwhile
-      const other = tls.connect({ socket: net.connect({ port, host: '127.0.0.1', localAddress: otherAddress }), ca: readFileSync(cert), servername: 'localhost' });
+      const other = tls.connect({
+        socket: net.connect({ port, host: '127.0.0.1', localAddress: otherAddress }),
+        ca: readFileSync(cert),
+        servername: 'localhost',
+      });
       cleanups.push(() => void other.destroy());
       await new Promise<void>((resolve, reject) => other.once('secureConnect', resolve).once('error', reject));
       expect(other.authorized).toBe(true);
@@ -142,7 +146,9 @@ describe('refusals are logged, rate-limited', () => {
     first.close();
     s.proc.kill('SIGTERM');
     expect(await s.exited).toBe(0);
-    const lines = s.lines.filter((l) => l.includes('"msg":"connections refused"')).map((l) => JSON.parse(l) as { refused: number; last: { reason: string; address: string } });
+    const lines = s.lines
+      .filter((l) => l.includes('"msg":"connections refused"'))
+      .map((l) => JSON.parse(l) as { refused: number; last: { reason: string; address: string } });
     // the first refusal has its line at once; the others are counted into one line a few seconds apart (or at the stop)
     expect(lines[0]!.refused).toBe(1);
     expect(lines.reduce((sum, l) => sum + l.refused, 0)).toBe(10);

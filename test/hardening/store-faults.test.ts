@@ -114,11 +114,15 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL stopped and restarted 
     await eventually(async () => expect(await ready()).toBe(503), 5000);
     expect(await a.ask('nop')).toBe('');
     const back = cluster.restart();
-    await eventually(async () => {
-      const before = acked.length;
-      await send();
-      expect(acked.length).toBe(before + 1);
-    }, 20_000, 100);
+    await eventually(
+      async () => {
+        const before = acked.length;
+        await send();
+        expect(acked.length).toBe(before + 1);
+      },
+      20_000,
+      100,
+    );
     await back;
     for (let k = 0; k < 20; k++) await send();
     await eventually(async () => expect(await ready()).toBe(200), 10_000);

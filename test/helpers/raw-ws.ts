@@ -8,7 +8,12 @@ export type ServerFrame = { fin: boolean; opcode: number; payload: Buffer };
 export function clientFrame(opcode: number, payload: Buffer | string, fin = true): Buffer {
   const data = typeof payload === 'string' ? Buffer.from(payload) : payload;
   const n = data.length;
-  const head = n < 126 ? Buffer.from([0, 0x80 | n]) : n < 65536 ? Buffer.from([0, 0x80 | 126, n >> 8, n & 255]) : Buffer.concat([Buffer.from([0, 0x80 | 127]), Buffer.from(new BigUint64Array([BigInt(n)]).buffer).reverse()]);
+  const head =
+    n < 126
+      ? Buffer.from([0, 0x80 | n])
+      : n < 65536
+        ? Buffer.from([0, 0x80 | 126, n >> 8, n & 255])
+        : Buffer.concat([Buffer.from([0, 0x80 | 127]), Buffer.from(new BigUint64Array([BigInt(n)]).buffer).reverse()]);
   head[0] = (fin ? 0x80 : 0) | opcode;
   const mask = randomBytes(4);
   const masked = Buffer.from(data);
@@ -17,7 +22,8 @@ export function clientFrame(opcode: number, payload: Buffer | string, fin = true
 }
 
 export const text = (payload: Buffer | string, fin = true) => clientFrame(1, payload, fin);
-export const closeWith = (code: number, reason: Buffer | string = '') => clientFrame(8, Buffer.concat([Buffer.from([code >> 8, code & 255]), Buffer.from(reason)]));
+export const closeWith = (code: number, reason: Buffer | string = '') =>
+  clientFrame(8, Buffer.concat([Buffer.from([code >> 8, code & 255]), Buffer.from(reason)]));
 
 /** An open raw connection: the handshake's answer, then the server's frames as they come. */
 export class RawWs {
@@ -40,7 +46,10 @@ export class RawWs {
   }
 
   /** Sends a handshake (extra or replaced headers in `headers`, a null value drops one) and waits for the answer's head. */
-  static async open(port: number, options: { path?: string; headers?: Record<string, string | null>; version?: string; localAddress?: string } = {}): Promise<RawWs> {
+  static async open(
+    port: number,
+    options: { path?: string; headers?: Record<string, string | null>; version?: string; localAddress?: string } = {},
+  ): Promise<RawWs> {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress: options.localAddress });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     const ws = new RawWs(socket);
@@ -52,7 +61,9 @@ export class RawWs {
       'Sec-WebSocket-Version': '13',
       ...options.headers,
     };
-    const lines = Object.entries(headers).filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${v}\r\n`);
+    const lines = Object.entries(headers)
+      .filter(([, v]) => v !== null)
+      .map(([k, v]) => `${k}: ${v}\r\n`);
     socket.write(`GET ${options.path ?? '/ws'} HTTP/${options.version ?? '1.1'}\r\n${lines.join('')}\r\n`);
     await ws.until(() => ws.head !== '' || ws.closed);
     return ws;
@@ -71,7 +82,8 @@ export class RawWs {
     const deadline = Date.now() + timeoutMs;
     while (!done()) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out; head ${JSON.stringify(this.head)}, frames ${JSON.stringify(this.frames.map(describe))}, closed ${this.closed}`);
+      if (left <= 0)
+        throw new Error(`timed out; head ${JSON.stringify(this.head)}, frames ${JSON.stringify(this.frames.map(describe))}, closed ${this.closed}`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, left);
         this.#waiters.push(() => (clearTimeout(t), r()));

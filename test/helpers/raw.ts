@@ -92,10 +92,7 @@ export class RawConnection {
   }
 
   async waitClosed(timeoutMs = 5000): Promise<void> {
-    await Promise.race([
-      this.closedPromise,
-      new Promise((_, reject) => setTimeout(() => reject(new Error('connection still open')), timeoutMs)),
-    ]);
+    await Promise.race([this.closedPromise, new Promise((_, reject) => setTimeout(() => reject(new Error('connection still open')), timeoutMs))]);
   }
 
   close(): void {

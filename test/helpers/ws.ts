@@ -83,7 +83,13 @@ export class WsConnection {
 }
 
 /** fetch with JSON in and out. */
-export async function api(base: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; json: any; text: string; headers: Headers }> {
+export async function api(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; json: any; text: string; headers: Headers }> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (token !== undefined) headers.authorization = `Bearer ${token}`;

@@ -8,7 +8,10 @@ import { freshUsers, loggedIn } from '../helpers/users.ts';
 const FEATURES: Record<string, string[][]> = {
   rooms: [['join', 'r'], ['say', 'r', 'x'], ['rooms'], ['members', 'r'], ['history', 'r', 'last', '1'], ['leave', 'r']],
   friends: [['friend_request', 'x'], ['friend_accept', 'x'], ['friend_deny', 'x'], ['friend_remove', 'x'], ['friends'], ['friend_requests']],
-  presence: [['presence', 'x'], ['typing', 'r', 'start']],
+  presence: [
+    ['presence', 'x'],
+    ['typing', 'r', 'start'],
+  ],
   info: [['version'], ['commands'], ['modules']],
   api: [['token', 'x']],
 };

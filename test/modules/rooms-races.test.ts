@@ -105,7 +105,10 @@ describe('rooms: concurrent leave', () => {
     };
     const [got1, got2] = [await framesUntilReplies(a1), await framesUntilReplies(a2)];
     // every push those leaves made is written before this nop's reply
-    for (const [c, got] of [[a1, got1], [a2, got2]] as const) {
+    for (const [c, got] of [
+      [a1, got1],
+      [a2, got2],
+    ] as const) {
       c.send('nop');
       for (let f = await c.next(); f !== ''; f = await c.next()) got.push(f);
     }

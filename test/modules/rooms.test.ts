@@ -149,7 +149,10 @@ describe('rooms: say and history', () => {
     const b1 = await loggedIn(b!);
     const b2 = await loggedIn(b!);
     const o = await loggedIn(outsider!);
-    for (const [s, n] of [[a1, 2], [b1, 2]] as const) {
+    for (const [s, n] of [
+      [a1, 2],
+      [b1, 2],
+    ] as const) {
       s.send('join', r);
       await s.nextN(n);
     }

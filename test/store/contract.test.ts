@@ -15,7 +15,11 @@ type Tables = { notes: { id: Generated<number>; body: string } };
 
 const NOTES: Migration[] = [
   async ({ db, id }) => {
-    await db.schema.createTable('notes').addColumn('id', id.type, id.column).addColumn('body', 'text', (c) => c.notNull()).execute();
+    await db.schema
+      .createTable('notes')
+      .addColumn('id', id.type, id.column)
+      .addColumn('body', 'text', (c) => c.notNull())
+      .execute();
   },
 ];
 
@@ -64,7 +68,16 @@ describe(`store contract (${backend})`, () => {
     const s = await store();
     await s.migrate('test', NOTES);
     const before = s instanceof SqliteStore ? { ...s.stats } : undefined;
-    await Promise.all(Array.from({ length: 200 }, (_, i) => s.transaction((tx: Kysely<Tables>) => tx.insertInto('notes').values({ body: `n${i}` }).execute())));
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        s.transaction((tx: Kysely<Tables>) =>
+          tx
+            .insertInto('notes')
+            .values({ body: `n${i}` })
+            .execute(),
+        ),
+      ),
+    );
     const rows = await (s.db as Kysely<Tables>).selectFrom('notes').select('body').execute();
     expect(rows.map((r) => r.body).sort()).toEqual(Array.from({ length: 200 }, (_, i) => `n${i}`).sort());
     if (s instanceof SqliteStore) {

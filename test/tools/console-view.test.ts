@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { COLOR, PLAIN, STREAM_RESET_HINT, complete, describePush, describeReply, localTime, pickStyle, printAbove, promptFor } from '../../tools/console-view.ts';
+import {
+  COLOR,
+  PLAIN,
+  STREAM_RESET_HINT,
+  complete,
+  describePush,
+  describeReply,
+  localTime,
+  pickStyle,
+  printAbove,
+  promptFor,
+} from '../../tools/console-view.ts';
 import { forms, hintFor, requestSyntax, typedFields } from '../../tools/console-hints.ts';
 
 describe('console view', () => {
@@ -49,7 +60,9 @@ describe('console view', () => {
   });
 
   it('shows a help reply as its usage and reply', () => {
-    expect(describeReply(['help', 'say', 'say,<room>,<text> -> said,<room>,<id>,<time>'], PLAIN)).toBe('usage: say,<room>,<text>\nreply: said,<room>,<id>,<time>');
+    expect(describeReply(['help', 'say', 'say,<room>,<text> -> said,<room>,<id>,<time>'], PLAIN)).toBe(
+      'usage: say,<room>,<text>\nreply: said,<room>,<id>,<time>',
+    );
     expect(describeReply(['help', 'x'], PLAIN)).toBe('x: no usage declared');
   });
 });
@@ -95,7 +108,6 @@ describe('argument hints', () => {
   });
 });
 
-
 describe('inbox frames in the console', () => {
   it('shows messages, carbons and other entries readably, with their seq', () => {
     expect(describePush(['inbox', '12', 'send', 'alice', 'msg', 'hello'], PLAIN)).toBe('#12 alice → you: hello');
@@ -111,7 +123,10 @@ describe('inbox frames in the console', () => {
   it('shows resumed replies and says what to do about a stream_reset', () => {
     expect(describeReply(['resumed', 'Ab3dE6gh', '42'], PLAIN)).toBe('resumed: epoch Ab3dE6gh, head #42');
     expect(describeReply(['req', '7', 'resumed', 'Ab3dE6gh', '0'], PLAIN)).toBe('req 7: resumed: epoch Ab3dE6gh, head #0');
-    expect(describeReply(['error', 'nonfatal', 'stream_reset', 'epoch changed'], PLAIN).split('\n')).toEqual(['error stream_reset: epoch changed', STREAM_RESET_HINT]);
+    expect(describeReply(['error', 'nonfatal', 'stream_reset', 'epoch changed'], PLAIN).split('\n')).toEqual([
+      'error stream_reset: epoch changed',
+      STREAM_RESET_HINT,
+    ]);
     expect(describeReply(['req', '8', 'error', 'nonfatal', 'stream_reset'], PLAIN)).toBe(`req 8: error stream_reset\n${STREAM_RESET_HINT}`);
   });
 });

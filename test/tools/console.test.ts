@@ -43,7 +43,14 @@ function screen(text: string): string[] {
   return [...lines, line];
 }
 
-type Console = { input: PassThrough; raw(): string; lines(): string[]; type(keys: string): void; waitFor(what: string | RegExp): Promise<void>; done: Promise<number> };
+type Console = {
+  input: PassThrough;
+  raw(): string;
+  lines(): string[];
+  type(keys: string): void;
+  waitFor(what: string | RegExp): Promise<void>;
+  done: Promise<number>;
+};
 
 function openConsole(port: number): Console {
   const input = new PassThrough();
@@ -107,7 +114,10 @@ describe('dumbconsole', () => {
     await con.waitFor(/^127\.0\.0\.1:\d+ con_a> $/);
     // the push that comes before the reply does not leave the ok on a redrawn prompt
     expect(con.lines()).toContain('room,lobby,joined,con_a');
-    expect(con.lines().filter((l) => /^127\.0\.0\.1:\d+( con_a)?> .+/.test(l))).toEqual([`127.0.0.1:${port}> login,con_a,${PW}`, `127.0.0.1:${port} con_a> join,lobby`]);
+    expect(con.lines().filter((l) => /^127\.0\.0\.1:\d+( con_a)?> .+/.test(l))).toEqual([
+      `127.0.0.1:${port}> login,con_a,${PW}`,
+      `127.0.0.1:${port} con_a> join,lobby`,
+    ]);
 
     await srv.stop();
     await con.waitFor('connection lost; reconnecting...');
@@ -160,7 +170,10 @@ describe('dumbconsole', () => {
     con.type('history,hist_room,last,5\r');
     await con.waitFor('history of hist_room: 1 message');
     const line = con.lines().find((l) => l.includes('con_a: hello there'))!;
-    const [, , id, time] = con.lines().find((l) => l.startsWith('said,hist_room,'))!.split(',');
+    const [, , id, time] = con
+      .lines()
+      .find((l) => l.startsWith('said,hist_room,'))!
+      .split(',');
     expect(line).toBe(`  #${id} ${localTime(Number(time))} con_a: hello there`);
     con.type(':quit\r');
     expect(await con.done).toBe(0);

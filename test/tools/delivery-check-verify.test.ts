@@ -1,6 +1,16 @@
 /** The delivery checker's verdict on synthetic histories: a correct one passes, each kind of fault is caught and named. */
 import { describe, expect, it } from 'vitest';
-import { PROPERTIES, formatResults, verify, type Attempt, type Entry, type FinalStream, type History, type LiveEntry, type PropertyResult } from '../../tools/check-delivery/verify.ts';
+import {
+  PROPERTIES,
+  formatResults,
+  verify,
+  type Attempt,
+  type Entry,
+  type FinalStream,
+  type History,
+  type LiveEntry,
+  type PropertyResult,
+} from '../../tools/check-delivery/verify.ts';
 
 const CMD = 'chk';
 type Send = { from: string; to: string; outcome?: Attempt['outcome']; error?: string; lands?: boolean };
@@ -71,7 +81,13 @@ describe('delivery checker verdict', () => {
   it('catches an acknowledged send that is missing, with the message and carbon apart', () => {
     const { attempts, streams } = build(SENDS);
     // b's inbox loses a:1 (seq 3): renumbered, so only the loss is wrong
-    streams.set('b', streams.get('b')!.filter((e) => e.fields[3] !== 'a:1').map((e, i) => ({ ...e, seq: i + 1 })));
+    streams.set(
+      'b',
+      streams
+        .get('b')!
+        .filter((e) => e.fields[3] !== 'a:1')
+        .map((e, i) => ({ ...e, seq: i + 1 })),
+    );
     const results = verify(history(attempts, streams));
     expect(failing(results)).toEqual([PROPERTIES.delivered, PROPERTIES.together]);
     expect(byName(results, 'delivered').firstFailure).toBe("a:1 to b (ok) is in b's inbox 0 times (nowhere)");
@@ -95,7 +111,11 @@ describe('delivery checker verdict', () => {
     const { attempts, streams } = build([...SENDS, { from: 'b', to: 'a', outcome: 'error', error: 'not_logged_in' }]);
     const results = verify(history(attempts, streams));
     expect(failing(results)).toEqual([PROPERTIES.cause]);
-    expect(byName(results, 'cause')).toMatchObject({ passed: 1, failed: 1, firstFailure: 'b:2 to a (error not_logged_in): the sender was logged in and the recipient exists' });
+    expect(byName(results, 'cause')).toMatchObject({
+      passed: 1,
+      failed: 1,
+      firstFailure: 'b:2 to a (error not_logged_in): the sender was logged in and the recipient exists',
+    });
   });
 
   it('catches entries out of the order of the oks, for messages and for carbons', () => {
@@ -103,15 +123,23 @@ describe('delivery checker verdict', () => {
     const b = streams.get('b')!;
     // swap a:0 and a:1 in b's inbox
     const [i, j] = [b.findIndex((e) => e.fields[3] === 'a:0'), b.findIndex((e) => e.fields[3] === 'a:1')];
-    [b[i], b[j]] = [{ seq: b[i]!.seq, fields: b[j]!.fields }, { seq: b[j]!.seq, fields: b[i]!.fields }];
+    [b[i], b[j]] = [
+      { seq: b[i]!.seq, fields: b[j]!.fields },
+      { seq: b[j]!.seq, fields: b[i]!.fields },
+    ];
     const results = verify(history(attempts, streams, { live: new Map() }));
     expect(failing(results)).toEqual([PROPERTIES.order]);
     expect(byName(results, 'order').firstFailure).toBe("messages from a in b's inbox: a:1 (ok #2) at seq 1 comes before a:0 (ok #1) at seq 3");
     const swapped = build(SENDS);
     const own = swapped.streams.get('a')!;
     const [k, l] = [own.findIndex((e) => e.fields[3] === 'a:1'), own.findIndex((e) => e.fields[3] === 'a:3')];
-    [own[k], own[l]] = [{ seq: own[k]!.seq, fields: own[l]!.fields }, { seq: own[l]!.seq, fields: own[k]!.fields }];
-    expect(verify(history(swapped.attempts, swapped.streams, { live: new Map() })).find((r) => r.failed > 0)?.firstFailure).toBe("carbons in a's inbox: a:3 (ok #3) at seq 3 comes before a:1 (ok #2) at seq 5");
+    [own[k], own[l]] = [
+      { seq: own[k]!.seq, fields: own[l]!.fields },
+      { seq: own[l]!.seq, fields: own[k]!.fields },
+    ];
+    expect(verify(history(swapped.attempts, swapped.streams, { live: new Map() })).find((r) => r.failed > 0)?.firstFailure).toBe(
+      "carbons in a's inbox: a:3 (ok #3) at seq 3 comes before a:1 (ok #2) at seq 5",
+    );
   });
 
   it('catches invented entries: never sent, wrong recipient, altered text, foreign frames', () => {
@@ -122,7 +150,8 @@ describe('delivery checker verdict', () => {
       ['send', 'b', CMD, 'b:0'], // b:0 went to a, not to b
       ['send', 'a', CMD, 'a:0', 'extra'],
       ['friend', 'added', 'a'],
-    ]) b.push({ seq: b.length + 1, fields });
+    ])
+      b.push({ seq: b.length + 1, fields });
     const results = verify(history(attempts, streams));
     expect(byName(results, 'invented')).toMatchObject({ failed: 4, firstFailure: "b's inbox seq 5: send,a,chk,a:99 was never sent" });
   });
@@ -146,7 +175,10 @@ describe('delivery checker verdict', () => {
     const live = new Map(h.live);
     live.set('a', [...h.live.get('a')!.slice(0, 2), { seq: 3, fields: ['send', 'b', CMD, 'b:7'], epoch: 'E1' }]);
     live.set('b', [h.live.get('b')![0]!, h.live.get('b')![2]!]);
-    live.set('c', h.live.get('c')!.map((e) => ({ ...e, epoch: 'E0' })));
+    live.set(
+      'c',
+      h.live.get('c')!.map((e) => ({ ...e, epoch: 'E0' })),
+    );
     const results = verify({ ...h, live, resets: new Map([['c', ['resume from seq 3 of epoch E0: stream_reset']]]) });
     expect(failing(results)).toEqual([PROPERTIES.kept, PROPERTIES.live]);
     expect(byName(results, 'kept').firstFailure).toBe('a saw seq 3 as send,b,chk,b:7; the final inbox has sent,b,chk,a:1 at seq 3');

@@ -59,7 +59,12 @@ describe('dumbclient', () => {
 
   it('reads requests from stdin, one a line, and prints JSON with --json', async () => {
     const r = await run('tools/dumbclient.ts', [...port(), '--json'], `login,tool_b,${PW}\n\nwhoami\nreq,1,nop\n`);
-    expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual([['ok'], ['user', 'tool_b'], ['req', '1']]);
+    expect(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as unknown),
+    ).toEqual([['ok'], ['user', 'tool_b'], ['req', '1']]);
     expect(r.code).toBe(0);
   });
 

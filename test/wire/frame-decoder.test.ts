@@ -100,23 +100,27 @@ describe('FrameDecoder', () => {
 
   it('property: encode then decode under any chunking gives the same payloads', () => {
     fc.assert(
-      fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (payloads, cuts) => {
-        const stream = encodeFrames(payloads);
-        const d = new FrameDecoder(1000);
-        const out: string[] = [];
-        let offset = 0;
-        for (let i = 0; offset < stream.length; i++) {
-          const size = cuts[i % cuts.length]!;
-          d.push(stream.subarray(offset, offset + size));
-          offset += size;
-          for (let f = d.read(); f !== undefined; f = d.read()) {
-            if (isFault(f)) throw new Error('unexpected fault');
-            out.push(Buffer.from(f).toString('hex'));
+      fc.property(
+        fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }),
+        (payloads, cuts) => {
+          const stream = encodeFrames(payloads);
+          const d = new FrameDecoder(1000);
+          const out: string[] = [];
+          let offset = 0;
+          for (let i = 0; offset < stream.length; i++) {
+            const size = cuts[i % cuts.length]!;
+            d.push(stream.subarray(offset, offset + size));
+            offset += size;
+            for (let f = d.read(); f !== undefined; f = d.read()) {
+              if (isFault(f)) throw new Error('unexpected fault');
+              out.push(Buffer.from(f).toString('hex'));
+            }
           }
-        }
-        expect(out).toEqual(payloads.map((p) => Buffer.from(p).toString('hex')));
-        expect(d.pending).toBe(0);
-      }),
+          expect(out).toEqual(payloads.map((p) => Buffer.from(p).toString('hex')));
+          expect(d.pending).toBe(0);
+        },
+      ),
     );
   });
 

@@ -85,9 +85,19 @@ async function textserverRun(load: Load, c: number, store: string, flags: Flags)
     const probe = newWindow();
     const stops = sockets.map((s, i) =>
       load === 'say'
-        ? replyLoop(s, () => frame('say', `room_${names[i]}`, 'a durable message of a typical length'), (start) => start.startsWith('said,'), window)
+        ? replyLoop(
+            s,
+            () => frame('say', `room_${names[i]}`, 'a durable message of a typical length'),
+            (start) => start.startsWith('said,'),
+            window,
+          )
         : load === 'inbox'
-          ? replyLoop(s, () => frame('send', names[(i + 1) % c]!, 'msg', 'a durable message of a typical length'), (start) => !start.startsWith('inbox,'), window)
+          ? replyLoop(
+              s,
+              () => frame('send', names[(i + 1) % c]!, 'msg', 'a durable message of a typical length'),
+              (start) => !start.startsWith('inbox,'),
+              window,
+            )
           : closedLoop(s, frame('send', `${names[i]}_away`, 'msg', 'a durable message of a typical length'), 7, 1, window),
     );
     const probeSocket = await openSocket(system.port);
@@ -131,14 +141,38 @@ function oneReply(s: net.Socket, request: Buffer, frames: number): Promise<void>
 async function redisRun(c: number, flags: Flags, writes: 1 | 2 = 1): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'textserver-bench-redis-'));
   const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir, '--protected-mode', 'no'], { stdio: 'ignore' });
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir, '--protected-mode', 'no'],
+    { stdio: 'ignore' },
+  );
   try {
-    for (let i = 0; i < 200 && spawnSync('redis-cli', ['-p', String(port), 'ping']).stdout?.toString().trim() !== 'PONG'; i++) await sleep(25);
+    for (
+      let i = 0;
+      i < 200 &&
+      spawnSync('redis-cli', ['-p', String(port), 'ping'])
+        .stdout?.toString()
+        .trim() !== 'PONG';
+      i++
+    )
+      await sleep(25);
     const requests = Math.max(2000, Math.round(flags.duration * 20_000));
     // two writes: one script with two RPUSH (atomic, one fsync), as an entry and its carbon in one commit
     const command =
-      writes === 1 ? ['-t', 'rpush'] : ['EVAL', "redis.call('rpush', KEYS[1], ARGV[1]); return redis.call('rpush', KEYS[2], ARGV[1])", '2', 'inbox:a', 'inbox:b', 'a durable message of a typical length'];
-    const out = spawnSync('redis-benchmark', ['-p', String(port), '-c', String(c), '-n', String(requests), '-q', '--csv', ...command], { encoding: 'utf8', timeout: 120_000 });
+      writes === 1
+        ? ['-t', 'rpush']
+        : [
+            'EVAL',
+            "redis.call('rpush', KEYS[1], ARGV[1]); return redis.call('rpush', KEYS[2], ARGV[1])",
+            '2',
+            'inbox:a',
+            'inbox:b',
+            'a durable message of a typical length',
+          ];
+    const out = spawnSync('redis-benchmark', ['-p', String(port), '-c', String(c), '-n', String(requests), '-q', '--csv', ...command], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     const line = out.stdout.split('\n').find((l) => /RPUSH|EVAL/i.test(l));
     // the first CSV field is the command, which may hold commas itself
     const rps = line?.match(/^"(?:[^"]|"")*","([^"]+)"/)?.[1];

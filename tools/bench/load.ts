@@ -16,7 +16,9 @@ export function histogram(): Histogram {
 /** performance.now() in microseconds, fixed width, so a payload carrying it has a fixed size. */
 export const STAMP_WIDTH = 16;
 export function stamp(): string {
-  return Math.round(performance.now() * 1000).toString().padStart(STAMP_WIDTH, '0');
+  return Math.round(performance.now() * 1000)
+    .toString()
+    .padStart(STAMP_WIDTH, '0');
 }
 
 export function openSocket(port: number, localAddress?: string): Promise<net.Socket> {

@@ -112,7 +112,11 @@ async function resume(flags: Flags, progress: Progress): Promise<SpecialResult> 
     progress(`bench resume: ${users} user(s)`);
     figures[`resume of ${PER_USER} entries, ${(users * PER_USER).toLocaleString('en-US')} entries stored in all: ms`] = await oneSize(users, flags, progress);
   }
-  return { scenario: 'resume', title: `resume,,0 of ${PER_USER} retained entries (SQLite), until the last inbox frame arrives; target under 50 ms, flat as the store grows`, figures };
+  return {
+    scenario: 'resume',
+    title: `resume,,0 of ${PER_USER} retained entries (SQLite), until the last inbox frame arrives; target under 50 ms, flat as the store grows`,
+    figures,
+  };
 }
 
 export const RESUME = { resume };

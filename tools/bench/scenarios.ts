@@ -101,7 +101,10 @@ function roundTrips(label: string, start: Contender['start'], request: Buffer, r
     start,
     async load(system, window, { connections, pipeline }) {
       const sockets = await Promise.all(Array.from({ length: connections }, () => openSocket(system.port)));
-      return closeAll(sockets, sockets.map((s) => closedLoop(s, request, replySize, pipeline, window)));
+      return closeAll(
+        sockets,
+        sockets.map((s) => closedLoop(s, request, replySize, pipeline, window)),
+      );
     },
   };
 }
@@ -130,14 +133,23 @@ const whoami: Scenario = {
       async load(system, window, { connections, pipeline }) {
         const sockets = await Promise.all(Array.from({ length: connections }, () => loggedIn(system.port, 'whoami_user')));
         const size = frame('user', 'whoami_user').length;
-        return closeAll(sockets, sockets.map((s) => closedLoop(s, frame('whoami'), size, pipeline, window)));
+        return closeAll(
+          sockets,
+          sockets.map((s) => closedLoop(s, frame('whoami'), size, pipeline, window)),
+        );
       },
     },
   ],
 };
 
 /** Publishers in a closed loop; receivers count pushes and their latency from the stamp inside. */
-function relayContender(label: string, start: Contender['start'], wire: RelayWire, baseline: boolean, fan: (p: Params) => { groups: number; perGroup: number; publisherPipeline: number }): Contender {
+function relayContender(
+  label: string,
+  start: Contender['start'],
+  wire: RelayWire,
+  baseline: boolean,
+  fan: (p: Params) => { groups: number; perGroup: number; publisherPipeline: number },
+): Contender {
   return {
     label,
     baseline,
@@ -245,7 +257,9 @@ const fanout: Scenario = {
 /** A WebSocket client socket after a raw handshake: the generator stays as cheap as on TCP. */
 async function wsSocket(port: number): Promise<net.Socket> {
   const s = await openSocket(port);
-  const request = Buffer.from(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  const request = Buffer.from(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
   await new Promise<void>((resolve) => {
     let head = '';
     const onData = (chunk: Buffer) => {
@@ -283,7 +297,10 @@ const ws: Scenario = {
         start,
         async load(system, window, { connections, pipeline }) {
           const sockets = await Promise.all(Array.from({ length: connections }, () => wsSocket(system.wsPort!)));
-          return closeAll(sockets, sockets.map((s) => closedLoop(s, wsFrame('nop'), 2, pipeline, window)));
+          return closeAll(
+            sockets,
+            sockets.map((s) => closedLoop(s, wsFrame('nop'), 2, pipeline, window)),
+          );
         },
       },
     ];

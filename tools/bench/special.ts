@@ -131,7 +131,9 @@ async function idle(flags: Flags, progress: Progress): Promise<SpecialResult> {
       const before = rssBytes(system.pid);
       for (let i = 0; i < n; i += 250) {
         progress(`bench idle: ${name} ${i}/${n} connections`);
-        const batch = await Promise.all(Array.from({ length: Math.min(250, n - i) }, (_, j) => openSocket(system.port, `127.0.0.${1 + Math.floor((i + j) / 20000)}`)));
+        const batch = await Promise.all(
+          Array.from({ length: Math.min(250, n - i) }, (_, j) => openSocket(system.port, `127.0.0.${1 + Math.floor((i + j) / 20000)}`)),
+        );
         await Promise.all(batch.map((s) => exchange(s, request, replySize)));
         sockets.push(...batch);
       }
@@ -199,7 +201,9 @@ async function history(flags: Flags, progress: Progress): Promise<SpecialResult>
     await system.stop();
     rmSync(data, { recursive: true, force: true });
   }
-  const rates = Object.entries(figures).filter(([k]) => k.endsWith('req/s')).map(([, v]) => v);
+  const rates = Object.entries(figures)
+    .filter(([k]) => k.endsWith('req/s'))
+    .map(([, v]) => v);
   figures['1,000,000 ÷ 100 speed'] = rates[1]! / rates[0]!;
   return { scenario: 'history', title: 'history,<room>,last,50, C=10, P=1', figures };
 }

@@ -72,7 +72,26 @@ export type TextserverOptions = { data?: string; args?: string[]; fastHash?: boo
 export async function startTextserver(options: TextserverOptions = {}): Promise<System & { data: string }> {
   const data = options.data ?? mkdtempSync(join(tmpdir(), 'textserver-bench-'));
   // a benchmark drives one user far past any chat's rate on purpose: the per-user budgets are off
-  const args = ['--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli.ts'), '--port', '0', '--data', data, '--log-level', 'info', '--max-connections', '30000', '--max-connections-per-ip', '30000', '--idle-timeout', '3600', '--user-rate', '0', '--user-bytes', '0'];
+  const args = [
+    '--disable-warning=ExperimentalWarning',
+    join(ROOT, 'src/cli.ts'),
+    '--port',
+    '0',
+    '--data',
+    data,
+    '--log-level',
+    'info',
+    '--max-connections',
+    '30000',
+    '--max-connections-per-ip',
+    '30000',
+    '--idle-timeout',
+    '3600',
+    '--user-rate',
+    '0',
+    '--user-bytes',
+    '0',
+  ];
   if (options.fastHash) args.push('--argon2-memory-kib', '256', '--argon2-time', '1');
   args.push(...(options.args ?? []));
   const proc = spawn(process.execPath, args, { cwd: ROOT, env: SERVER_ENV, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -80,7 +99,14 @@ export async function startTextserver(options: TextserverOptions = {}): Promise<
   const port = await waitListening(proc, 'textserver', (line) => {
     if (line.includes('"transport":"ws"')) wsPort = (JSON.parse(line) as { port: number }).port;
   });
-  return { name: 'textserver', port, wsPort, pid: proc.pid!, data, stop: stopper(proc, options.data ? undefined : () => rmSync(data, { recursive: true, force: true })) };
+  return {
+    name: 'textserver',
+    port,
+    wsPort,
+    pid: proc.pid!,
+    data,
+    stop: stopper(proc, options.data ? undefined : () => rmSync(data, { recursive: true, force: true })),
+  };
 }
 
 export async function startMinServer(relay: boolean): Promise<System> {
@@ -106,7 +132,11 @@ export async function freePort(): Promise<number> {
 
 export async function startRedis(): Promise<System> {
   const port = await freePort();
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '30000', '--protected-mode', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxclients', '30000', '--protected-mode', 'no'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   await new Promise<void>((ready, reject) => {
     createInterface({ input: proc.stdout! }).on('line', (line) => line.includes('Ready to accept connections') && ready());
     proc.on('exit', (code) => reject(new Error(`redis-server exited with ${code}`)));

@@ -153,7 +153,11 @@ export class Actor {
       if (this.#stopped) throw new ConnectionClosedError('actor stopped');
       let client: TextClient | undefined;
       try {
-        client = await connect({ port: this.#s.port, reconnect: { initialDelayMs: 20, maxDelayMs: 250 }, pushWords: { words: ['send', 'room', 'friend', 'presence'] } });
+        client = await connect({
+          port: this.#s.port,
+          reconnect: { initialDelayMs: 20, maxDelayMs: 250 },
+          pushWords: { words: ['send', 'room', 'friend', 'presence'] },
+        });
         this.#watch(client);
         await client.login(this.#s.me, PASSWORD);
         await client.resume(this.#position);

@@ -97,7 +97,8 @@ export function verify(history: History): PropertyResult[] {
   for (const [owner, stream] of history.finals) {
     // dense: seq i+1 at position i, and as many as the head says
     const bad = stream.entries.findIndex((e, i) => e.seq !== i + 1);
-    if (bad >= 0) t.dense.fail(`${owner}: entry ${bad + 1} of the replay has seq ${stream.entries[bad]!.seq} (after ${bad === 0 ? 'none' : stream.entries[bad - 1]!.seq})`);
+    if (bad >= 0)
+      t.dense.fail(`${owner}: entry ${bad + 1} of the replay has seq ${stream.entries[bad]!.seq} (after ${bad === 0 ? 'none' : stream.entries[bad - 1]!.seq})`);
     else if (stream.entries.length !== stream.head) t.dense.fail(`${owner}: head ${stream.head} but ${stream.entries.length} entries replayed`);
     else t.dense.pass();
 
@@ -135,7 +136,8 @@ export function verify(history: History): PropertyResult[] {
       else t.cause.fail(`${describe(a)}: the sender was logged in and the recipient exists`);
     }
     if (f.messages.length === f.carbons.length) t.together.pass();
-    else t.together.fail(`${describe(a)}: ${f.messages.length} in ${inbox} (${seqs(f.messages)}) but ${f.carbons.length} carbons in ${own} (${seqs(f.carbons)})`);
+    else
+      t.together.fail(`${describe(a)}: ${f.messages.length} in ${inbox} (${seqs(f.messages)}) but ${f.carbons.length} carbons in ${own} (${seqs(f.carbons)})`);
   }
 
   checkOrder(history, byText, t.order);
@@ -149,8 +151,10 @@ function matchEntry(owner: string, e: Entry, command: string, byText: ReadonlyMa
   if (extra.length > 0 || cmd !== command || peer === undefined || body === undefined) return undefined;
   const attempt = byText.get(lower(body));
   if (attempt === undefined) return undefined;
-  if (kind === 'send') return lower(peer) === lower(attempt.from) && lower(owner) === lower(attempt.to) && body === text(attempt.from, attempt.n) ? attempt : undefined;
-  if (kind === 'sent') return lower(peer) === lower(attempt.to) && lower(owner) === lower(attempt.from) && body === text(attempt.from, attempt.n) ? attempt : undefined;
+  if (kind === 'send')
+    return lower(peer) === lower(attempt.from) && lower(owner) === lower(attempt.to) && body === text(attempt.from, attempt.n) ? attempt : undefined;
+  if (kind === 'sent')
+    return lower(peer) === lower(attempt.to) && lower(owner) === lower(attempt.from) && body === text(attempt.from, attempt.n) ? attempt : undefined;
   return undefined;
 }
 
@@ -189,7 +193,9 @@ function checkLive(history: History, kept: Tally, live: Tally): void {
       if (final === undefined) kept.fail(`${owner}: no final inbox read`);
       else if (final.epoch !== e.epoch) kept.fail(`${owner} saw seq ${e.seq} in epoch ${e.epoch}, the final inbox has epoch ${final.epoch}`);
       else if (there === undefined || there.seq !== e.seq || there.fields.join('\u0000') !== e.fields.join('\u0000')) {
-        kept.fail(`${owner} saw seq ${e.seq} as ${e.fields.join(',')}; the final inbox has ${there === undefined ? 'no such seq' : `${there.fields.join(',')} at seq ${there.seq}`}`);
+        kept.fail(
+          `${owner} saw seq ${e.seq} as ${e.fields.join(',')}; the final inbox has ${there === undefined ? 'no such seq' : `${there.fields.join(',')} at seq ${there.seq}`}`,
+        );
       } else kept.pass();
     }
     const resets = history.resets.get(owner) ?? [];
@@ -203,6 +209,9 @@ function checkLive(history: History, kept: Tally, live: Tally): void {
 /** `N passed, M failed` per property, with the first counter-example under a failing one. */
 export function formatResults(results: readonly PropertyResult[]): string {
   return results
-    .map((r) => `${r.failed === 0 ? 'PASS' : 'FAIL'} ${r.name}: ${r.passed} passed, ${r.failed} failed${r.firstFailure === undefined ? '' : `\n     first counter-example: ${r.firstFailure}`}`)
+    .map(
+      (r) =>
+        `${r.failed === 0 ? 'PASS' : 'FAIL'} ${r.name}: ${r.passed} passed, ${r.failed} failed${r.firstFailure === undefined ? '' : `\n     first counter-example: ${r.firstFailure}`}`,
+    )
     .join('\n');
 }

@@ -28,14 +28,21 @@ let typingSentAt = 0;
 
 function renderLogin(): void {
   const user = el('input', { attrs: { id: 'login-user', autocomplete: 'username', 'aria-label': 'User name', placeholder: 'user name', required: '' } });
-  const password = el('input', { attrs: { id: 'login-password', type: 'password', autocomplete: 'current-password', 'aria-label': 'Password', placeholder: 'password', required: '' } });
+  const password = el('input', {
+    attrs: { id: 'login-password', type: 'password', autocomplete: 'current-password', 'aria-label': 'Password', placeholder: 'password', required: '' },
+  });
   const form = el(
     'form',
     { class: 'login', attrs: { 'aria-label': 'Log in' } },
     el('h1', { text: 'textserver' }),
     user,
     password,
-    el('div', { class: 'row' }, el('button', { text: 'Log in', attrs: { type: 'submit', id: 'login-button' } }), el('button', { text: 'Register', attrs: { type: 'button', id: 'register-button' } })),
+    el(
+      'div',
+      { class: 'row' },
+      el('button', { text: 'Log in', attrs: { type: 'submit', id: 'login-button' } }),
+      el('button', { text: 'Register', attrs: { type: 'button', id: 'register-button' } }),
+    ),
   );
   const login = () => attempt(() => logIn(user.value.trim(), password.value)).catch(() => password.select());
   form.addEventListener('submit', (e) => {
@@ -68,7 +75,9 @@ async function logIn(user: string, password: string): Promise<void> {
 
 /** After a login: the message input, else where a room is joined (the menu button on a phone). */
 function focusStart(): void {
-  const target = document.getElementById('composer-input') ?? (NARROW.matches ? document.querySelector<HTMLElement>('.menu') : document.querySelector<HTMLElement>('[data-testid=join-input]'));
+  const target =
+    document.getElementById('composer-input') ??
+    (NARROW.matches ? document.querySelector<HTMLElement>('.menu') : document.querySelector<HTMLElement>('[data-testid=join-input]'));
   target?.focus();
 }
 
@@ -223,10 +232,15 @@ function refreshFriends(user: string): void {
 }
 
 function fetchFriends(user: string): Promise<void> {
-  return conn.request('friends').then((r) => (state.friends = r.slice(1))).then(() => conn.request('friend_requests')).then((r) => {
-    state.requests = r.slice(1);
-    return Promise.all([user, ...state.friends].filter((u) => u !== '').map((u) => refreshPresence(u)));
-  }).then(render, showError);
+  return conn
+    .request('friends')
+    .then((r) => (state.friends = r.slice(1)))
+    .then(() => conn.request('friend_requests'))
+    .then((r) => {
+      state.requests = r.slice(1);
+      return Promise.all([user, ...state.friends].filter((u) => u !== '').map((u) => refreshPresence(u)));
+    })
+    .then(render, showError);
 }
 
 function isViewing(kind: 'room' | 'dm', name: string): boolean {
@@ -237,12 +251,19 @@ function isViewing(kind: 'room' | 'dm', name: string): boolean {
 
 function dot(user: string): HTMLElement {
   const on = state.online.get(user.toLowerCase()) === true;
-  return el('span', { class: `dot ${on ? 'on' : 'off'}`, attrs: { title: on ? 'online' : 'offline', 'aria-label': on ? 'online' : 'offline', 'data-testid': `presence-${user}` } });
+  return el('span', {
+    class: `dot ${on ? 'on' : 'off'}`,
+    attrs: { title: on ? 'online' : 'offline', 'aria-label': on ? 'online' : 'offline', 'data-testid': `presence-${user}` },
+  });
 }
 
 function navButton(kind: 'room' | 'dm', name: string, label: string, unread: number, extra?: Node): HTMLElement {
   const current = isViewing(kind, name);
-  const button = el('button', { class: `nav${current ? ' current' : ''}`, attrs: { 'data-testid': `${kind}-${name}`, ...(current ? { 'aria-current': 'page' } : {}) }, on: { click: () => open(kind, name) } });
+  const button = el('button', {
+    class: `nav${current ? ' current' : ''}`,
+    attrs: { 'data-testid': `${kind}-${name}`, ...(current ? { 'aria-current': 'page' } : {}) },
+    on: { click: () => open(kind, name) },
+  });
   if (extra !== undefined) button.append(extra);
   button.append(label);
   if (unread > 0) button.append(el('span', { class: 'badge', text: String(unread) }));
@@ -261,7 +282,11 @@ function open(kind: 'room' | 'dm', name: string): void {
 }
 
 function sidebar(): HTMLElement {
-  const rooms = el('ul', {}, ...[...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name)).map((r) => navButton('room', r.name, `# ${r.name}`, r.unread)));
+  const rooms = el(
+    'ul',
+    {},
+    ...[...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name)).map((r) => navButton('room', r.name, `# ${r.name}`, r.unread)),
+  );
   const dms = el('ul', {}, ...[...state.dms.values()].map((c) => navButton('dm', c.user, c.user, c.unread, dot(c.user))));
   const friends = el('ul', {}, ...state.friends.map((f) => navButton('dm', f, f, 0, dot(f))));
   const requests = el(
@@ -272,8 +297,16 @@ function sidebar(): HTMLElement {
         'li',
         { class: 'request' },
         el('span', { text: r }),
-        el('button', { text: 'Accept', attrs: { 'data-testid': `accept-${r}` }, on: { click: () => void attempt(() => conn.request('friend_accept', r)).catch(() => undefined) } }),
-        el('button', { text: 'Deny', attrs: { 'data-testid': `deny-${r}` }, on: { click: () => void attempt(() => conn.request('friend_deny', r)).catch(() => undefined) } }),
+        el('button', {
+          text: 'Accept',
+          attrs: { 'data-testid': `accept-${r}` },
+          on: { click: () => void attempt(() => conn.request('friend_accept', r)).catch(() => undefined) },
+        }),
+        el('button', {
+          text: 'Deny',
+          attrs: { 'data-testid': `deny-${r}` },
+          on: { click: () => void attempt(() => conn.request('friend_deny', r)).catch(() => undefined) },
+        }),
       ),
     ),
   );
@@ -282,19 +315,32 @@ function sidebar(): HTMLElement {
     { class: 'sidebar', attrs: { id: 'sidebar', 'aria-label': 'Rooms, messages and friends' } },
     el('h2', { text: 'Rooms' }),
     rooms,
-    inlineForm('Join a room', 'room name', 'Join', (name) => attempt(async () => {
-      await conn.request('join', name);
-      await loadRoom(name);
-      open('room', name);
-    }), 'join'),
+    inlineForm(
+      'Join a room',
+      'room name',
+      'Join',
+      (name) =>
+        attempt(async () => {
+          await conn.request('join', name);
+          await loadRoom(name);
+          open('room', name);
+        }),
+      'join',
+    ),
     el('h2', { text: 'Direct messages' }),
     dms,
-    inlineForm('Message a user', 'user name', 'Open', async (name) => {
-      const found = await attempt(() => conn.request('presence', name));
-      state.online.set(found[1]!.toLowerCase(), found[2] === 'online');
-      state.dm(found[1]!);
-      open('dm', found[1]!);
-    }, 'dm'),
+    inlineForm(
+      'Message a user',
+      'user name',
+      'Open',
+      async (name) => {
+        const found = await attempt(() => conn.request('presence', name));
+        state.online.set(found[1]!.toLowerCase(), found[2] === 'online');
+        state.dm(found[1]!);
+        open('dm', found[1]!);
+      },
+      'dm',
+    ),
     el('h2', { text: 'Friends' }),
     friends,
     state.requests.length > 0 ? el('h3', { text: 'Requests' }) : '',
@@ -312,7 +358,13 @@ function messageItem(m: Message): HTMLElement {
 
 /** A direct message sent and not answered yet: its carbon replaces it. */
 function pendingItem(p: Pending): HTMLElement {
-  return el('li', { class: 'mine pending', attrs: { 'data-pending': '' } }, el('span', { class: 'who', text: state.me ?? '' }), el('span', { class: 'sending', text: 'sending…' }), el('p', { text: p.text }));
+  return el(
+    'li',
+    { class: 'mine pending', attrs: { 'data-pending': '' } },
+    el('span', { class: 'who', text: state.me ?? '' }),
+    el('span', { class: 'sending', text: 'sending…' }),
+    el('p', { text: p.text }),
+  );
 }
 
 function conversation(): HTMLElement {
@@ -322,11 +374,25 @@ function conversation(): HTMLElement {
   const convo = room === undefined ? state.dm(view.name) : undefined;
   const items = room !== undefined ? room.messages.map(messageItem) : [...convo!.messages.map(messageItem), ...convo!.pending.map(pendingItem)];
   const viewKey = `${view.kind}:${view.name.toLowerCase()}`;
-  const list = el('ol', { class: 'messages', attrs: { 'aria-live': 'polite', 'aria-label': 'Messages', 'data-testid': 'messages', 'data-view': viewKey, tabindex: '0' } }, ...items);
+  const list = el(
+    'ol',
+    { class: 'messages', attrs: { 'aria-live': 'polite', 'aria-label': 'Messages', 'data-testid': 'messages', 'data-view': viewKey, tabindex: '0' } },
+    ...items,
+  );
   scroll.watch(list, () => room !== undefined && void loadOlder(room).catch(showError));
   const typing = room === undefined ? [] : [...room.typing].filter((u) => u !== state.me);
-  const title = room === undefined ? el('h2', {}, dot(view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
-  const input = el('input', { attrs: { id: 'composer-input', 'data-keep': `composer ${viewKey}`, 'aria-label': 'Message', placeholder: `Message ${room === undefined ? view.name : `#${view.name}`}`, autocomplete: 'off', maxlength: '4000' } });
+  const title =
+    room === undefined ? el('h2', {}, dot(view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
+  const input = el('input', {
+    attrs: {
+      id: 'composer-input',
+      'data-keep': `composer ${viewKey}`,
+      'aria-label': 'Message',
+      placeholder: `Message ${room === undefined ? view.name : `#${view.name}`}`,
+      autocomplete: 'off',
+      maxlength: '4000',
+    },
+  });
   if (room !== undefined) {
     input.addEventListener('input', () => {
       if (input.value !== '' && Date.now() - typingSentAt > TYPING_REPEAT_MS) {
@@ -354,13 +420,25 @@ function conversation(): HTMLElement {
       byId('composer-input').focus();
     }).catch(() => undefined);
   });
-  const leave = room === undefined ? '' : el('button', { text: 'Leave', class: 'leave', attrs: { 'data-testid': 'leave' }, on: { click: () => void attempt(() => conn.request('leave', room.name)).catch(() => undefined) } });
+  const leave =
+    room === undefined
+      ? ''
+      : el('button', {
+          text: 'Leave',
+          class: 'leave',
+          attrs: { 'data-testid': 'leave' },
+          on: { click: () => void attempt(() => conn.request('leave', room.name)).catch(() => undefined) },
+        });
   return el(
     'main',
     {},
     el('header', { class: 'conversation-header' }, title, leave),
     el('div', { class: 'list' }, list, scroll.marker()),
-    el('p', { class: 'typing', attrs: { 'data-testid': 'typing', 'aria-live': 'polite' }, text: typing.length === 0 ? '' : `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…` }),
+    el('p', {
+      class: 'typing',
+      attrs: { 'data-testid': 'typing', 'aria-live': 'polite' },
+      text: typing.length === 0 ? '' : `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…`,
+    }),
     composer,
   );
 }

@@ -16,7 +16,9 @@ const SAVE_DELAY_MS = 100;
 /** A fresh `once` key: 16 random characters, unique for any practical purpose. */
 export function newOnceKey(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
+  return btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_');
 }
 
 /** `msg,<text>` reads as the text; another command as its fields. */

@@ -22,7 +22,13 @@ export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
  * A one-field form: Enter or the button submits; the field is cleared on
  * success and kept, selected, on failure (`submit` reports its own errors).
  */
-export function inlineForm(label: string, placeholder: string, button: string, submit: (value: string) => Promise<unknown> | void, testId: string): HTMLFormElement {
+export function inlineForm(
+  label: string,
+  placeholder: string,
+  button: string,
+  submit: (value: string) => Promise<unknown> | void,
+  testId: string,
+): HTMLFormElement {
   const input = el('input', { attrs: { placeholder, 'aria-label': label, autocomplete: 'off', 'data-testid': `${testId}-input` } });
   const form = el('form', { class: 'inline-form' }, input, el('button', { text: button, attrs: { type: 'submit', 'data-testid': `${testId}-button` } }));
   form.addEventListener('submit', (e) => {

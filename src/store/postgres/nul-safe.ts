@@ -6,7 +6,15 @@
  * without either character (nearly all) pass through untouched.
  */
 import { AmbientDriver } from '../ambient.ts';
-import { CompiledQuery, PostgresDialect, type DatabaseConnection, type Driver, type PostgresDialectConfig, type QueryResult, type TransactionSettings } from 'kysely';
+import {
+  CompiledQuery,
+  PostgresDialect,
+  type DatabaseConnection,
+  type Driver,
+  type PostgresDialectConfig,
+  type QueryResult,
+  type TransactionSettings,
+} from 'kysely';
 
 const ESC = '\uE000';
 const NEEDS = /[\u0000\uE000]/;

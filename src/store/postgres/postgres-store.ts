@@ -19,7 +19,8 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 /** SQLSTATE classes of a failing server, not a failing query. */
 const FAILURE_STATES = /^(08|53|57P|58|XX)/;
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-const FAILURE_TEXT = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i;
+const FAILURE_TEXT =
+  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i;
 
 const PROBE_MS = 2000;
 const PROBE_MAX_MS = 5000;
@@ -94,8 +95,7 @@ export class PostgresStore implements Store {
   isFailure(err: unknown): boolean {
     if (typeof err !== 'object' || err === null) return false;
     const e = err as { code?: string; message?: string };
-    const failed =
-      (typeof e.code === 'string' && (FAILURE_STATES.test(e.code) || FAILURE_ERRNOS.has(e.code))) || FAILURE_TEXT.test(e.message ?? '');
+    const failed = (typeof e.code === 'string' && (FAILURE_STATES.test(e.code) || FAILURE_ERRNOS.has(e.code))) || FAILURE_TEXT.test(e.message ?? '');
     if (failed) this.#failed(err as Error);
     return failed;
   }
