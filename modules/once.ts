@@ -5,7 +5,8 @@
  * is recorded in the same transaction as the command's writes (the store
  * joins the command's own transactions to it), so a crash leaves both or
  * neither, and the pushes those writes cause go out once it committed. A
- * repeat that arrives while the first runs waits for it.
+ * repeat that arrives while the first runs waits for it, and runs the
+ * command itself when the first recorded nothing.
  *
  * Not recorded (the whole transaction rolls back, so a retry with the same
  * key runs the command again): `syntax` (the request was malformed),
@@ -79,24 +80,30 @@ export default defineModule({
           if (args[1] === 'req' || args[1] === 'once')
             throw new CommandError('syntax', `${args[1]} cannot be run by once (the usual nesting is req,<id>,once,<key>,...)`);
           const id = `${user.id}\n${key}`;
-          let outcome = running.get(id);
-          if (outcome === undefined) {
-            const mine = run(c, user.id, key, args.slice(1));
-            running.set(id, mine);
-            const forget = () => {
-              if (running.get(id) === mine) running.delete(id);
-            };
-            mine.then(forget, forget);
-            outcome = mine;
-          }
           let result: Outcome;
-          try {
-            result = await outcome;
-          } catch (err) {
-            // each waiter gets its own error object: `req` adds its prefix to the one it throws
-            const e = err instanceof Unrecorded ? err.error : err;
-            if (e instanceof CommandError) throw new CommandError(e.type, e.info, e.fatal);
-            throw e;
+          for (;;) {
+            let outcome = running.get(id);
+            const waiting = outcome !== undefined;
+            if (outcome === undefined) {
+              const mine = run(c, user.id, key, args.slice(1));
+              running.set(id, mine);
+              const forget = () => {
+                if (running.get(id) === mine) running.delete(id);
+              };
+              mine.then(forget, forget);
+              outcome = mine;
+            }
+            try {
+              result = await outcome;
+              break;
+            } catch (err) {
+              // the run this repeat waited for recorded nothing (its connection went away, say): this one runs it
+              if (waiting && err instanceof Unrecorded) continue;
+              // each waiter gets its own error object: `req` adds its prefix to the one it throws
+              const e = err instanceof Unrecorded ? err.error : err;
+              if (e instanceof CommandError) throw new CommandError(e.type, e.info, e.fatal);
+              throw e;
+            }
           }
           if ('error' in result) throw new CommandError(result.error, result.info);
           return result.reply === null ? undefined : result.reply;
