@@ -6,9 +6,10 @@
 import { attempt, hideError, showError } from './banner.ts';
 import { Connection, ReplyError, type Arrival, type InboxEntry } from './connection.ts';
 import { DirectMessages } from './direct.ts';
-import { byId, el, formatTime, inlineForm, rebuild } from './dom.ts';
+import { byId, el, formatTime, rebuild } from './dom.ts';
 import { applyMenu, NARROW, setMenu } from './menu.ts';
 import * as scroll from './scroll.ts';
+import { dot, sidebar as renderSidebar } from './sidebar.ts';
 import { parseHistory, State, type Message, type Pending, type Room } from './state.ts';
 
 const PAGE = 50;
@@ -249,27 +250,6 @@ function isViewing(kind: 'room' | 'dm', name: string): boolean {
 
 // ---- the main view -----------------------------------------------------------
 
-function dot(user: string): HTMLElement {
-  const on = state.online.get(user.toLowerCase()) === true;
-  return el('span', {
-    class: `dot ${on ? 'on' : 'off'}`,
-    attrs: { title: on ? 'online' : 'offline', 'aria-label': on ? 'online' : 'offline', 'data-testid': `presence-${user}` },
-  });
-}
-
-function navButton(kind: 'room' | 'dm', name: string, label: string, unread: number, extra?: Node): HTMLElement {
-  const current = isViewing(kind, name);
-  const button = el('button', {
-    class: `nav${current ? ' current' : ''}`,
-    attrs: { 'data-testid': `${kind}-${name}`, ...(current ? { 'aria-current': 'page' } : {}) },
-    on: { click: () => open(kind, name) },
-  });
-  if (extra !== undefined) button.append(extra);
-  button.append(label);
-  if (unread > 0) button.append(el('span', { class: 'badge', text: String(unread) }));
-  return el('li', {}, button);
-}
-
 function open(kind: 'room' | 'dm', name: string): void {
   state.view = { kind, name };
   sessionStorage.setItem(VIEW_KEY, JSON.stringify(state.view));
@@ -282,71 +262,16 @@ function open(kind: 'room' | 'dm', name: string): void {
 }
 
 function sidebar(): HTMLElement {
-  const rooms = el(
-    'ul',
-    {},
-    ...[...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name)).map((r) => navButton('room', r.name, `# ${r.name}`, r.unread)),
-  );
-  const dms = el('ul', {}, ...[...state.dms.values()].map((c) => navButton('dm', c.user, c.user, c.unread, dot(c.user))));
-  const friends = el('ul', {}, ...state.friends.map((f) => navButton('dm', f, f, 0, dot(f))));
-  const requests = el(
-    'ul',
-    {},
-    ...state.requests.map((r) =>
-      el(
-        'li',
-        { class: 'request' },
-        el('span', { text: r }),
-        el('button', {
-          text: 'Accept',
-          attrs: { 'data-testid': `accept-${r}` },
-          on: { click: () => void attempt(() => conn.request('friend_accept', r)).catch(() => undefined) },
-        }),
-        el('button', {
-          text: 'Deny',
-          attrs: { 'data-testid': `deny-${r}` },
-          on: { click: () => void attempt(() => conn.request('friend_deny', r)).catch(() => undefined) },
-        }),
-      ),
-    ),
-  );
-  return el(
-    'nav',
-    { class: 'sidebar', attrs: { id: 'sidebar', 'aria-label': 'Rooms, messages and friends' } },
-    el('h2', { text: 'Rooms' }),
-    rooms,
-    inlineForm(
-      'Join a room',
-      'room name',
-      'Join',
-      (name) =>
-        attempt(async () => {
-          await conn.request('join', name);
-          await loadRoom(name);
-          open('room', name);
-        }),
-      'join',
-    ),
-    el('h2', { text: 'Direct messages' }),
-    dms,
-    inlineForm(
-      'Message a user',
-      'user name',
-      'Open',
-      async (name) => {
-        const found = await attempt(() => conn.request('presence', name));
-        state.online.set(found[1]!.toLowerCase(), found[2] === 'online');
-        state.dm(found[1]!);
-        open('dm', found[1]!);
-      },
-      'dm',
-    ),
-    el('h2', { text: 'Friends' }),
-    friends,
-    state.requests.length > 0 ? el('h3', { text: 'Requests' }) : '',
-    requests,
-    inlineForm('Add a friend', 'user name', 'Add', (name) => attempt(() => conn.request('friend_request', name)), 'friend'),
-  );
+  return renderSidebar({
+    state,
+    isViewing,
+    open,
+    request: (...fields) => conn.request(...fields),
+    joined: async (name) => {
+      await loadRoom(name);
+      open('room', name);
+    },
+  });
 }
 
 function messageItem(m: Message): HTMLElement {
@@ -382,7 +307,7 @@ function conversation(): HTMLElement {
   scroll.watch(list, () => room !== undefined && void loadOlder(room).catch(showError));
   const typing = room === undefined ? [] : [...room.typing].filter((u) => u !== state.me);
   const title =
-    room === undefined ? el('h2', {}, dot(view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
+    room === undefined ? el('h2', {}, dot(state, view.name), view.name) : el('h2', { text: `# ${view.name}`, attrs: { title: [...room.members].join(', ') } });
   const input = el('input', {
     attrs: {
       id: 'composer-input',
