@@ -48,6 +48,10 @@ export class PostgresStore implements Store {
     } as pg.PoolConfig);
     // an idle connection that dies (server restart) must not crash the process
     this.#pool.on('error', (err) => this.#failed(err));
+    // nor one that dies while checked out (a restart in the middle of a transaction): pg-pool listens
+    // for errors only on idle clients, and an 'error' with no listener is an uncaught exception. The
+    // queries on it fail by themselves (answered unavailable) and the pool drops it on release.
+    this.#pool.on('connect', (client) => client.on('error', (err) => this.#failed(err)));
     this.db = new Kysely<any>({ dialect: new NulSafePostgresDialect({ pool: this.#pool }) });
   }
 
