@@ -15,9 +15,18 @@ export type Postgres = {
   readonly url: string;
   readonly port: number;
   readonly dir: string;
+  /** Stops the server (fast shutdown) and removes its directory. */
   stop(): Promise<void>;
+  /** Stops (fast shutdown) and starts it again on the same port. */
   restart(): Promise<void>;
-  kill(): Promise<void>;
+  /**
+   * Takes the server away without removing anything: SIGINT (the default) is
+   * PostgreSQL's fast shutdown (pg_ctl stop -m fast), SIGQUIT its immediate
+   * one (-m immediate: no checkpoint, crash recovery at the next start).
+   */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again after `kill()`, on the same port. */
+  start(): Promise<void>;
 };
 
 /** The directory holding initdb and pg_ctl, or undefined when PostgreSQL is not installed. */
@@ -62,7 +71,7 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
     const p = proc;
     if (p === undefined || p.exitCode !== null) return;
     const exited = new Promise((r) => p.once('exit', r));
-    p.kill(signal); // SIGINT: PostgreSQL's fast shutdown
+    p.kill(signal);
     await exited;
     proc = undefined;
   };
@@ -75,7 +84,10 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
       await stopWith('SIGINT');
       await start();
     },
-    kill: () => stopWith('SIGINT'),
+    kill: (signal = 'SIGINT') => stopWith(signal),
+    start: async () => {
+      if (proc === undefined) await start();
+    },
     stop: async () => {
       await stopWith('SIGINT');
       rmSync(dir, { recursive: true, force: true });
