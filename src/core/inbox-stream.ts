@@ -21,6 +21,9 @@ import { KIND_ENTRY, type InboxRow } from '../store/inbox-data.ts';
 const PAGE = 256;
 /** How long a gap in live entries may wait for its missing publication before the store is asked. */
 const GAP_WAIT_MS = 5;
+/** A read the store refused (PostgreSQL restarting) is tried again after this, doubling up to RETRY_MAX_MS. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 2000;
 
 /** One committed inbox entry, its frames formatted once however many connections get it. */
 export class InboxEntry {
@@ -231,8 +234,8 @@ export class InboxStream {
         // Every seq below a published one is committed too (seqs follow commit
         // order), so what the store lacks below `known` was dropped by retention.
         const known = this.#lowestBuffered();
-        const rows = await this.#deps.read(this.#userId, this.#next - 1, PAGE);
-        if (!alive()) return;
+        const rows = await this.#read(alive);
+        if (rows === undefined || !alive()) return;
         for (const row of rows) {
           const entry = new InboxEntry(this.#userId, row);
           if (entry.seq < this.#next) continue;
@@ -243,11 +246,32 @@ export class InboxStream {
         if (known !== Infinity && this.#next < known && !readToEnd) this.#skipped(known);
       }
     } catch (err) {
-      // the store failed: the client resumes again later (its connection stays)
+      // not the store (#read waits that out): a fault here; the client resumes again later (its connection stays)
       this.#deps.log.warn({ err: (err as Error).message, user: this.#userId }, 'inbox stream stopped');
       if (alive()) this.stop();
     } finally {
       if (alive() || !this.#streaming) this.#filling = false;
+    }
+  }
+
+  /**
+   * The page after #next - 1, however long the store takes to come back: a
+   * stream that stopped on a failed read would leave its connection open
+   * and silent, and nothing tells the client to resume (a catch-up after a
+   * Redis restart while PostgreSQL restarts, a gap just as it went away).
+   * Live entries meanwhile wait in the bounded buffer. Undefined once the
+   * stream stopped.
+   */
+  async #read(alive: () => boolean): Promise<InboxRow[] | undefined> {
+    for (let wait = RETRY_MIN_MS; ; wait = Math.min(RETRY_MAX_MS, wait * 2)) {
+      try {
+        return await this.#deps.read(this.#userId, this.#next - 1, PAGE);
+      } catch (err) {
+        if (!alive()) return undefined;
+        if (wait === RETRY_MIN_MS) this.#deps.log.warn({ err: (err as Error).message, user: this.#userId }, 'inbox stream cannot read the store; trying again');
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        if (!alive()) return undefined;
+      }
     }
   }
 
