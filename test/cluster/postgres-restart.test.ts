@@ -247,3 +247,52 @@ describe.skipIf(redisBin() === undefined)('PostgreSQL restarted under load on th
     }
   });
 });
+
+describe.skipIf(redisBin() === undefined)('Redis restarted while PostgreSQL is down', () => {
+  it('an inbox stream whose catch-up finds PostgreSQL away carries on once it is back', { timeout: 60_000 }, async () => {
+    const pg = await startPostgres();
+    cleanup.push(() => pg.stop());
+    const redis = await startRedis();
+    cleanup.push(() => redis.stop());
+    const url = await createDatabase(pg.url, 'pgredis');
+    const [n1, n2] = await Promise.all(
+      [1, 2].map((i) => {
+        const data = tempDir('textserver-pgredis-');
+        cleanup.push(() => removeDir(data));
+        return startServer(['--store', url, '--bus', redis.url, '--node-id', `pq${process.pid}n${i}`, '--http-port', '0'], data);
+      }),
+    );
+    cleanup.push(
+      () => n1!.stop(),
+      () => n2!.stop(),
+    );
+    const opened: RawConnection[] = [];
+    cleanup.push(() => {
+      for (const c of opened) c.close();
+    });
+    const resubscriptions = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${n2!.server.httpPort}/metrics`)).text();
+      return Number(/^textserver_bus_resubscriptions_total (\d+)$/m.exec(text)?.[1]);
+    };
+    const [a, c] = await freshUsers(n1!.port, 'pqa', 'pqc');
+    const ca = await loggedIn(n1!.port, a!, opened);
+    const stream = await RawConnection.open(n2!.port);
+    opened.push(stream);
+    expect(await stream.ask('sync')).toBe('ok');
+    expect(await stream.ask('login', c!, 'password1')).toBe('ok');
+    expect(await stream.ask('resume', '', '0')).toMatch(/^resumed,[A-Za-z0-9]+,0$/);
+    expect(await ca.ask('send', c!, 'n', '1')).toBe('ok');
+    expect(await stream.next()).toBe(`inbox,1,send,${a},n,1`);
+
+    await pg.kill('SIGQUIT');
+    const before = await resubscriptions();
+    await redis.kill();
+    await redis.start();
+    // the node subscribed again and re-read the stream's inbox (publications may have been lost): that read failed
+    await eventually(async () => expect(await resubscriptions()).toBeGreaterThan(before), 10_000);
+    await pg.start();
+    await eventually(async () => expect(await ca.ask('send', c!, 'n', '2')).toBe('ok'), BACK_MS, 100);
+    // the same stream, not resumed again by the client
+    expect(await stream.next(BACK_MS)).toBe(`inbox,2,send,${a},n,2`);
+  });
+});
