@@ -7,8 +7,10 @@
  * answer, /readyz says 503; the nodes stay up and, once it is back, the same
  * connections send again and /readyz says 200. Finally every inbox, read
  * from 0, holds every acknowledged send exactly once in per-sender order and
- * nothing that was only ever refused. Its own PostgreSQL and Redis (the
- * shared ones serve other test files meanwhile). Only in the postgres project.
+ * nothing that was only ever refused. And Redis restarted while PostgreSQL
+ * is down: the inbox streams the resubscription re-reads carry on once it is
+ * back. Each test has its own PostgreSQL and Redis (the shared ones serve
+ * other test files meanwhile). Only in the postgres project.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
