@@ -32,6 +32,12 @@ export class MailboxDrains {
   readonly #stops = new Map<Session, () => void>();
   /** Users whose running drain must look again before it ends. */
   readonly #poked = new Set<number>();
+  /**
+   * Entries written to a connection whose received mark failed (the store
+   * went away): still pending, so the connection's next drain would read
+   * them again. It does not write them twice; it marks them.
+   */
+  readonly #unmarked = new WeakMap<Session, Set<number>>();
 
   constructor(data: InboxData, log: Logger, window: () => number, heirs: (userId: number) => Session[], track: (work: Promise<unknown>) => void) {
     this.#data = data;
@@ -78,7 +84,16 @@ export class MailboxDrains {
       if (window.written.length === 0) return;
       const seqs = window.written;
       window.written = [];
-      await this.#data.markReceived(new Map([[user.id, seqs]]));
+      const unmarked = this.#unmarked.get(session) ?? new Set<number>();
+      try {
+        await this.#data.markReceived(new Map([[user.id, seqs]]));
+      } catch (err) {
+        for (const seq of seqs) unmarked.add(seq);
+        this.#unmarked.set(session, unmarked);
+        throw err;
+      }
+      for (const seq of seqs) unmarked.delete(seq);
+      if (unmarked.size === 0) this.#unmarked.delete(session);
     };
     const run = async () => {
       let after = 0;
@@ -90,6 +105,11 @@ export class MailboxDrains {
         }
         for (const row of rows) {
           const entry = new InboxEntry(user.id, row);
+          if (this.#unmarked.get(session)?.has(entry.seq)) {
+            window.written.push(entry.seq); // written by an earlier drain: marked now, not written again
+            after = entry.seq;
+            continue;
+          }
           const frame = entry.plainFrame;
           while (!stopped && window.unsettled > 0 && window.unsettled + frame.size > this.#window()) await settled();
           if (stopped) break;
