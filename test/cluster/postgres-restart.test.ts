@@ -42,8 +42,8 @@ type Phase = 'up' | 'down' | 'back';
 type Sender = {
   name: string;
   conn: RawConnection;
-  /** The two recipients, on the other two nodes; sends alternate between them. */
-  to: [string, string];
+  /** Four recipients on the other two nodes, an inbox one and a version 1 one on each; sends go round them. */
+  to: string[];
   /** Bodies acknowledged with `ok`, in the order of the `ok`s, per recipient and in all. */
   acked: Map<string, string[]>;
   ackedAll: string[];
@@ -103,10 +103,13 @@ describe.skipIf(redisBin() === undefined)('PostgreSQL restarted under load on th
       return c;
     };
 
-    // per node: two senders, one inbox recipient, one probe alone in a room of its own (typing pushes to nobody)
-    const names = await freshUsers(ports[0]!, 'pra', 'prb', 'prc', 'prd', 'pre', 'prf', 'prx', 'pry', 'prz', 'prp', 'prq', 'prr');
+    // per node: two senders, an inbox recipient, a version 1 recipient, a probe alone in a room of its own (typing pushes to nobody)
+    const names = await freshUsers(ports[0]!, 'pra', 'prb', 'prc', 'prd', 'pre', 'prf', 'prx', 'pry', 'prz', 'prp', 'prq', 'prr', 'pru', 'prv', 'prw');
     const recipients = names.slice(6, 9);
     const probeNames = names.slice(9, 12);
+    const plainNames = names.slice(12, 15);
+    const plain: RawConnection[] = [];
+    for (const [i, r] of plainNames.entries()) plain.push(await loggedIn(ports[i]!, r!, opened));
     const live: RawConnection[] = [];
     for (const [i, r] of recipients.entries()) {
       const c = await open(i);
@@ -125,7 +128,7 @@ describe.skipIf(redisBin() === undefined)('PostgreSQL restarted under load on th
     const senders: Sender[] = [];
     for (const [k, name] of names.slice(0, 6).entries()) {
       const node = k % 3;
-      const to: [string, string] = [recipients[(node + 1) % 3]!, recipients[(node + 2) % 3]!];
+      const to = [recipients[(node + 1) % 3]!, recipients[(node + 2) % 3]!, plainNames[(node + 1) % 3]!, plainNames[(node + 2) % 3]!];
       const conn = await loggedIn(ports[node]!, name!, opened);
       senders.push({ name: name!, conn, to, acked: new Map(to.map((r) => [r, []])), ackedAll: [], ackedBack: 0, refusedDown: 0, slowestMs: 0 });
     }
@@ -142,7 +145,7 @@ describe.skipIf(redisBin() === undefined)('PostgreSQL restarted under load on th
      */
     const run = async (s: Sender) => {
       for (let n = 1; !stopping; n++) {
-        const to = s.to[n % 2]!;
+        const to = s.to[n % 4]!;
         const body = `${s.name}:${n}`;
         for (;;) {
           const sentIn = phase;
@@ -243,10 +246,20 @@ describe.skipIf(redisBin() === undefined)('PostgreSQL restarted under load on th
       expect(streamed.map((f) => Number(f.split(',')[1]))).toEqual(entries.map((_, k) => k + 1));
       expect(streamed.map((f) => f.split(',').slice(2).join(','))).toEqual(entries);
     }
+    for (const [i, r] of plainNames.entries()) {
+      // a version 1 connection that stayed on: every acknowledged send, in order, none twice
+      const from = (s: Sender) => plain[i]!.frames.filter((f) => f.startsWith(`send,${s.name},`)).map((f) => f.split(',')[3]!);
+      const theirs = senders.filter((s) => s.to.includes(r!));
+      await eventually(() => {
+        for (const s of theirs) expect(new Set(from(s)).size, `${s.name} -> ${r}`).toBe(s.acked.get(r!)!.length);
+      }, 10_000);
+      for (const s of theirs) expect(from(s), `${s.name} -> ${r}`).toEqual(s.acked.get(r!));
+      expect(plain[i]!.frames.length).toBe(1 + theirs.reduce((sum, s) => sum + s.acked.get(r!)!.length, 0));
+    }
     for (const [k, s] of senders.entries()) {
       // the carbons: what the sender's other devices see is exactly what was acknowledged
       const sent = await inboxOf(s.name, (k + 2) % 3);
-      expect(sent).toEqual(s.ackedAll.map((body) => `sent,${s.to[Number(body.split(':')[1]) % 2]},msg,${body}`));
+      expect(sent).toEqual(s.ackedAll.map((body) => `sent,${s.to[Number(body.split(':')[1]) % 4]},msg,${body}`));
     }
   });
 });
