@@ -17,6 +17,9 @@ import type { InboxData } from '../store/inbox-data.ts';
 
 /** Stored messages read from the store at a time while a mailbox drains. */
 const DRAIN_PAGE = 64;
+/** A read or mark the store refused (PostgreSQL restarting) is tried again after this, doubling up to RETRY_MAX_MS. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 2000;
 
 export class MailboxDrains {
   readonly #data: InboxData;
@@ -85,12 +88,15 @@ export class MailboxDrains {
       const seqs = window.written;
       window.written = [];
       const unmarked = this.#unmarked.get(session) ?? new Set<number>();
-      try {
-        await this.#data.markReceived(new Map([[user.id, seqs]]));
-      } catch (err) {
+      const marked = await this.#retrying(
+        () => this.#data.markReceived(new Map([[user.id, seqs]])),
+        user,
+        () => stopped,
+      );
+      if (marked === undefined) {
         for (const seq of seqs) unmarked.add(seq);
         this.#unmarked.set(session, unmarked);
-        throw err;
+        return;
       }
       for (const seq of seqs) unmarked.delete(seq);
       if (unmarked.size === 0) this.#unmarked.delete(session);
@@ -98,7 +104,13 @@ export class MailboxDrains {
     const run = async () => {
       let after = 0;
       while (!stopped) {
-        const rows = await this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE));
+        const read = await this.#retrying(
+          () => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE)),
+          user,
+          () => stopped,
+        );
+        if (read === undefined) break;
+        const rows = read.value;
         if (rows.length === 0) {
           if (!this.#poked.delete(user.id)) break;
           continue;
@@ -145,5 +157,24 @@ export class MailboxDrains {
         if (this.#poked.delete(user.id) || stopped) this.ensure(user);
       });
     this.#track(work);
+  }
+
+  /**
+   * `work` until it succeeds, however long the store takes to come back: a
+   * drain that ended on a failed read would leave the connection without
+   * its stored messages until the next one arrived. Undefined once the
+   * drain stopped (its connection left) without a success.
+   */
+  async #retrying<T>(work: () => Promise<T>, user: UserRef, stopped: () => boolean): Promise<{ value: T } | undefined> {
+    for (let wait = RETRY_MIN_MS; ; wait = Math.min(RETRY_MAX_MS, wait * 2)) {
+      try {
+        return { value: await work() };
+      } catch (err) {
+        if (stopped()) return undefined;
+        if (wait === RETRY_MIN_MS) this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain cannot reach the store; trying again');
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        if (stopped()) return undefined;
+      }
+    }
   }
 }
