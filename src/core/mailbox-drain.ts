@@ -38,9 +38,10 @@ export class MailboxDrains {
   /**
    * Entries written to a connection whose received mark failed (the store
    * went away): still pending, so the connection's next drain would read
-   * them again. It does not write them twice; it marks them.
+   * them again. It does not write them twice; it marks them. Keyed by the
+   * user too: seqs are per user, and a connection may log in as another.
    */
-  readonly #unmarked = new WeakMap<Session, Set<number>>();
+  readonly #unmarked = new WeakMap<Session, Map<number, Set<number>>>();
 
   constructor(data: InboxData, log: Logger, window: () => number, heirs: (userId: number) => Session[], track: (work: Promise<unknown>) => void) {
     this.#data = data;
@@ -87,19 +88,18 @@ export class MailboxDrains {
       if (window.written.length === 0) return;
       const seqs = window.written;
       window.written = [];
-      const unmarked = this.#unmarked.get(session) ?? new Set<number>();
       const marked = await this.#retrying(
         () => this.#data.markReceived(new Map([[user.id, seqs]])),
         user,
         () => stopped,
       );
       if (marked === undefined) {
+        const unmarked = this.#unmarkedOf(session, user.id);
         for (const seq of seqs) unmarked.add(seq);
-        this.#unmarked.set(session, unmarked);
         return;
       }
-      for (const seq of seqs) unmarked.delete(seq);
-      if (unmarked.size === 0) this.#unmarked.delete(session);
+      const unmarked = this.#unmarked.get(session)?.get(user.id);
+      if (unmarked !== undefined) for (const seq of seqs) unmarked.delete(seq);
     };
     const run = async () => {
       let after = 0;
@@ -117,7 +117,7 @@ export class MailboxDrains {
         }
         for (const row of rows) {
           const entry = new InboxEntry(user.id, row);
-          if (this.#unmarked.get(session)?.has(entry.seq)) {
+          if (this.#unmarked.get(session)?.get(user.id)?.has(entry.seq)) {
             window.written.push(entry.seq); // written by an earlier drain: marked now, not written again
             after = entry.seq;
             continue;
@@ -157,6 +157,14 @@ export class MailboxDrains {
         if (this.#poked.delete(user.id) || stopped) this.ensure(user);
       });
     this.#track(work);
+  }
+
+  #unmarkedOf(session: Session, userId: number): Set<number> {
+    let byUser = this.#unmarked.get(session);
+    if (byUser === undefined) this.#unmarked.set(session, (byUser = new Map()));
+    let seqs = byUser.get(userId);
+    if (seqs === undefined) byUser.set(userId, (seqs = new Set()));
+    return seqs;
   }
 
   /**
