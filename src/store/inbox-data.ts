@@ -17,6 +17,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { prepared } from './prepared.ts';
 import type { Migration, Store } from './store.ts';
 
 export const KIND_ENTRY = 0;
@@ -81,6 +82,25 @@ export const INBOX_MIGRATION: Migration = async ({ db }) => {
   await db.schema.dropTable('mailbox').execute();
 };
 
+// the statements of every append, compiled once (see prepared.ts)
+const bumpHead = prepared<{ user: number; count: number }, { head: number; epoch: string }>((db: Kysely<InboxTables>, $) =>
+  db
+    .updateTable('inbox_streams')
+    .set((eb) => ({ head: eb('head', '+', $('count')) }))
+    .where('user_id', '=', $('user'))
+    .returning(['head', 'epoch']),
+);
+const insertEntry = prepared<{ user: number; seq: number; kind: number; pending: number; payload: string; now: number }>((db: Kysely<InboxTables>, $) =>
+  db.insertInto('inbox').values({ user_id: $('user'), seq: $('seq'), kind: $('kind'), pending: $('pending'), payload: $('payload'), created_at: $('now') }),
+);
+const countPending = prepared<{ user: number }, { n: number }>((db: Kysely<InboxTables>, $) =>
+  db
+    .selectFrom('inbox')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('user_id', '=', $('user'))
+    .where('pending', '=', 1),
+);
+
 export class InboxData {
   readonly #store: Store;
 
@@ -110,13 +130,7 @@ export class InboxData {
    */
   async reserve(tx: Kysely<any>, userId: number, count: number): Promise<{ first: number; epoch: string }> {
     const t = tx as Kysely<InboxTables>;
-    const bump = () =>
-      t
-        .updateTable('inbox_streams')
-        .set((eb) => ({ head: eb('head', '+', count) }))
-        .where('user_id', '=', userId)
-        .returning(['head', 'epoch'])
-        .executeTakeFirst();
+    const bump = () => bumpHead.first(t, { user: userId, count });
     let row = await bump();
     if (row === undefined) {
       await t
@@ -132,6 +146,11 @@ export class InboxData {
 
   /** Within `tx`: entries at seqs first, first + 1, ... */
   async insert(tx: Kysely<any>, userId: number, first: number, entries: readonly NewEntry[], now: number): Promise<void> {
+    if (entries.length === 1) {
+      const e = entries[0]!;
+      await insertEntry.execute(tx, { user: userId, seq: first, kind: e.kind, pending: e.pending, payload: e.payload, now });
+      return;
+    }
     await (tx as Kysely<InboxTables>)
       .insertInto('inbox')
       .values(entries.map((e, i) => ({ user_id: userId, seq: first + i, kind: e.kind, pending: e.pending, payload: e.payload, created_at: now })))
@@ -140,13 +159,8 @@ export class InboxData {
 
   /** Kind-0 entries no connection has received yet (within `tx` when given). */
   async pendingCount(userId: number, tx?: Kysely<any>): Promise<number> {
-    const row = await ((tx ?? this.#db) as Kysely<InboxTables>)
-      .selectFrom('inbox')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('user_id', '=', userId)
-      .where('pending', '=', 1)
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
+    const row = await countPending.first(tx ?? this.#db, { user: userId });
+    return Number(row!.n);
   }
 
   /**

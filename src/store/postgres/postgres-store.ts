@@ -8,7 +8,7 @@
 import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { afterCommit, runTransaction } from '../ambient.ts';
+import { afterCommit, runTransaction, type AmbientDriver } from '../ambient.ts';
 import { migrate } from '../migrations.ts';
 import { NulSafePostgresDialect } from './nul-safe.ts';
 import type { Migration, Store } from '../store.ts';
@@ -29,6 +29,8 @@ export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly db: Kysely<any>;
   readonly #pool: pg.Pool;
+  /** Initialized by the first query, which `open` runs before anything can start a transaction. */
+  readonly #driver: AmbientDriver;
   readonly #log: Logger;
   #up = true;
   #probe: NodeJS.Timeout | undefined;
@@ -48,7 +50,9 @@ export class PostgresStore implements Store {
     } as pg.PoolConfig);
     // an idle connection that dies (server restart) must not crash the process
     this.#pool.on('error', (err) => this.#failed(err));
-    this.db = new Kysely<any>({ dialect: new NulSafePostgresDialect({ pool: this.#pool }) });
+    const dialect = new NulSafePostgresDialect({ pool: this.#pool });
+    this.db = new Kysely<any>({ dialect });
+    this.#driver = dialect.driver!;
   }
 
   /** Connects once, so a URL that cannot be reached stops the server at start. */
@@ -69,7 +73,7 @@ export class PostgresStore implements Store {
   }
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    return runTransaction(this.db, fn, async () => {
+    return runTransaction(this.db, this.#driver, fn, async () => {
       this.#up = true;
     });
   }
