@@ -51,33 +51,33 @@ async function startEngines(): Promise<Engines> {
   }
 }
 
-/** The engines and a fresh database on them; `release` when the system using them has stopped. */
+/** The engines and a fresh database on them; `release` when the system using them has stopped (not when this throws). */
 async function acquire(): Promise<Engines & { store: string }> {
-  if (shared === undefined) {
-    const engines = startEngines();
-    engines.catch(() => {
-      if (shared?.engines === engines) shared = undefined;
-    });
-    shared = { engines, users: 0 };
-  }
+  shared ??= { engines: startEngines(), users: 0 };
   shared.users++;
-  const engines = await shared.engines;
-  return { ...engines, store: await createDatabase(engines.pg.url, `bench_cluster_${++databases}`) };
+  try {
+    const engines = await shared.engines;
+    return { ...engines, store: await createDatabase(engines.pg.url, `bench_cluster_${++databases}`) };
+  } catch (err) {
+    await release();
+    throw err;
+  }
 }
 
 async function release(): Promise<void> {
   if (shared === undefined || --shared.users > 0) return;
   const { engines } = shared;
   shared = undefined;
-  const { pg, redis } = await engines;
-  await Promise.all([pg.stop(), redis.stop()]);
+  const started = await engines.catch(() => undefined);
+  if (started !== undefined) await Promise.all([started.pg.stop(), started.redis.stop()]);
 }
 
 /** Starts textservers on the engines; on failure stops what started and gives the engines back. */
 async function withEngines(start: (engines: Engines & { store: string }, started: System[]) => Promise<System>): Promise<System> {
+  const engines = await acquire();
   const started: System[] = [];
   try {
-    return await start(await acquire(), started);
+    return await start(engines, started);
   } catch (err) {
     for (const s of started) await s.stop();
     await release();
