@@ -8,7 +8,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
 import { removeDir, startServer, tempDir } from '../helpers/server.ts';
-import { errorOf as err, expectNoMoreFrames, freshUsers, loggedIn, serverFixture } from '../helpers/users.ts';
+import { errorOf as err, expectNoMoreFrames, freshUsers, loggedIn, PW, serverFixture } from '../helpers/users.ts';
 import type { RawConnection } from '../helpers/raw.ts';
 
 // the default typing timeout: MODULES.md says 10 seconds
@@ -241,5 +241,48 @@ describe('info', () => {
     }
     // nothing listed is command_not_found
     for (const name of names) expect(await c.ask(name), name).not.toMatch(err('command_not_found'));
+  });
+});
+
+describe('presence', () => {
+  async function befriend(a: string, sa: RawConnection, b: string, sb: RawConnection): Promise<void> {
+    expect(await sa.ask('friend_request', b)).toBe('ok');
+    expect(await sb.next()).toBe(`friend,request,${a}`);
+    sb.send('friend_accept', a);
+    expect(await sb.nextN(2)).toEqual([`friend,added,${a}`, 'ok']);
+    expect(await sa.next()).toBe(`friend,added,${b}`);
+  }
+
+  it('a friend who shares two rooms too hears each change once, not once per tie', async () => {
+    const [a, b] = await fx.users('pt', 'ptb');
+    const sa = await fx.loggedIn(a!);
+    const sb = await fx.loggedIn(b!);
+    await befriend(a!, sa, b!, sb);
+    for (const r of [room(), room()]) {
+      await join(sa, r);
+      await join(sb, r);
+      expect(await sa.next()).toBe(`room,${r},joined,${b}`);
+    }
+    sa.close();
+    expect(await sb.next()).toBe(`presence,${a},offline`);
+    const again = await fx.loggedIn(a!);
+    expect(await sb.next()).toBe(`presence,${a},online`);
+    await expectNoMoreFrames(sb);
+    await expectNoMoreFrames(again); // no presence push about oneself
+  });
+
+  it("a connection that logs in as someone else ends the first user's presence when it was their last", async () => {
+    const [a, b, watcher] = await fx.users('ps', 'psb', 'psw');
+    const sw = await fx.loggedIn(watcher!);
+    const sa = await fx.loggedIn(a!);
+    await befriend(a!, sa, watcher!, sw);
+    const sb = await fx.loggedIn(b!);
+    await befriend(b!, sb, watcher!, sw);
+    sb.close();
+    expect(await sw.next()).toBe(`presence,${b},offline`);
+    // the one connection of a becomes b: a goes offline, b comes online
+    expect(await sa.ask('login', b!, PW)).toBe('ok');
+    expect(new Set(await sw.nextN(2))).toEqual(new Set([`presence,${a},offline`, `presence,${b},online`]));
+    expect((await sw.ask('presence', a!)).split(',').slice(0, 3)).toEqual(['presence', a, 'offline']);
   });
 });
