@@ -57,6 +57,42 @@ describe('resume: its arguments', () => {
   });
 });
 
+describe('under req', () => {
+  it('req,<id>,resume: the wrapped resumed reply comes first, then the replayed entries, unwrapped', async () => {
+    const [u, from] = await f.users('rq', 'rqfrom');
+    const d = await f.loggedIn(from!);
+    expect(await d.ask('send', u!, 'one')).toBe('ok');
+    const c = await f.open();
+    expect(await c.ask('req', '1', 'sync')).toBe('req,1,ok');
+    expect(await c.ask('req', '2', 'login', u!, PW)).toBe('req,2,ok');
+    c.send('req', '3', 'resume', '', '0');
+    const [reply, entry] = await c.nextN(2);
+    expect(reply).toMatch(/^req,3,resumed,[A-Za-z0-9]{8,16},1$/);
+    expect(entry).toBe(`inbox,1,send,${from},one`);
+    c.send('req', '4', 'send', u!, 'self');
+    expect(await c.nextN(3)).toEqual([`inbox,2,send,${u},self`, `inbox,3,sent,${u},self`, 'req,4,ok']);
+  });
+});
+
+describe('a login on an inbox connection', () => {
+  it('as another user stops the first stream, drains nothing, and the next resume streams the new user', async () => {
+    const [a, b, from] = await f.users('swa', 'swb', 'swf');
+    const d = await f.loggedIn(from!);
+    expect(await d.ask('send', b!, 'stored-for-b')).toBe('ok');
+    const c = await inbox(a!);
+    expect(await d.ask('send', a!, 'live-a')).toBe('ok');
+    expect(await c.c.next()).toBe(`inbox,1,send,${from},live-a`);
+    expect(await c.c.ask('login', b!, PW)).toBe('ok');
+    expect(await d.ask('send', a!, 'after-a')).toBe('ok');
+    expect(await d.ask('send', b!, 'after-b')).toBe('ok');
+    await expectNoMoreFrames(c.c);
+    const reply = await c.c.ask('resume', '', '0');
+    expect(reply).toMatch(/^resumed,[A-Za-z0-9]{8,16},2$/);
+    expect(reply.split(',')[1]).not.toBe(c.epoch); // b's stream, not a's
+    expect(await c.c.nextN(2)).toEqual([`inbox,1,send,${from},stored-for-b`, `inbox,2,send,${from},after-b`]);
+  });
+});
+
 describe('synced connections before their resume', () => {
   it('receive no live entries, and what they did not receive stays for a version 1 login', async () => {
     const [u, from] = await f.users('sy', 'syfrom');

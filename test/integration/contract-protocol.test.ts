@@ -116,6 +116,23 @@ describe('section 3: one reply per request, in order', () => {
   });
 });
 
+describe('section 3: lengths count characters, not bytes', () => {
+  it('a password of 4 two-byte or 4 astral characters is too short; 8 astral characters are enough', async () => {
+    const c = await fx.open();
+    const name = `len${process.pid % 1000}${Date.now() % 10000}`;
+    expect(await c.ask('register', name, 'éééé')).toMatch(err('password_too_short'));
+    expect(await c.ask('register', name, '😀😀😀😀')).toMatch(err('password_too_short'));
+    expect(await c.ask('register', name, '😀😀😀😀😀😀😀😀')).toBe('ok');
+    expect(await c.ask('login', name, '😀😀😀😀😀😀😀😀')).toBe('ok');
+  });
+
+  it('a req id of 64 astral characters is accepted (128 UTF-16 units), 65 are not', async () => {
+    const c = await fx.open();
+    expect(await c.ask('req', '😀'.repeat(64), 'nop')).toBe(`req,${'😀'.repeat(64)}`);
+    expect(await c.ask('req', '😀'.repeat(65), 'nop')).toMatch(err('syntax'));
+  });
+});
+
 describe('section 3: send', () => {
   it("the sender's name in the pushed frame is spelled as registered, however the sender logged in", async () => {
     const [a, b] = await fx.users('MixedCase', 'plain');

@@ -44,6 +44,19 @@ function page(reply: string, r: string): { messages: string[][]; more: boolean }
   return { messages, more: rest.length === 1 };
 }
 
+describe('every feature command', () => {
+  it('needs a login, and answers syntax for one argument too many', async () => {
+    const anon = await fx.open();
+    const all = [['join', 'r'], ['leave', 'r'], ['say', 'r', 't'], ['rooms'], ['members', 'r'], ['history', 'r', 'last', '1'], ['friend_request', 'u'], ['friend_accept', 'u'], ['friend_deny', 'u'], ['friend_remove', 'u'], ['friends'], ['friend_requests'], ['presence', 'u'], ['typing', 'r', 'start']];
+    for (const f of all) expect(await anon.ask(...f), f[0]).toMatch(err('not_logged_in'));
+    const [a] = await fx.users('every');
+    const s = await fx.loggedIn(a!);
+    for (const f of all) expect(await s.ask(...f, 'extra'), f[0]).toMatch(err('syntax'));
+    // info needs no login, and counts its arguments too
+    for (const f of [['version'], ['commands'], ['modules']]) expect(await anon.ask(...f, 'extra'), f[0]).toMatch(err('syntax'));
+  });
+});
+
 describe('rooms', () => {
   it('invalid_room on leave, say, members and history too, not only join', async () => {
     const [a] = await fx.users('inv');
