@@ -49,6 +49,20 @@ describe('section 2: text', () => {
     expect(await r.next()).toBe(`send,${a},msg,${text}`);
   });
 
+  it('UTF-8 is checked strictly: surrogates, overlong forms, cut sequences and code points past U+10FFFF are nonfatal syntax errors', async () => {
+    const c = await fx.open();
+    for (const hex of ['6e6f70eda080', '6e6f70c080', '6e6f70e282', '6e6f70f4908080', 'e282ac2c6e6f70ff']) {
+      c.write(encodeFrame(Buffer.from(hex, 'hex')));
+      expect(await c.next(), hex).toMatch(err('syntax'));
+    }
+    // valid four-byte text is data, a byte order mark too (spaces are data, so is U+FEFF)
+    c.write(encodeFrame(Buffer.from('nop,😀', 'utf8')));
+    expect(await c.next()).toBe('');
+    c.write(encodeFrame(Buffer.from('\uFEFFnop', 'utf8')));
+    expect(await c.next()).toMatch(err('command_not_found'));
+    expect(c.closed).toBe(false);
+  });
+
   it('fields may be empty, anywhere after the command', async () => {
     const [a, b] = await fx.users('empty', 'emptyb');
     const s = await fx.loggedIn(a!);
