@@ -136,6 +136,16 @@ describe('rooms', () => {
       expect(await s.ask('history', r, ...bad), JSON.stringify(bad)).toMatch(err('syntax'));
     }
     expect(await s.ask('history', r, 'before', '5', '500')).toBe(`history,${r},0`);
+    // numbers past any id or time are numbers: an empty page (the message below is older than all of them)
+    s.send('say', r, 'one');
+    await s.nextN(2);
+    for (const big of ['999999999999999', '9999999999999999', '99999999999999999999']) {
+      expect(await s.ask('history', r, 'after', big), big).toBe(`history,${r},0`);
+      expect(await s.ask('history', r, 'since', big), big).toBe(`history,${r},0`);
+      expect(await s.ask('history', r, 'between', big, big), big).toBe(`history,${r},0`);
+      expect((await s.ask('history', r, 'before', big, '1')).split(',').slice(0, 3), big).toEqual(['history', r, '1']);
+    }
+    expect((await s.ask('history', r, 'last', '0000000000000001')).split(',').slice(0, 3)).toEqual(['history', r, '1']);
     expect(await s.ask('history', r, 'between', '10', '5')).toBe(`history,${r},0`);
   });
 });
