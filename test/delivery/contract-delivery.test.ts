@@ -35,7 +35,7 @@ describe('resume: its arguments', () => {
     await expectNoMoreFrames(c);
   });
 
-  it('an epoch that could never be one (wrong characters, too long) is simply not the stream\'s: stream_reset', async () => {
+  it("an epoch that could never be one (wrong characters, too long) is simply not the stream's: stream_reset", async () => {
     const [u] = await f.users('re');
     const c = await f.loggedIn(u!);
     for (const epoch of ['bad!', 'x', 'a'.repeat(17), 'with space']) expect(await c.ask('resume', epoch, '0')).toMatch(errorOf('stream_reset'));

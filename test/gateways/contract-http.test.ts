@@ -94,13 +94,21 @@ describe('JSON in', () => {
 
   it('a JSON body is read whatever Content-Type labels it (fetch sends text/plain for a string)', async () => {
     const name = `ct${process.pid % 1000}${Date.now() % 10000}`;
-    expect(await raw('/api/register', { 'content-type': 'text/plain;charset=UTF-8' }, JSON.stringify({ user: `${name}a`, password: PW }))).toEqual({ status: 201, json: { user: `${name}a` } });
+    expect(await raw('/api/register', { 'content-type': 'text/plain;charset=UTF-8' }, JSON.stringify({ user: `${name}a`, password: PW }))).toEqual({
+      status: 201,
+      json: { user: `${name}a` },
+    });
     expect(await raw('/api/register', {}, JSON.stringify({ user: `${name}b`, password: PW }))).toMatchObject({ status: 201 });
-    expect(await raw('/api/register', { 'content-type': 'application/x-www-form-urlencoded' }, JSON.stringify({ user: `${name}c`, password: PW }))).toMatchObject({ status: 201 });
+    expect(
+      await raw('/api/register', { 'content-type': 'application/x-www-form-urlencoded' }, JSON.stringify({ user: `${name}c`, password: PW })),
+    ).toMatchObject({ status: 201 });
     // what is not JSON is 400 syntax, never 415
     expect(await raw('/api/register', { 'content-type': 'application/json' }, '{not json')).toEqual({ status: 400, json: anError('syntax') });
     expect(await raw('/api/register', { 'content-type': 'text/plain' }, 'user=x')).toEqual({ status: 400, json: anError('syntax') });
-    expect(await raw('/api/register', { 'content-type': 'application/x-www-form-urlencoded' }, 'user=x&password=y')).toEqual({ status: 400, json: anError('syntax') });
+    expect(await raw('/api/register', { 'content-type': 'application/x-www-form-urlencoded' }, 'user=x&password=y')).toEqual({
+      status: 400,
+      json: anError('syntax'),
+    });
   });
 
   it('a route that takes no body answers as documented when the client still says application/json', async () => {

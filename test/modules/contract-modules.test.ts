@@ -47,7 +47,22 @@ function page(reply: string, r: string): { messages: string[][]; more: boolean }
 describe('every feature command', () => {
   it('needs a login, and answers syntax for one argument too many', async () => {
     const anon = await fx.open();
-    const all = [['join', 'r'], ['leave', 'r'], ['say', 'r', 't'], ['rooms'], ['members', 'r'], ['history', 'r', 'last', '1'], ['friend_request', 'u'], ['friend_accept', 'u'], ['friend_deny', 'u'], ['friend_remove', 'u'], ['friends'], ['friend_requests'], ['presence', 'u'], ['typing', 'r', 'start']];
+    const all = [
+      ['join', 'r'],
+      ['leave', 'r'],
+      ['say', 'r', 't'],
+      ['rooms'],
+      ['members', 'r'],
+      ['history', 'r', 'last', '1'],
+      ['friend_request', 'u'],
+      ['friend_accept', 'u'],
+      ['friend_deny', 'u'],
+      ['friend_remove', 'u'],
+      ['friends'],
+      ['friend_requests'],
+      ['presence', 'u'],
+      ['typing', 'r', 'start'],
+    ];
     for (const f of all) expect(await anon.ask(...f), f[0]).toMatch(err('not_logged_in'));
     const [a] = await fx.users('every');
     const s = await fx.loggedIn(a!);
@@ -259,7 +274,19 @@ describe('info', () => {
     for (const name of ['nop', 'req', 'register', 'login', 'whoami', 'send', 'sync', 'resume', 'once', 'join', 'leave', 'say', 'rooms', 'members', 'history']) {
       expect(names).toContain(name);
     }
-    for (const name of ['friend_request', 'friend_accept', 'friend_deny', 'friend_remove', 'friends', 'friend_requests', 'presence', 'typing', 'version', 'commands', 'modules']) {
+    for (const name of [
+      'friend_request',
+      'friend_accept',
+      'friend_deny',
+      'friend_remove',
+      'friends',
+      'friend_requests',
+      'presence',
+      'typing',
+      'version',
+      'commands',
+      'modules',
+    ]) {
       expect(names).toContain(name);
     }
     // nothing listed is command_not_found
