@@ -4,7 +4,12 @@
  * of it is acknowledged or visible later, while requests that need no write
  * keep working; the connection stays open.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { RawConnection } from '../helpers/raw.ts';
+import { removeDir, spawnServer, tempDir, testPostgres } from '../helpers/server.ts';
+import { api } from '../helpers/ws.ts';
 import { errorOf, expectNoMoreFrames, PW, serverFixture } from '../helpers/users.ts';
 
 const f = serverFixture(['--user-rate', '0']);
@@ -54,5 +59,39 @@ describe('unavailable', () => {
     expect(await sb.ask('friend_requests')).toBe('friend_requests');
     expect(await sa.ask('register', `${a}x`, PW)).toBe('ok');
     expect(sa.closed).toBe(false);
+  });
+});
+
+describe('secrets (PROTOCOL.md: passwords never stored or logged in clear text; GATEWAYS.md: tokens stored hashed)', () => {
+  it('neither a password nor a token appears in the logs or, on SQLite, in the data files', async () => {
+    const data = tempDir();
+    const s = await spawnServer(['--data', data, '--http-port', '0', '--log-level', 'trace']);
+    try {
+      const httpPort = (JSON.parse(await s.waitForLine(/"transport":"http"/)) as { port: number }).port;
+      const secret = `Pw-${Date.now()}-secret`;
+      const c = await RawConnection.open(s.port);
+      expect(await c.ask('register', 'secretive', secret)).toBe('ok');
+      expect(await c.ask('login', 'secretive', secret)).toBe('ok');
+      expect(await c.ask('login', 'secretive', `${secret}-wrong`)).toMatch(/^error,nonfatal,wrong_user_or_password/);
+      const login = await api(`http://127.0.0.1:${httpPort}`, 'POST', '/api/login', { user: 'secretive', password: secret });
+      const token = login.json.token as string;
+      expect(await c.ask('token', token)).toBe('ok');
+      c.close();
+      s.proc.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+      const logs = s.lines.join('\n');
+      expect(logs).not.toContain(secret);
+      expect(logs).not.toContain(token);
+      if (testPostgres() === undefined) {
+        for (const file of readdirSync(data)) {
+          const bytes = readFileSync(join(data, file));
+          expect(bytes.includes(Buffer.from(secret)), file).toBe(false);
+          expect(bytes.includes(Buffer.from(token)), file).toBe(false);
+        }
+      }
+    } finally {
+      s.proc.kill('SIGKILL');
+      removeDir(data);
+    }
   });
 });
