@@ -7,9 +7,23 @@
 import { describe, expect, it } from 'vitest';
 import { encodeFrame } from '../../src/wire/frame-encoder.ts';
 import { eventually } from '../helpers/eventually.ts';
-import { errorOf as err, expectNoMoreFrames, PW, serverFixture } from '../helpers/users.ts';
+import { removeDir, startServer, tempDir } from '../helpers/server.ts';
+import { errorOf as err, expectNoMoreFrames, freshUsers, loggedIn, PW, serverFixture } from '../helpers/users.ts';
 
 const fx = serverFixture(['--mailbox-size', '2']);
+
+describe('section 1: the default limit', () => {
+  it('a payload of exactly 1 MiB is served; a header announcing 1 MiB + 1 closes with request_too_long at once', async () => {
+    const c = await fx.open();
+    c.write(encodeFrame(`nop,${'x'.repeat(1024 * 1024 - 4)}`));
+    expect(await c.next(10_000)).toBe('');
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(1024 * 1024 + 1);
+    c.write(header); // no body follows: the answer must not wait for it
+    expect(await c.next()).toMatch(/^error,fatal,request_too_long(,.*)?$/);
+    await c.waitClosed();
+  });
+});
 
 describe('section 2: text', () => {
   it('"any other escaped character stands for itself", in a command name and in arguments', async () => {
@@ -176,4 +190,23 @@ describe('section 3: send', () => {
     await r.closedPromise;
     await eventually(async () => expect(await s.ask('send', b!, 'n', 'again')).toBe('ok'));
   });
+});
+
+describe('the defaults, as a client that read only the contracts sees them', () => {
+  it('a mailbox holds 1000 messages: the 1001st send answers mailbox_full, nothing else on the way', async () => {
+    const own = await startServer([], tempDir());
+    try {
+      const [a, b] = await freshUsers(own.port, 'dm', 'dmb');
+      const s = await loggedIn(own.port, a!);
+      for (let i = 1; i <= 1000; i++) s.send('send', b!, 'n', String(i));
+      s.send('send', b!, 'n', 'overflow');
+      const replies = await s.nextN(1001, 60_000);
+      expect(replies.filter((r) => r !== 'ok').slice(0, 3)).toEqual([expect.stringMatching(err('mailbox_full'))]);
+      expect(replies.at(-1)).toMatch(err('mailbox_full'));
+      s.close();
+    } finally {
+      await own.stop();
+      removeDir(own.data);
+    }
+  }, 90_000);
 });
