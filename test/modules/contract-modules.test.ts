@@ -336,3 +336,41 @@ describe('presence', () => {
     expect((await sw.ask('presence', a!)).split(',').slice(0, 3)).toEqual(['presence', a, 'offline']);
   });
 });
+
+describe('times and offline friend answers', () => {
+  it('said times are milliseconds since the Unix epoch, taken while the say ran', async () => {
+    const r = room();
+    const [a] = await fx.users('tm');
+    const s = await fx.loggedIn(a!);
+    await join(s, r);
+    const before = Date.now();
+    s.send('say', r, 'now');
+    const said = (await s.nextN(2))[1]!.split(',');
+    const after = Date.now();
+    expect(Number(said[3])).toBeGreaterThanOrEqual(before);
+    expect(Number(said[3])).toBeLessThanOrEqual(after);
+    expect(await s.ask('history', r, 'since', said[3]!)).toMatch(new RegExp(`^history,${r},1,${said[2]},${said[3]},`));
+    expect(await s.ask('history', r, 'since', String(Number(said[3]) + 1))).toBe(`history,${r},0`);
+  });
+
+  it('friend added and denied reach an offline asker at their next login', async () => {
+    const [a, b, c] = await fx.users('fo', 'fob', 'foc');
+    const sa = await fx.loggedIn(a!);
+    expect(await sa.ask('friend_request', b!)).toBe('ok');
+    expect(await sa.ask('friend_request', c!)).toBe('ok');
+    sa.close();
+    await sa.closedPromise;
+    const sb = await fx.open();
+    sb.send('login', b!, PW);
+    expect(await sb.nextN(2)).toEqual(['ok', `friend,request,${a}`]);
+    sb.send('friend_accept', a!);
+    expect(await sb.nextN(2)).toEqual([`friend,added,${a}`, 'ok']);
+    const sc = await fx.open();
+    sc.send('login', c!, PW);
+    expect(await sc.nextN(2)).toEqual(['ok', `friend,request,${a}`]);
+    expect(await sc.ask('friend_deny', a!)).toBe('ok');
+    const back = await fx.open();
+    back.send('login', a!, PW);
+    expect(await back.nextN(3)).toEqual(['ok', `friend,added,${b}`, `friend,denied,${c}`]);
+  });
+});
