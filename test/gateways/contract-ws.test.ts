@@ -53,4 +53,36 @@ describe('WebSocket messages', () => {
     expect(await wa.nextN(2)).toEqual([`inbox,2,sent,${b},re`, 'ok']);
     expect(await wb.next()).toBe(`send,${a},re`);
   });
+
+  it('token,<token> is a login like login: stored messages follow its ok; on an inbox connection they wait for resume', async () => {
+    const http = await startServer(['--ws-port', '0']);
+    try {
+      const [a, b] = await freshUsers(http.port, 'tk', 'tkb');
+      const d = await WsConnection.open(`ws://127.0.0.1:${http.server.wsPort}/ws`);
+      open.push(d);
+      expect(await d.ask(`login,${b},${PW}`)).toBe('ok');
+      expect(await d.ask(`send,${a},stored,1`)).toBe('ok');
+      const base = `http://127.0.0.1:${http.server.wsPort}`;
+      const login = await fetch(`${base}/api/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: a, password: PW }),
+      });
+      const { token } = (await login.json()) as { token: string };
+      const inboxWs = await WsConnection.open(`ws://127.0.0.1:${http.server.wsPort}/ws`);
+      open.push(inboxWs);
+      expect(await inboxWs.ask('sync')).toBe('ok');
+      expect(await inboxWs.ask(`token,${token}`)).toBe('ok');
+      expect(await inboxWs.ask('nop')).toBe(''); // nothing drained to an inbox connection
+      const v1 = await WsConnection.open(`ws://127.0.0.1:${http.server.wsPort}/ws`);
+      open.push(v1);
+      v1.send(`token,${token}`);
+      expect(await v1.nextN(2)).toEqual(['ok', `send,${b},stored,1`]);
+      expect(await inboxWs.ask('resume,,0')).toMatch(/^resumed,[A-Za-z0-9]{8,16},1$/);
+      expect(await inboxWs.next()).toBe(`inbox,1,send,${b},stored,1`);
+    } finally {
+      await http.stop();
+      removeDir(http.data);
+    }
+  });
 });
