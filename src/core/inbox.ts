@@ -450,9 +450,9 @@ export class Inbox implements InboxApi {
 /** `<after>`: a whole number >= 0, or `latest`. */
 function parseAfter(text: string, usage: string): number | 'latest' {
   if (text === 'latest') return 'latest';
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
-  return n;
+  if (!/^\d+$/.test(text)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
+  // a whole number too big to be a seq is still one: past the head (stream_reset), not syntax
+  return Math.min(Number(text), Number.MAX_SAFE_INTEGER);
 }
 
 function withTimeout(p: Promise<void>, ms: number): Promise<void> {
