@@ -229,15 +229,18 @@ export class Inbox implements InboxApi {
     const now = Date.now();
     const entries = await this.#data.write(async (tx: Kysely<any>) => {
       const out: InboxEntry[] = [];
+      const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
       for (const part of parts) {
         const { first } = await this.#data.reserve(tx, part.user.id, part.entries.length);
         // counted under the stream's lock: exact even with concurrent sends
         if (part.limit && (await this.#data.pendingCount(part.user.id, tx)) >= this.#settings.mailboxSize()) {
           throw new CommandError('mailbox_full', `${part.user.name} has too many stored messages`);
         }
-        await this.#data.insert(tx, part.user.id, first, part.entries, now);
+        batches.push({ userId: part.user.id, first, entries: part.entries });
         for (const [i, e] of part.entries.entries()) out.push(new InboxEntry(part.user.id, { seq: first + i, ...e }));
       }
+      // the entry and the carbon in one statement
+      await this.#data.insert(tx, batches, now);
       return out;
     });
     for (const e of entries) {

@@ -17,7 +17,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { prepared } from './prepared.ts';
+import { prepared, type Prepared } from './prepared.ts';
 import type { Migration, Store } from './store.ts';
 
 export const KIND_ENTRY = 0;
@@ -90,9 +90,24 @@ const bumpHead = prepared<{ user: number; count: number }, { head: number; epoch
     .where('user_id', '=', $('user'))
     .returning(['head', 'epoch']),
 );
-const insertEntry = prepared<{ user: number; seq: number; kind: number; pending: number; payload: string; now: number }>((db: Kysely<InboxTables>, $) =>
-  db.insertInto('inbox').values({ user_id: $('user'), seq: $('seq'), kind: $('kind'), pending: $('pending'), payload: $('payload'), created_at: $('now') }),
-);
+type EntryArgs = Record<string, number | string>;
+const ENTRY_COLUMNS = ['user_id', 'seq', 'kind', 'pending', 'payload', 'created_at'] as const;
+/** INSERTs of 1, 2, ... rows (a send writes two: the entry and its carbon), each compiled once. */
+const insertRows: Prepared<EntryArgs, unknown>[] = [];
+function insertOf(rows: number): Prepared<EntryArgs, unknown> {
+  let p = insertRows[rows];
+  if (p === undefined) {
+    p = prepared<EntryArgs>((db: Kysely<InboxTables>, $) =>
+      db.insertInto('inbox').values(
+        Array.from({ length: rows }, (_, r) => Object.fromEntries(ENTRY_COLUMNS.map((c) => [c, $(`${c}${r}`)])) as InboxTables['inbox']),
+      ),
+    );
+    insertRows[rows] = p;
+  }
+  return p;
+}
+/** Rows per INSERT statement. */
+const INSERT_ROWS = 200;
 const countPending = prepared<{ user: number }, { n: number }>((db: Kysely<InboxTables>, $) =>
   db
     .selectFrom('inbox')
@@ -144,17 +159,17 @@ export class InboxData {
     return { first: Number(row.head) - count + 1, epoch: row.epoch };
   }
 
-  /** Within `tx`: entries at seqs first, first + 1, ... */
-  async insert(tx: Kysely<any>, userId: number, first: number, entries: readonly NewEntry[], now: number): Promise<void> {
-    if (entries.length === 1) {
-      const e = entries[0]!;
-      await insertEntry.execute(tx, { user: userId, seq: first, kind: e.kind, pending: e.pending, payload: e.payload, now });
-      return;
+  /** Within `tx`: each user's entries at seqs first, first + 1, ... (what `reserve` gave). */
+  async insert(tx: Kysely<any>, batches: readonly { userId: number; first: number; entries: readonly NewEntry[] }[], now: number): Promise<void> {
+    const rows = batches.flatMap(({ userId, first, entries }) =>
+      entries.map((e, i) => ({ user_id: userId, seq: first + i, kind: e.kind, pending: e.pending, payload: e.payload, created_at: now })),
+    );
+    for (let at = 0; at < rows.length; at += INSERT_ROWS) {
+      const chunk = rows.slice(at, at + INSERT_ROWS);
+      const args: EntryArgs = {};
+      for (const [r, row] of chunk.entries()) for (const c of ENTRY_COLUMNS) args[`${c}${r}`] = row[c];
+      await insertOf(chunk.length).execute(tx, args);
     }
-    await (tx as Kysely<InboxTables>)
-      .insertInto('inbox')
-      .values(entries.map((e, i) => ({ user_id: userId, seq: first + i, kind: e.kind, pending: e.pending, payload: e.payload, created_at: now })))
-      .execute();
   }
 
   /** Kind-0 entries no connection has received yet (within `tx` when given). */
