@@ -163,17 +163,21 @@ export class MailboxDrains {
       while (window.pending > 0) await settled();
       await markWritten();
     };
+    let failed = false;
     const work = run()
-      .catch((err: unknown) => this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored'))
+      .catch((err: unknown) => {
+        failed = true;
+        this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored');
+      })
       .finally(() => {
         this.#endPage(user.id);
         if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
         if (this.#stops.get(session) === stop) this.#stops.delete(session);
         const poked = this.#poked.delete(user.id);
         // poked after its last read: once more, to the same connection (what was left to the drain went live to the others only)
-        if (poked && !stopped) this.#drain(session, user);
-        // cut short: another version 1 connection of the user takes over the rest
-        else if (stopped) this.ensure(user);
+        if (poked && !stopped && !failed) this.#drain(session, user);
+        // cut short (or failed and poked, as before): another version 1 connection of the user takes over the rest
+        else if (poked || stopped) this.ensure(user);
       });
     this.#track(work);
   }
