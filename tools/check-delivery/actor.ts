@@ -26,7 +26,8 @@ export type Counters = {
 };
 
 export type ActorSetup = {
-  port: number;
+  /** The port to connect to, asked anew for every connection and reconnect: any node of a cluster, at random. */
+  port: () => number;
   me: string;
   users: readonly string[];
   command: string;
@@ -154,7 +155,7 @@ export class Actor {
       let client: TextClient | undefined;
       try {
         client = await connect({
-          port: this.#s.port,
+          port: this.#s.port(),
           reconnect: { initialDelayMs: 20, maxDelayMs: 250 },
           pushWords: { words: ['send', 'room', 'friend', 'presence'] },
         });
@@ -172,6 +173,9 @@ export class Actor {
   }
 
   #watch(client: TextClient): void {
+    // the library dials options.port on each reconnect attempt: a new pick per attempt, so a client
+    // whose node died resumes on another (any node serves every user), and a node still down is left soon
+    client.on('reconnecting', () => (client.options.port = this.#s.port()));
     client.on('inbox', (e) => {
       const epoch = client.inboxPosition?.epoch ?? '';
       this.live.push({ seq: e.seq, fields: e.fields, epoch });
