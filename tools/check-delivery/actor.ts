@@ -58,6 +58,8 @@ export class Actor {
   #inFlight = false;
   #crashed = false;
   #stopped = false;
+  /** Resolved when the current client is thrown away (a crash, or the end of the run). */
+  #thrownAway = Promise.withResolvers<void>();
 
   constructor(setup: ActorSetup) {
     this.#s = setup;
@@ -78,6 +80,7 @@ export class Actor {
   stop(): void {
     this.#stopped = true;
     this.#client?.destroy();
+    this.#thrownAway.resolve();
   }
 
   async #sendOne(giveUpAt: number): Promise<void> {
@@ -123,7 +126,9 @@ export class Actor {
         return await client.request(...fields);
       } catch (err) {
         if (!(err instanceof ConnectionClosedError) || this.#crashed || this.#stopped) throw err;
-        await back;
+        // a crash or the end of the run while it reconnects ends its reconnect loop without a `reconnected`
+        await Promise.race([back, this.#thrownAway.promise]);
+        if (this.#crashed || this.#stopped) throw err;
       } finally {
         client.off('reconnected', onBack);
       }
@@ -203,6 +208,8 @@ export class Actor {
     if (old === undefined || this.#stopped) return;
     this.#crashed = true;
     this.#client = undefined;
+    this.#thrownAway.resolve();
+    this.#thrownAway = Promise.withResolvers<void>();
     this.#reopen();
     // the position is what was processed: a crash loses nothing of it (an app would store it as it goes)
     old.destroy();
