@@ -48,7 +48,7 @@ const HELP = `${USAGE}
   --keep               keep the data directory
   --cluster            three server nodes (--bus) on one PostgreSQL (throwaway, or --store postgres://...)
                        and a throwaway redis-server; clients connect and reconnect to any node at random,
-                       --kill-every kills one node or two at once (never all), Redis is killed and started
+                       --kill-every kills one node or two at once (never the last one up), Redis is killed and started
                        again empty; needs the Debian packages postgresql and redis-server
   --redis-every S      with --cluster: mean time between two Redis restarts (default 10; 0: never)`;
 

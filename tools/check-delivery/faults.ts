@@ -19,28 +19,47 @@ async function downtime(random: Random): Promise<void> {
 
 /** SIGKILLs the server at random moments until `until`, starting it again each time; it is up when this resolves. */
 export async function killAtRandom(server: ServerProcess, meanMs: number, until: number, random: Random): Promise<void> {
-  await killNodesAtRandom([server], meanMs, until, random, { doubleKills: 0, redisRestarts: 0 });
-}
-
-/**
- * SIGKILLs one node, or two at once (one time in three, when there are more
- * than two), at random moments until `until`, and starts them again; never
- * all of a cluster's nodes at once, so the clients always have somewhere to
- * go. Every node is up when this resolves.
- */
-export async function killNodesAtRandom(nodes: readonly ServerProcess[], meanMs: number, until: number, random: Random, counts: FaultCounts): Promise<void> {
   if (meanMs <= 0) return;
   for (;;) {
     await sleep(Math.min(random.wait(meanMs), until - Date.now()));
     if (Date.now() >= until) return;
-    const victims = pick(nodes, nodes.length > 2 && random.int(3) === 0 ? 2 : 1, random);
-    if (victims.length === 2) counts.doubleKills++;
-    await Promise.all(victims.map((n) => n.kill()));
+    await server.kill();
     await downtime(random);
-    await Promise.all(victims.map((n) => n.start()));
+    await server.start();
     // up for a moment at least, so the run makes progress between kills
     await sleep(200);
   }
+}
+
+/**
+ * SIGKILLs one node, or two at once (one time in three), at random moments
+ * until `until`, each started again in the background: a node restarts in
+ * seconds, and the next kill does not wait for it, so downtimes overlap.
+ * Never the last node up, so the clients always have somewhere to go. Every
+ * node is up when this resolves; it rejects if one could not start again.
+ */
+export async function killNodesAtRandom(nodes: readonly ServerProcess[], meanMs: number, until: number, random: Random, counts: FaultCounts): Promise<void> {
+  if (meanMs <= 0) return;
+  const up = new Set(nodes);
+  const restarts: Promise<void>[] = [];
+  let failure: Error | undefined;
+  for (;;) {
+    await sleep(Math.min(random.wait(meanMs), until - Date.now()));
+    if (Date.now() >= until || failure !== undefined) break;
+    const victims = pick([...up], Math.min(random.int(3) === 0 ? 2 : 1, up.size - 1), random);
+    if (victims.length === 0) continue; // only one node up: it stays
+    if (victims.length === 2) counts.doubleKills++;
+    for (const n of victims) up.delete(n);
+    const back = async () => {
+      await Promise.all(victims.map((n) => n.kill()));
+      await downtime(random);
+      await Promise.all(victims.map((n) => n.start()));
+      for (const n of victims) up.add(n);
+    };
+    restarts.push(back().catch((err: Error) => void (failure ??= err)));
+  }
+  await Promise.all(restarts);
+  if (failure !== undefined) throw failure;
 }
 
 /** Kills Redis (SIGKILL: it comes back empty) at random moments until `until`, and starts it again after up to a second. */
