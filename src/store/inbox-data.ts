@@ -10,13 +10,17 @@
  * - `pending = 1` marks a kind-0 entry no connection has received yet: what
  *   a version 1 login drains, what `--mailbox-size` bounds, what retention
  *   never drops. Carbons (kind 1) are never pending.
- * - Indexes: the primary key (user_id, seq) serves replays; (user_id,
- *   pending, seq) the drain, the mailbox count and the window sweep; and
- *   (pending, created_at) the age sweep, so that pending entries (which the
- *   age sweep must skip) are not even in the range it scans.
+ * - Indexes: the primary key (user_id, seq) serves replays and the window
+ *   sweep; `inbox_pending`, (user_id, seq) of pending entries only, the
+ *   drain and the mailbox count; and (pending, created_at) the age sweep,
+ *   so that pending entries (which the age sweep must skip) are not even in
+ *   the range it scans. Only pending entries are in `inbox_pending`: most
+ *   entries (live ones, carbons) never are, so an append writes one index
+ *   page per stream fewer. Queries spell `pending = 1` as a literal, the
+ *   form in which SQLite's planner may use a partial index.
  */
 import { randomInt } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { prepared, type Prepared } from './prepared.ts';
 import type { Migration, Store } from './store.ts';
 
@@ -82,6 +86,15 @@ export const INBOX_MIGRATION: Migration = async ({ db }) => {
   await db.schema.dropTable('mailbox').execute();
 };
 
+/**
+ * Core schema step 3: `inbox_pending` holds pending entries only (see the
+ * top of this file). Both dialects take the same SQL.
+ */
+export const INBOX_PENDING_MIGRATION: Migration = 'DROP INDEX inbox_pending; CREATE INDEX inbox_pending ON inbox (user_id, seq) WHERE pending = 1';
+
+/** `pending = 1` as a literal (a bound parameter would keep SQLite's planner off the partial index). */
+const IS_PENDING = sql<boolean>`pending = 1`;
+
 // the statements of every append, compiled once (see prepared.ts)
 const bumpHead = prepared<{ user: number; count: number }, { head: number; epoch: string }>((db: Kysely<InboxTables>, $) =>
   db
@@ -113,7 +126,7 @@ const countPending = prepared<{ user: number }, { n: number }>((db: Kysely<Inbox
     .selectFrom('inbox')
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where('user_id', '=', $('user'))
-    .where('pending', '=', 1),
+    .where(IS_PENDING),
 );
 
 export class InboxData {
@@ -236,7 +249,7 @@ export class InboxData {
       .selectFrom('inbox')
       .select(['seq', 'kind', 'pending', 'payload'])
       .where('user_id', '=', userId)
-      .where('pending', '=', 1)
+      .where(IS_PENDING)
       .where('seq', '>', after)
       .orderBy('seq')
       .limit(limit)
