@@ -4,7 +4,7 @@
  * with committed writes).
  */
 import { PostgresAdapter, sql, type Generated, type Kysely } from 'kysely';
-import type { Migration, StoreApi } from '../src/core/module-api.ts';
+import { prepared, type Migration, type StoreApi } from '../src/core/module-api.ts';
 
 export type RoomMessage = { id: number; time: number; user: string; text: string };
 /** A history page: `more` when it stopped at the byte bound before the query's end. */
@@ -17,6 +17,12 @@ type Tables = {
 };
 
 const NOBODY: ReadonlySet<number> = new Set();
+
+// the statements of every `say`, compiled once (see prepared.ts)
+const insertMessage = prepared<{ room: number; time: number; user: string; text: string }, { id: number }>((db: Kysely<Tables>, $) =>
+  db.insertInto('room_messages').values({ room_id: $('room'), time: $('time'), user: $('user'), text: $('text') }).returning('id'),
+);
+const lockRoom = prepared<{ room: number }>((db: Kysely<Tables>, $) => db.selectFrom('rooms').select('id').where('id', '=', $('room')).forUpdate());
 
 export const ROOM_MIGRATIONS: readonly Migration[] = [
   async ({ db, id }) => {
@@ -167,12 +173,12 @@ export class RoomStore {
     const roomId = await this.ensure(room, now);
     const time = (this.#lastTime = Math.max(now, this.#lastTime));
     return this.#store.transaction(async (tx: Kysely<Tables>) => {
-      if (this.#postgres) await tx.selectFrom('rooms').select('id').where('id', '=', roomId).forUpdate().execute();
+      if (this.#postgres) await lockRoom.execute(tx, { room: roomId });
       const stored: RoomMessage[] = [];
       // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
       for (const { user, text } of messages) {
-        const row = await tx.insertInto('room_messages').values({ room_id: roomId, time, user, text }).returning('id').executeTakeFirstOrThrow();
-        stored.push({ id: Number(row.id), time, user, text });
+        const row = await insertMessage.first(tx, { room: roomId, time, user, text });
+        stored.push({ id: Number(row!.id), time, user, text });
       }
       return stored;
     });

@@ -40,8 +40,9 @@ export function checkRoom(room: string): void {
 
 /** A non-negative whole number, or `syntax`. */
 function count(text: string): number {
-  if (!/^\d{1,15}$/.test(text)) throw new CommandError('syntax', `${JSON.stringify(text)} is not a non-negative whole number`);
-  return Number(text);
+  if (!/^\d+$/.test(text)) throw new CommandError('syntax', `${JSON.stringify(text)} is not a non-negative whole number`);
+  // MODULES.md: only non-numeric or negative numbers are syntax; one past every id and time is still a number
+  return Math.min(Number(text), Number.MAX_SAFE_INTEGER);
 }
 
 function limit(text: string): number {

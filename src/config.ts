@@ -45,8 +45,10 @@ export const CORE_FLAGS = {
   'argon2-parallelism': { kind: 'int', def: 1, min: 1, help: 'argon2id lanes' },
   'hash-concurrency': { kind: 'int', def: availableParallelism(), min: 1, help: 'argon2 operations at once' },
   'hash-queue': { kind: 'int', def: 1000, min: 0, help: 'argon2 operations waiting before too_many_attempts' },
-  'user-rate': { kind: 'int', def: 100, min: 0, help: 'requests per second per logged-in user before rate_limited (0: no limit)' },
-  'user-rate-burst': { kind: 'int', def: 500, min: 1, help: 'requests a user may send at once above --user-rate' },
+  // the request budget lets a client do what the contracts describe at full speed (fill a 1000-message
+  // mailbox, say the 501 messages that show history's 500 cap); the byte budget is what stops a flood
+  'user-rate': { kind: 'int', def: 500, min: 0, help: 'requests per second per logged-in user before rate_limited (0: no limit)' },
+  'user-rate-burst': { kind: 'int', def: 5000, min: 1, help: 'requests a user may send at once above --user-rate' },
   'user-bytes': { kind: 'int', def: 1048576, min: 0, help: 'request payload bytes per second per logged-in user before rate_limited (0: no limit)' },
   'user-bytes-burst': { kind: 'int', def: 4194304, min: 1, help: 'payload bytes a user may send at once above --user-bytes' },
   'ws-port': { kind: 'optional-port', def: '', help: 'WebSocket transport port, path /ws (0 picks a free port; off when unset)' },

@@ -8,10 +8,13 @@
  * each figure's ratio to the baseline. `--json` prints one JSON object.
  */
 import { availableParallelism } from 'node:os';
-import { SCENARIOS, type Params, type Scenario } from './bench/scenarios.ts';
+import { SCENARIOS as BASIC, type Params, type Scenario } from './bench/scenarios.ts';
+import { CLUSTER_SCENARIOS, enginesAvailable } from './bench/cluster.ts';
 import { newWindow } from './bench/load.ts';
-import { cpuSeconds, redisAvailable, rssBytes, type System } from './bench/systems.ts';
+import { redisAvailable, systemCpuSeconds, systemRssBytes, type System } from './bench/systems.ts';
 import { SPECIAL, type SpecialResult } from './bench/special.ts';
+
+const SCENARIOS: Record<string, Scenario> = { ...BASIC, ...CLUSTER_SCENARIOS };
 
 export type Row = {
   scenario: string;
@@ -26,6 +29,8 @@ export type Row = {
   cpuPercent: number;
   rssMb: number;
   ratio?: number;
+  /** The ratio to the baseline this system should reach (the cluster scenarios). */
+  targetRatio?: number;
   runs: number[];
 };
 
@@ -36,10 +41,12 @@ type Flags = Params & {
   json: boolean;
   scenarios: string[];
   idleConnections: number;
+  presenceTtl: number;
   configs: Partial<Params>[] | undefined;
 };
 
-const DEFAULT_PLAN: { scenario: string; params: Partial<Params> }[] = [
+/** `group`: a name that runs several steps (`cluster`). */
+const DEFAULT_PLAN: { scenario: string; group?: string; params: Partial<Params> }[] = [
   { scenario: 'nop', params: { connections: 50, pipeline: 1 } },
   { scenario: 'nop', params: { connections: 50, pipeline: 16 } },
   { scenario: 'nop', params: { connections: 1000, pipeline: 1 } },
@@ -53,7 +60,12 @@ const DEFAULT_PLAN: { scenario: string; params: Partial<Params> }[] = [
   { scenario: 'history', params: {} },
   { scenario: 'durable', params: {} },
   { scenario: 'resume', params: {} },
+  { scenario: 'cluster-send', group: 'cluster', params: { pairs: 50, pipeline: 1 } },
+  { scenario: 'cluster-fanout', group: 'cluster', params: { fanout: 100, pipeline: 8 } },
+  { scenario: 'cluster-presence', group: 'cluster', params: {} },
 ];
+
+const GROUPS = new Set(DEFAULT_PLAN.flatMap((p) => (p.group === undefined ? [] : [p.group])));
 
 function parseFlags(argv: string[]): Flags {
   const f: Flags = {
@@ -67,6 +79,7 @@ function parseFlags(argv: string[]): Flags {
     json: false,
     scenarios: [],
     idleConnections: 10000,
+    presenceTtl: 15,
     configs: undefined,
   };
   const num = (i: number) => {
@@ -85,10 +98,11 @@ function parseFlags(argv: string[]): Flags {
     else if (a === '--fanout') given.fanout = Math.min(5000, Math.max(1, Math.round(num(++i))));
     else if (a === '--pairs') given.pairs = Math.min(1000, Math.max(1, Math.round(num(++i))));
     else if (a === '--idle-connections') f.idleConnections = Math.min(20000, Math.max(10, Math.round(num(++i))));
+    else if (a === '--presence-ttl') f.presenceTtl = Math.max(1, Math.round(num(++i)));
     else if (a === '--json') f.json = true;
     else if (a.startsWith('--')) throw new Error(`unknown flag ${a}`);
-    else if (SCENARIOS[a] === undefined && SPECIAL[a] === undefined)
-      throw new Error(`unknown scenario ${a}; scenarios: ${[...Object.keys(SCENARIOS), ...Object.keys(SPECIAL)].join(', ')}`);
+    else if (SCENARIOS[a] === undefined && SPECIAL[a] === undefined && !GROUPS.has(a))
+      throw new Error(`unknown scenario ${a}; scenarios: ${[...Object.keys(SCENARIOS), ...Object.keys(SPECIAL), ...GROUPS].join(', ')}`);
     else f.scenarios.push(a);
   }
   if (Object.keys(given).length > 0) f.configs = [given];
@@ -122,14 +136,14 @@ async function runScenario(scenario: Scenario, params: Params, flags: Flags, red
         const window = newWindow();
         const stop = await contender.load(system, window, params);
         await sleep(flags.warmup * 1000);
-        const cpu0 = cpuSeconds(system.pid);
+        const cpu0 = systemCpuSeconds(system);
         const t0 = performance.now();
         window.measuring = true;
         await sleep(flags.duration * 1000);
         window.measuring = false;
         const elapsed = (performance.now() - t0) / 1000;
-        const cpu = ((cpuSeconds(system.pid) - cpu0) / elapsed) * 100;
-        const rss = rssBytes(system.pid) / 1024 / 1024;
+        const cpu = ((systemCpuSeconds(system) - cpu0) / elapsed) * 100;
+        const rss = systemRssBytes(system) / 1024 / 1024;
         stop();
         const h = window.latency;
         samples[i]!.push({
@@ -166,6 +180,7 @@ async function runScenario(scenario: Scenario, params: Params, flags: Flags, red
   });
   const base = rows.find((_, i) => contenders[i]!.baseline);
   for (const r of rows) if (base !== undefined && base.rate > 0) r.ratio = r.rate / base.rate;
+  if (scenario.targetRatio !== undefined) for (const r of rows) if (r !== base) r.targetRatio = scenario.targetRatio;
   return rows;
 }
 
@@ -176,6 +191,12 @@ function fmt(n: number, digits = 2): string {
   return n >= 1000 ? Math.round(n).toLocaleString('en-US') : n.toFixed(digits);
 }
 
+function ratioCell(r: Row): string {
+  if (r.ratio === undefined) return '';
+  const ratio = `${r.ratio.toFixed(2)} ×`;
+  return r.targetRatio === undefined ? ratio : `${ratio} (target ≥ ${r.targetRatio} ×: ${r.ratio >= r.targetRatio ? 'met' : 'not met'})`;
+}
+
 function table(rows: Row[], special: SpecialResult[]): string {
   const lines = [
     '| scenario | system | rate | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | RSS MB | ratio |',
@@ -183,7 +204,7 @@ function table(rows: Row[], special: SpecialResult[]): string {
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.config} | ${r.system} | ${fmt(r.rate, 0)} ${r.unit} | ${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.p999ms)} | ${fmt(r.maxMs)} | ${fmt(r.cpuPercent, 0)} | ${fmt(r.rssMb, 1)} | ${r.ratio === undefined ? '' : `${r.ratio.toFixed(2)} ×`} |`,
+      `| ${r.config} | ${r.system} | ${fmt(r.rate, 0)} ${r.unit} | ${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${fmt(r.p999ms)} | ${fmt(r.maxMs)} | ${fmt(r.cpuPercent, 0)} | ${fmt(r.rssMb, 1)} | ${ratioCell(r)} |`,
     );
   }
   for (const s of special) {
@@ -207,9 +228,15 @@ async function main(): Promise<void> {
   const plan =
     flags.scenarios.length === 0
       ? DEFAULT_PLAN
-      : flags.scenarios.flatMap((s) =>
-          (flags.configs ?? DEFAULT_PLAN.filter((p) => p.scenario === s).map((p) => p.params)).map((params) => ({ scenario: s, params })),
-        );
+      : flags.scenarios.flatMap((s) => {
+          // a group runs its steps; the flags' configuration, when given, replaces each step's
+          const steps = GROUPS.has(s) ? DEFAULT_PLAN.filter((p) => p.group === s) : [{ scenario: s }];
+          return steps.flatMap(({ scenario }) =>
+            (flags.configs ?? DEFAULT_PLAN.filter((p) => p.scenario === scenario).map((p) => p.params)).map((params) => ({ scenario, params })),
+          );
+        });
+  if (plan.some((p) => p.scenario.startsWith('cluster')) && !enginesAvailable())
+    process.stderr.write('bench: the cluster scenarios need PostgreSQL and redis-server (Debian packages postgresql, redis-server): skipped\n');
   const rows: Row[] = [];
   const special: SpecialResult[] = [];
   const started = Date.now();

@@ -8,6 +8,9 @@
  * inbox from 0 and checks, per recipient, that every acknowledged send is
  * there exactly once and in order, that nothing was invented, that a send
  * whose reply was lost is there at most once, and that seqs are dense.
+ * With --cluster the server is three nodes on one PostgreSQL and one Redis
+ * (CLUSTER.md): clients reconnect to any node, nodes are killed one or two
+ * at a time, and Redis is killed and started again, empty.
  * Prints `N passed, M failed` per property; exit code 1 on any failure,
  * 2 when the run could not be made. Bounded in time, loopback only.
  */
@@ -19,12 +22,15 @@ import { Actor, PASSWORD, type Counters } from './check-delivery/actor.ts';
 import { readInbox } from './check-delivery/final-read.ts';
 import { seeded } from './check-delivery/random.ts';
 import { ServerProcess } from './check-delivery/server.ts';
+import { ClusterSetupError, NODES, startCluster, type Cluster } from './check-delivery/cluster.ts';
+import { killAtRandom, killNodesAtRandom, restartRedisAtRandom, type FaultCounts } from './check-delivery/faults.ts';
 import { createDatabase, startPostgres, type Postgres } from './postgres.ts';
 import { formatResults, verify, type Attempt, type FinalStream, type History, type PropertyResult } from './check-delivery/verify.ts';
 import { UsageError } from './cli-common.ts';
 
 const USAGE = `usage: npm run check:delivery -- [--seconds N] [--clients N] [--seed N] [--kill-every SECONDS] [--drop-every SECONDS]
-                 [--crash-share F] [--store postgres://...] [--inbox-retain N] [--without-once] [--keep]`;
+                 [--crash-share F] [--store postgres://...] [--inbox-retain N] [--without-once] [--keep]
+                 [--cluster [--redis-every SECONDS]]`;
 
 const HELP = `${USAGE}
 
@@ -39,7 +45,12 @@ const HELP = `${USAGE}
   --inbox-retain N     the server's --inbox-retain (default 1000000: nothing is dropped during the run)
   --without-once       send without once keys, again after a lost reply as a naive client would:
                        the checker should then find duplicates (it shows that it can fail)
-  --keep               keep the data directory`;
+  --keep               keep the data directory
+  --cluster            three server nodes (--bus) on one PostgreSQL (throwaway, or --store postgres://...)
+                       and a throwaway redis-server; clients connect and reconnect to any node at random,
+                       --kill-every kills one node or two at once (never the last one up), Redis is killed and started
+                       again empty; needs the Debian packages postgresql and redis-server
+  --redis-every S      with --cluster: mean time between two Redis restarts (default 10; 0: never)`;
 
 /** What the checker's sends carry: `send,<to>,chk,<from>:<n>`. */
 const COMMAND = 'chk';
@@ -58,6 +69,8 @@ type Flags = {
   inboxRetain: number;
   useOnce: boolean;
   keep: boolean;
+  cluster: boolean;
+  redisEverySec: number;
   help: boolean;
 };
 
@@ -73,6 +86,8 @@ export function parseFlags(argv: readonly string[]): Flags {
     inboxRetain: 1_000_000,
     useOnce: true,
     keep: false,
+    cluster: false,
+    redisEverySec: 10,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -98,13 +113,16 @@ export function parseFlags(argv: readonly string[]): Flags {
     else if (arg === '--inbox-retain') flags.inboxRetain = Math.round(number(1, 1e9));
     else if (arg === '--keep') flags.keep = true;
     else if (arg === '--without-once') flags.useOnce = false;
+    else if (arg === '--cluster') flags.cluster = true;
+    else if (arg === '--redis-every') flags.redisEverySec = number(0, 86_400);
     else if (arg === '--help' || arg === '-h') flags.help = true;
     else throw new UsageError(`unknown flag ${arg}`);
   }
+  if (flags.cluster && flags.store !== undefined && flags.store !== 'postgres' && !/^postgres(ql)?:\/\//.test(flags.store))
+    throw new UsageError('--cluster needs a PostgreSQL store (--store postgres://... or none): a SQLite file is one process\'s');
   return flags;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 const say = (line: string) => process.stderr.write(`check:delivery: ${line}\n`);
 
 /** Whether the server knows `resume` (DELIVERY.md). */
@@ -136,28 +154,14 @@ async function register(port: number, users: readonly string[]): Promise<void> {
   }
 }
 
-/** SIGKILLs the server at random moments until `until`, starting it again each time; it is up when this resolves. */
-async function killAtRandom(server: ServerProcess, meanMs: number, until: number, random: ReturnType<typeof seeded>): Promise<void> {
-  if (meanMs <= 0) return;
-  for (;;) {
-    await sleep(Math.min(random.wait(meanMs), until - Date.now()));
-    if (Date.now() >= until) return;
-    await server.kill();
-    // sometimes down a while (clients back off), sometimes straight back
-    await sleep(random.int(3) === 0 ? random.int(500) : 0);
-    await server.start();
-    // up for a moment at least, so the run makes progress between kills
-    await sleep(200);
-  }
-}
-
-async function readAll(port: number, users: readonly string[]): Promise<Map<string, FinalStream>> {
+/** Every user's inbox from 0, each on a node `port()` picks (any node must replay the same stream). */
+async function readAll(port: () => number, users: readonly string[]): Promise<Map<string, FinalStream>> {
   const finals = new Map<string, FinalStream>();
   const queue = [...users];
   const worker = async () => {
     for (let user = queue.shift(); user !== undefined; user = queue.shift()) {
       try {
-        finals.set(user, await readInbox(port, user));
+        finals.set(user, await readInbox(port(), user));
       } catch (err) {
         say(`the final read of ${user}'s inbox failed: ${(err as Error).message}`);
       }
@@ -176,6 +180,45 @@ function outcomes(attempts: readonly Attempt[]): string {
   return `${attempts.length} sends: ${ok} acknowledged, ${unknown} unknown (reply never came), ${refused === '' ? 'none refused' : `refused: ${refused}`}`;
 }
 
+/** What the clients talk to: one server, or a cluster's nodes and its Redis. */
+type Deployment = { nodes: readonly ServerProcess[]; cluster: Cluster | undefined; stop(): Promise<void> };
+
+/** Starts the server (or the cluster); a string is why the run cannot be made. */
+async function deploy(flags: Flags, data: string, tag: string): Promise<Deployment | string> {
+  if (flags.cluster) {
+    try {
+      const cluster = await startCluster({ store: flags.store, data, inboxRetain: flags.inboxRetain, tag });
+      return { nodes: cluster.nodes, cluster, stop: () => cluster.stop() };
+    } catch (err) {
+      if (!(err instanceof ClusterSetupError)) throw err;
+      return `the cluster did not start: ${err.message}`;
+    }
+  }
+  let postgres: Postgres | undefined;
+  let store = flags.store;
+  if (store === 'postgres') {
+    try {
+      postgres = await startPostgres({ durable: true });
+      store = await createDatabase(postgres.url, 'check_delivery');
+    } catch (err) {
+      await postgres?.stop();
+      return `no PostgreSQL for --store postgres: ${(err as Error).message}`;
+    }
+  }
+  const server = new ServerProcess({ data, store, inboxRetain: flags.inboxRetain });
+  const stop = async () => {
+    await server.stop();
+    await postgres?.stop();
+  };
+  try {
+    await server.start();
+  } catch (err) {
+    await stop();
+    return `the server did not start: ${(err as Error).message}`;
+  }
+  return { nodes: [server], cluster: undefined, stop };
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let flags: Flags;
   try {
@@ -190,47 +233,39 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const random = seeded(flags.seed);
-  let postgres: Postgres | undefined;
-  let store = flags.store;
-  if (store === 'postgres') {
-    try {
-      postgres = await startPostgres({ durable: true });
-      store = await createDatabase(postgres.url, 'check_delivery');
-    } catch (err) {
-      say(`no PostgreSQL for --store postgres: ${(err as Error).message}`);
-      await postgres?.stop();
-      return 2;
-    }
-  }
+  // a name of its own per run, so a --store that outlives runs never mixes two of them
+  const tag = Date.now().toString(36).slice(-6);
   const data = mkdtempSync(join(tmpdir(), 'textserver-check-delivery-'));
-  const server = new ServerProcess({ data, store, inboxRetain: flags.inboxRetain });
-  try {
-    await server.start();
-  } catch (err) {
-    say(`the server did not start: ${(err as Error).message}`);
+  const deployment = await deploy(flags, data, tag);
+  if (typeof deployment === 'string') {
+    say(deployment);
     rmSync(data, { recursive: true, force: true });
-    await postgres?.stop();
     return 2;
   }
+  const { nodes, cluster } = deployment;
+  /** A node for each new connection, at random (the one server without --cluster). */
+  const pickPort = (r: ReturnType<typeof seeded>) => () => nodes[nodes.length === 1 ? 0 : r.int(nodes.length)]!.port;
+  const kills = () => nodes.reduce((n, s) => n + s.kills, 0);
+  const faults: FaultCounts = { doubleKills: 0, redisRestarts: 0 };
   try {
-    if (!(await serverHasResume(server.port))) {
+    if (!(await serverHasResume(nodes[0]!.port))) {
       say('the server has no resume command: it does not implement the inbox (DELIVERY.md)');
       return 2;
     }
-    // a name of its own per run, so a --store that outlives runs never mixes two of them
-    const tag = Date.now().toString(36).slice(-6);
     const users = Array.from({ length: flags.clients }, (_, i) => `dc${tag}_${i}`);
-    await register(server.port, users);
-    say(
-      `seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s, server on 127.0.0.1:${server.port} (${flags.store === undefined ? 'SQLite' : 'PostgreSQL'})`,
-    );
+    await register(nodes[0]!.port, users);
+    const where =
+      cluster === undefined
+        ? `server on 127.0.0.1:${nodes[0]!.port} (${flags.store === undefined ? 'SQLite' : 'PostgreSQL'})`
+        : `${NODES} nodes on 127.0.0.1:${nodes.map((n) => n.port).join(', ')} (PostgreSQL, Redis on ${cluster.redis.url})`;
+    say(`seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s, ${where}`);
 
     const attempts: Attempt[] = [];
     const counters: Counters = { drops: 0, crashes: 0, reconnects: 0, lostReplies: 0, abandoned: 0, refusedAfterReconnect: 0 };
     const actors = users.map(
       (me, i) =>
         new Actor({
-          port: server.port,
+          port: pickPort(random.fork(flags.clients + 2 + i)),
           me,
           users,
           command: COMMAND,
@@ -247,18 +282,26 @@ export async function main(argv: readonly string[]): Promise<number> {
     const settleBy = until + SETTLE_MS;
     const progress = setInterval(() => {
       const ok = attempts.filter((a) => a.outcome === 'ok').length;
+      const redis = cluster === undefined ? '' : `${faults.redisRestarts} Redis restarts, `;
       say(
-        `${ok} sends acknowledged, ${server.kills} kills, ${counters.drops} drops, ${counters.crashes} crashes, ${Math.max(0, Math.round((until - Date.now()) / 1000))} s left`,
+        `${ok} sends acknowledged, ${kills()} kills, ${redis}${counters.drops} drops, ${counters.crashes} crashes, ${Math.max(0, Math.round((until - Date.now()) / 1000))} s left`,
       );
     }, 5000);
     const runs = Promise.all(actors.map((a) => a.run(until, settleBy)));
     try {
-      await killAtRandom(server, flags.killEverySec * 1000, until, random.fork(flags.clients));
+      const killMs = flags.killEverySec * 1000;
+      const killer = random.fork(flags.clients);
+      await (cluster === undefined
+        ? killAtRandom(nodes[0]!, killMs, until, killer)
+        : Promise.all([
+            killNodesAtRandom(nodes, killMs, until, killer, faults),
+            restartRedisAtRandom(cluster.redis, flags.redisEverySec * 1000, until, random.fork(flags.clients + 1), faults),
+          ]));
     } catch (err) {
       clearInterval(progress);
       for (const a of actors) a.stop();
       await runs;
-      say(`the server did not start again after a kill: ${(err as Error).message}`);
+      say(`${cluster === undefined ? 'the server' : 'a node or Redis'} did not start again after a kill: ${(err as Error).message}`);
       return 2;
     }
     let settleTimer: NodeJS.Timeout | undefined;
@@ -268,7 +311,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     for (const a of actors) a.stop();
     await runs;
 
-    const finals = await readAll(server.port, users);
+    const finals = await readAll(pickPort(random.fork(2 * flags.clients + 2)), users);
     const history: History = {
       users,
       command: COMMAND,
@@ -282,24 +325,29 @@ export async function main(argv: readonly string[]): Promise<number> {
     const entries = [...finals.values()].reduce((n, f) => n + f.entries.length, 0);
     const biggest = Math.max(0, ...[...finals.values()].map((f) => f.head));
     console.log(
-      `check:delivery: seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s of sending (${((Date.now() - started) / 1000).toFixed(0)} s in all)${flags.useOnce ? '' : ', WITHOUT once keys'}`,
+      `check:delivery: seed ${flags.seed}, ${flags.clients} clients, ${flags.seconds} s of sending (${((Date.now() - started) / 1000).toFixed(0)} s in all)${flags.useOnce ? '' : ', WITHOUT once keys'}${cluster === undefined ? '' : `, ${NODES} nodes`}`,
     );
     console.log(`${outcomes(attempts)}`);
+    const killed =
+      cluster === undefined
+        ? `${kills()} server kills (SIGKILL)`
+        : `${kills()} node kills (SIGKILL; ${faults.doubleKills} times two nodes at once), ${faults.redisRestarts} Redis restarts (SIGKILL, back empty)`;
     console.log(
-      `${server.kills} server kills (SIGKILL), ${counters.drops} connection drops, ${counters.crashes} client crashes, ${counters.reconnects} automatic reconnects; ` +
+      `${killed}, ${counters.drops} connection drops, ${counters.crashes} client crashes, ${counters.reconnects} automatic reconnects; ` +
         `${counters.lostReplies} sends in flight at a disconnect (sent again${flags.useOnce ? ' under their once key' : ''}), ${counters.abandoned} given up at a crash`,
     );
-    const restarts = server.startMs.slice(1);
+    const restarts = nodes.flatMap((n) => n.startMs.slice(1));
     if (restarts.length > 0)
       console.log(
-        `the server took ${Math.round(restarts.reduce((a, b) => a + b, 0) / restarts.length)} ms on average to listen again after a kill (most ${Math.max(...restarts)} ms)`,
+        `${cluster === undefined ? 'the server' : 'a node'} took ${Math.round(restarts.reduce((a, b) => a + b, 0) / restarts.length)} ms on average to listen again after a kill (most ${Math.max(...restarts)} ms)`,
       );
     console.log(`${entries} inbox entries read back from 0 (largest inbox ${biggest})`);
     if (counters.refusedAfterReconnect > 0) console.log(`${counters.refusedAfterReconnect} logins or resumes refused after a reconnect`);
     console.log(formatResults(results));
     let failed = results.some((r) => r.failed > 0);
-    if (server.crashes.length > 0) {
-      console.log(`FAIL the server exited by itself ${server.crashes.length} time(s); the first: ${server.crashes[0]}`);
+    const crashes = nodes.flatMap((n) => n.crashes);
+    if (crashes.length > 0) {
+      console.log(`FAIL ${cluster === undefined ? 'the server' : 'a node'} exited by itself ${crashes.length} time(s); the first: ${crashes[0]}`);
       failed = true;
     }
     if (acked === 0) {
@@ -310,8 +358,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(`check:delivery: ${failed ? 'FAILED' : 'passed'} (seed ${flags.seed})`);
     return failed ? 1 : 0;
   } finally {
-    await server.stop();
-    await postgres?.stop();
+    await deployment.stop();
     if (flags.keep) say(`data kept in ${data}`);
     else rmSync(data, { recursive: true, force: true });
   }

@@ -8,8 +8,8 @@
  * it is appended: not when some connection of the user will be written it
  * live (a version 1 connection, or a streaming inbox connection); if every
  * such write then fails, it is marked pending after all. Entries written to
- * any connection later (a drain, a replay, the HTTP API) are marked
- * received in batches.
+ * any connection later (a drain, a replay, the HTTP API, another node's
+ * version 1 connections) are marked received in batches.
  */
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -21,6 +21,7 @@ import { Session } from './session.ts';
 import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
 import { KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
 import { userChannel, type Bus } from '../bus/bus.ts';
+import { WrittenLive } from './written-live.ts';
 
 export type InboxSettings = {
   mailboxSize(): number;
@@ -55,6 +56,8 @@ export class Inbox implements InboxApi {
   readonly #log: Logger;
   readonly #settings: InboxSettings;
   readonly drains: MailboxDrains;
+  /** Pending entries written live to version 1 connections here, until their marks commit (a drain skips them there). */
+  readonly #writtenLive = new WrittenLive();
   /** Inbox connections (those that sent `sync`), streaming or not. */
   readonly #streams = new WeakMap<Session, InboxStream>();
   /** Received marks waiting for their batch. */
@@ -80,6 +83,7 @@ export class Inbox implements InboxApi {
       settings.window,
       (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)),
       (p) => void this.#track(p),
+      this.#writtenLive,
     );
   }
 
@@ -99,6 +103,7 @@ export class Inbox implements InboxApi {
   /** The connection stopped being its user (closed, logged out, or logged in as another). */
   loggedOut(session: Session): void {
     this.drains.stop(session);
+    if (session.user !== null) this.#writtenLive.dropSession(session.user.id, session);
     this.#streams.get(session)?.stop();
   }
 
@@ -229,15 +234,18 @@ export class Inbox implements InboxApi {
     const now = Date.now();
     const entries = await this.#data.write(async (tx: Kysely<any>) => {
       const out: InboxEntry[] = [];
+      const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
       for (const part of parts) {
         const { first } = await this.#data.reserve(tx, part.user.id, part.entries.length);
         // counted under the stream's lock: exact even with concurrent sends
         if (part.limit && (await this.#data.pendingCount(part.user.id, tx)) >= this.#settings.mailboxSize()) {
           throw new CommandError('mailbox_full', `${part.user.name} has too many stored messages`);
         }
-        await this.#data.insert(tx, part.user.id, first, part.entries, now);
+        batches.push({ userId: part.user.id, first, entries: part.entries });
         for (const [i, e] of part.entries.entries()) out.push(new InboxEntry(part.user.id, { seq: first + i, ...e }));
       }
+      // the entry and the carbon in one statement
+      await this.#data.insert(tx, batches, now);
       return out;
     });
     for (const e of entries) {
@@ -264,7 +272,7 @@ export class Inbox implements InboxApi {
   #publish(entry: InboxEntry): void {
     let reached = 0;
     let failed = 0;
-    let plain: UserRef | false = false;
+    const plain: Session[] = [];
     // a live entry none of whose writes succeeds waits for the next version 1 login after all
     const written =
       entry.kind === KIND_ENTRY && entry.pending === 0
@@ -277,43 +285,74 @@ export class Inbox implements InboxApi {
       if (stream !== undefined) {
         if (stream.offer(entry, written)) reached++;
       } else if (entry.kind === KIND_ENTRY) {
-        // stored as not yet received: version 1 connections get it from a drain, in order, once
-        if (entry.pending === 1) plain = session.user ?? plain;
+        // stored as not yet received, but a version 1 connection logged in meanwhile
+        if (entry.pending === 1) plain.push(session);
         else if (session.pushFrame(entry.plainFrame, written)) reached++;
       }
     }
+    reached += this.#writeStored(entry, plain);
     this.#hub.stats.pushed += reached;
     // the doorbell for the other nodes: a lost one is noticed by the seq gap it leaves, or re-read after a resubscription
     this.#hub.bus?.publish(userChannel(entry.userId), { kind: 'inbox', seq: entry.seq, fields: { k: entry.kind, p: entry.pending, d: entry.payload } });
     if (entry.kind !== KIND_ENTRY) return;
     if (entry.pending === 0 && reached === 0) this.#lostLive(entry);
-    // nobody was there when it was appended, but a version 1 connection logged in meanwhile
-    if (plain !== false) this.drains.ensure(plain);
   }
 
   /**
    * An entry another node appended, for this node's connections of the
    * user. Inbox connections take it like a local one (a seq gap makes their
    * stream read the store). Version 1 connections get a live entry (one a
-   * connection on the appending node took) as it is; one stored as not yet
-   * received comes through a drain, which marks it received once written
-   * here: the appending node cannot know what other nodes' connections took.
+   * connection on the appending node took) as it is, and one stored as not
+   * yet received as well (see #writeStored): the appending node cannot know
+   * what other nodes' connections take, so it stored the entry pending.
    */
   remote(userId: number, row: InboxRow): void {
     const entry = new InboxEntry(userId, row);
     let reached = 0;
-    let plain: UserRef | false = false;
+    const plain: Session[] = [];
     for (const session of this.#hub.sessionsOf(userId)) {
       const stream = this.#streams.get(session);
       if (stream !== undefined) {
         if (stream.offer(entry)) reached++;
       } else if (entry.kind === KIND_ENTRY) {
-        if (entry.pending === 1) plain = session.user ?? plain;
+        if (entry.pending === 1) plain.push(session);
         else if (session.pushFrame(entry.plainFrame)) reached++;
       }
     }
     this.#hub.stats.pushed += reached;
-    if (plain !== false) this.drains.ensure(plain);
+    this.#hub.stats.pushed += this.#writeStored(entry, plain);
+  }
+
+  /**
+   * A committed entry stored as not yet received, for version 1
+   * connections of its user here: written to each of them at once, like a
+   * live entry, and marked received once one write succeeds; a connection
+   * that drains the user's mailbox gets it from its drain instead, in order
+   * after the backlog (and the drain marks it). Recorded per connection
+   * until the mark commits, so a drain that reads it meanwhile does not
+   * write it to the same connection again.
+   */
+  #writeStored(entry: InboxEntry, plain: readonly Session[]): number {
+    const user = plain[0]?.user;
+    if (user == null) return 0;
+    const draining = this.drains.drainingTo(entry.userId);
+    let reached = 0;
+    let marked = false;
+    const written =
+      draining === undefined
+        ? (err?: Error | null) => {
+            if (err || marked) return;
+            marked = true;
+            this.#received(entry.userId, entry.seq);
+          }
+        : undefined;
+    for (const session of plain) {
+      if (session === draining) continue;
+      this.#writtenLive.add(entry.userId, entry.seq, session);
+      if (session.pushFrame(entry.plainFrame, written)) reached++;
+    }
+    if (draining !== undefined) this.drains.ensure(user);
+    return reached;
   }
 
   /** Publications may have been lost (the bus came back): streams read the store to its end, version 1 connections drain what is not yet received. */
@@ -363,6 +402,8 @@ export class Inbox implements InboxApi {
     this.#marks = new Map();
     try {
       await this.#data.markReceived(marks);
+      // drains read them as pending no more (once a page read before the commit is written)
+      for (const [userId, seqs] of marks) this.drains.afterPage(userId, () => this.#writtenLive.forget(userId, seqs));
       // received entries may have left the window already: the next sweep looks at them
       for (const [userId, seqs] of marks) {
         let high = this.#appended.get(userId) ?? 0;
@@ -450,9 +491,9 @@ export class Inbox implements InboxApi {
 /** `<after>`: a whole number >= 0, or `latest`. */
 function parseAfter(text: string, usage: string): number | 'latest' {
   if (text === 'latest') return 'latest';
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
-  return n;
+  if (!/^\d+$/.test(text)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
+  // a whole number too big to be a seq is still one: past the head (stream_reset), not syntax
+  return Math.min(Number(text), Number.MAX_SAFE_INTEGER);
 }
 
 function withTimeout(p: Promise<void>, ms: number): Promise<void> {

@@ -7,13 +7,15 @@
  * big mailbox is never all in memory and never outruns the outbound bound
  * by itself. One drain per user at a time, so nothing goes out twice; a
  * drain cut short (its connection went away) is taken over by another
- * version 1 connection of the user.
+ * version 1 connection of the user. An entry this node already wrote live
+ * to the draining connection (written-live.ts) is marked, not written again.
  */
 import type { Logger } from 'pino';
 import { InboxEntry } from './inbox-stream.ts';
 import type { UserRef } from './module-api.ts';
 import type { Session } from './session.ts';
 import type { InboxData } from '../store/inbox-data.ts';
+import type { WrittenLive } from './written-live.ts';
 
 /** Stored messages read from the store at a time while a mailbox drains. */
 const DRAIN_PAGE = 64;
@@ -35,20 +37,47 @@ export class MailboxDrains {
   readonly #stops = new Map<Session, () => void>();
   /** Users whose running drain must look again before it ends. */
   readonly #poked = new Set<number>();
-  /**
-   * Entries written to a connection whose received mark failed (the store
-   * went away): still pending, so the connection's next drain would read
-   * them again. It does not write them twice; it marks them. Keyed by the
-   * user too: seqs are per user, and a connection may log in as another.
-   */
-  readonly #unmarked = new WeakMap<Session, Map<number, Set<number>>>();
+  /** Entries written live to connections on this node while still stored as pending. */
+  readonly #live: WrittenLive;
+  /** Users whose drain has a page read and not yet all written, with what waits for the page to end. */
+  readonly #pages = new Map<number, (() => void)[]>();
 
-  constructor(data: InboxData, log: Logger, window: () => number, heirs: (userId: number) => Session[], track: (work: Promise<unknown>) => void) {
+  constructor(
+    data: InboxData,
+    log: Logger,
+    window: () => number,
+    heirs: (userId: number) => Session[],
+    track: (work: Promise<unknown>) => void,
+    live: WrittenLive,
+  ) {
     this.#data = data;
     this.#track = track;
     this.#log = log;
     this.#window = window;
     this.#heirs = heirs;
+    this.#live = live;
+  }
+
+  /** The connection the user's mailbox drains to on this node, if a drain runs. */
+  drainingTo(userId: number): Session | undefined {
+    return this.#draining.get(userId);
+  }
+
+  /**
+   * Runs `fn` once no page of the user's drain that was read before now is
+   * still being written: a received mark that committed before `fn` runs
+   * may have been read as pending by that page, not by any later one.
+   */
+  afterPage(userId: number, fn: () => void): void {
+    const waiting = this.#pages.get(userId);
+    if (waiting === undefined) fn();
+    else waiting.push(fn);
+  }
+
+  #endPage(userId: number): void {
+    const waiting = this.#pages.get(userId);
+    this.#pages.delete(userId);
+    for (const fn of waiting ?? []) fn();
   }
 
   /** Starts draining the user's mailbox to `session` unless a drain of it runs already. */
@@ -88,37 +117,34 @@ export class MailboxDrains {
       if (window.written.length === 0) return;
       const seqs = window.written;
       window.written = [];
-      const marked = await this.#retrying(
-        () => this.#data.markReceived(new Map([[user.id, seqs]])),
-        user,
-        () => stopped,
-      );
+      const marked = await this.#retrying(() => this.#data.markReceived(new Map([[user.id, seqs]])), user, () => stopped);
       if (marked === undefined) {
-        const unmarked = this.#unmarkedOf(session, user.id);
-        for (const seq of seqs) unmarked.add(seq);
+        // the drain stopped before the store came back: still pending, so a drain to this connection
+        // (it logs in again) would read them again; it marks them instead of writing them twice.
+        // A closed connection gets nothing again: nothing to record (it would only be kept for ever).
+        if (session.open) for (const seq of seqs) this.#live.add(user.id, seq, session);
         return;
       }
-      const unmarked = this.#unmarked.get(session)?.get(user.id);
-      if (unmarked !== undefined) for (const seq of seqs) unmarked.delete(seq);
+      // this drain's next read starts after the commit: it will not read them again
+      this.#live.forget(user.id, seqs);
     };
     const run = async () => {
       let after = 0;
       while (!stopped) {
-        const read = await this.#retrying(
-          () => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE)),
-          user,
-          () => stopped,
-        );
+        this.#pages.set(user.id, this.#pages.get(user.id) ?? []);
+        const read = await this.#retrying(() => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE)), user, () => stopped);
         if (read === undefined) break;
         const rows = read.value;
         if (rows.length === 0) {
+          this.#endPage(user.id);
           if (!this.#poked.delete(user.id)) break;
           continue;
         }
         for (const row of rows) {
           const entry = new InboxEntry(user.id, row);
-          if (this.#unmarked.get(session)?.get(user.id)?.has(entry.seq)) {
-            window.written.push(entry.seq); // written by an earlier drain: marked now, not written again
+          if (this.#live.has(user.id, entry.seq, session)) {
+            // written live to this connection already (its mark is on its way): marked with the page, not written again
+            window.written.push(entry.seq);
             after = entry.seq;
             continue;
           }
@@ -144,27 +170,28 @@ export class MailboxDrains {
         // a page's entries are marked once every write of it has settled
         while (window.pending > 0) await settled();
         await markWritten();
+        this.#endPage(user.id);
       }
       while (window.pending > 0) await settled();
       await markWritten();
     };
+    let failed = false;
     const work = run()
-      .catch((err: unknown) => this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored'))
+      .catch((err: unknown) => {
+        failed = true;
+        this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored');
+      })
       .finally(() => {
+        this.#endPage(user.id);
         if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
         if (this.#stops.get(session) === stop) this.#stops.delete(session);
-        // cut short: another version 1 connection of the user takes over the rest; poked after its last read: once more
-        if (this.#poked.delete(user.id) || stopped) this.ensure(user);
+        const poked = this.#poked.delete(user.id);
+        // poked after its last read: once more, to the same connection (what was left to the drain went live to the others only)
+        if (poked && !stopped && !failed) this.#drain(session, user);
+        // cut short (or failed and poked, as before): another version 1 connection of the user takes over the rest
+        else if (poked || stopped) this.ensure(user);
       });
     this.#track(work);
-  }
-
-  #unmarkedOf(session: Session, userId: number): Set<number> {
-    let byUser = this.#unmarked.get(session);
-    if (byUser === undefined) this.#unmarked.set(session, (byUser = new Map()));
-    let seqs = byUser.get(userId);
-    if (seqs === undefined) byUser.set(userId, (seqs = new Set()));
-    return seqs;
   }
 
   /**

@@ -43,6 +43,20 @@ export async function buildApp(
       return http.createServer(); // never listens: the gateway's own servers call `handler`
     },
   });
+  // GATEWAYS.md section 2 (JSON in; a bad body is 400 syntax): a body is JSON whatever Content-Type came
+  // with it (fetch labels a string body text/plain), and an empty one is no body (a bodiless POST
+  // that says application/json), rather than 415 or 400 before the route could answer
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (req, text, done) => {
+    if ((text as string).trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text as string));
+    } catch {
+      // labelled JSON and not JSON is a syntax error; other text is left to the route (which wants JSON or nothing)
+      if (/json/i.test(req.headers['content-type'] ?? '')) done(new CommandError('syntax', 'the body is not JSON'), undefined);
+      else done(null, text);
+    }
+  });
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => sendError(core, reply, err, req));
   app.setNotFoundHandler((req, reply) => notFound(app, req, reply));
   app.get('/healthz', (_req, reply) => reply.type('text/plain; charset=utf-8').send('ok'));

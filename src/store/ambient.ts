@@ -46,6 +46,7 @@ export function inAmbientTransaction(): boolean {
  */
 export async function runTransaction<R>(
   db: Kysely<any>,
+  driver: AmbientDriver,
   fn: (tx: Kysely<any>) => Promise<R>,
   durable: (committed: Promise<void> | undefined) => Promise<void>,
 ): Promise<R> {
@@ -54,7 +55,7 @@ export async function runTransaction<R>(
   const mine: Open = { conn: undefined, committed: undefined, after: [], savepoints: 0 };
   let result: R;
   try {
-    result = await current.run(mine, () => db.transaction().execute(fn));
+    result = await current.run(mine, () => driver.transaction(db, fn));
   } finally {
     // continuations still running in this chain later must not borrow a connection given back
     mine.conn = undefined;
@@ -122,6 +123,31 @@ export class AmbientDriver implements Driver {
     if (a?.conn !== undefined) return new Borrowed(a.conn);
     return this.#inner.acquireConnection();
   }
+  /**
+   * What Kysely's `db.transaction().execute(fn)` does, without building a
+   * Kysely instance for each transaction (a measurable share of a small
+   * write's cost): `fn` gets `db` itself, whose queries in this call chain
+   * run on the transaction's connection (acquireConnection above). Call it
+   * once Kysely has initialized the driver (a store's first query).
+   */
+  async transaction<R>(db: Kysely<any>, fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
+    const c = await this.#inner.acquireConnection();
+    try {
+      await this.beginTransaction(c, {});
+      let result: R;
+      try {
+        result = await fn(db);
+      } catch (err) {
+        await this.#inner.rollbackTransaction(c);
+        throw err;
+      }
+      await this.#inner.commitTransaction(c);
+      return result;
+    } finally {
+      await this.#inner.releaseConnection(c);
+    }
+  }
+
   async beginTransaction(c: DatabaseConnection, settings: TransactionSettings): Promise<void> {
     await this.#inner.beginTransaction(c, settings);
     const a = current.getStore();

@@ -3,7 +3,7 @@
  * Kysely, so the same code runs on both backends.
  */
 import type { Generated, Kysely } from 'kysely';
-import { INBOX_MIGRATION } from './inbox-data.ts';
+import { INBOX_MIGRATION, INBOX_PENDING_MIGRATION } from './inbox-data.ts';
 import type { Migration, Store } from './store.ts';
 
 export type UserRecord = { readonly id: number; readonly name: string; readonly hash: string };
@@ -34,6 +34,7 @@ export const CORE_MIGRATIONS: readonly Migration[] = [
   },
   // the per-user inbox (DELIVERY.md) replaces the mailbox: its rows become pending entries
   INBOX_MIGRATION,
+  INBOX_PENDING_MIGRATION,
 ];
 
 export class CoreData {

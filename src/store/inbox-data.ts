@@ -10,13 +10,18 @@
  * - `pending = 1` marks a kind-0 entry no connection has received yet: what
  *   a version 1 login drains, what `--mailbox-size` bounds, what retention
  *   never drops. Carbons (kind 1) are never pending.
- * - Indexes: the primary key (user_id, seq) serves replays; (user_id,
- *   pending, seq) the drain, the mailbox count and the window sweep; and
- *   (pending, created_at) the age sweep, so that pending entries (which the
- *   age sweep must skip) are not even in the range it scans.
+ * - Indexes: the primary key (user_id, seq) serves replays and the window
+ *   sweep; `inbox_pending`, (user_id, seq) of pending entries only, the
+ *   drain and the mailbox count; and (pending, created_at) the age sweep,
+ *   so that pending entries (which the age sweep must skip) are not even in
+ *   the range it scans. Only pending entries are in `inbox_pending`: most
+ *   entries (live ones, carbons) never are, so an append writes one index
+ *   page per stream fewer. Queries spell `pending = 1` as a literal, the
+ *   form in which SQLite's planner may use a partial index.
  */
 import { randomInt } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import { prepared, type Prepared } from './prepared.ts';
 import type { Migration, Store } from './store.ts';
 
 export const KIND_ENTRY = 0;
@@ -81,6 +86,49 @@ export const INBOX_MIGRATION: Migration = async ({ db }) => {
   await db.schema.dropTable('mailbox').execute();
 };
 
+/**
+ * Core schema step 3: `inbox_pending` holds pending entries only (see the
+ * top of this file). Both dialects take the same SQL.
+ */
+export const INBOX_PENDING_MIGRATION: Migration = 'DROP INDEX inbox_pending; CREATE INDEX inbox_pending ON inbox (user_id, seq) WHERE pending = 1';
+
+/** `pending = 1` as a literal (a bound parameter would keep SQLite's planner off the partial index). */
+const IS_PENDING = sql<boolean>`pending = 1`;
+
+// the statements of every append, compiled once (see prepared.ts)
+const bumpHead = prepared<{ user: number; count: number }, { head: number; epoch: string }>((db: Kysely<InboxTables>, $) =>
+  db
+    .updateTable('inbox_streams')
+    .set((eb) => ({ head: eb('head', '+', $('count')) }))
+    .where('user_id', '=', $('user'))
+    .returning(['head', 'epoch']),
+);
+type EntryArgs = Record<string, number | string>;
+const ENTRY_COLUMNS = ['user_id', 'seq', 'kind', 'pending', 'payload', 'created_at'] as const;
+/** INSERTs of 1, 2, ... rows (a send writes two: the entry and its carbon), each compiled once. */
+const insertRows: Prepared<EntryArgs, unknown>[] = [];
+function insertOf(rows: number): Prepared<EntryArgs, unknown> {
+  let p = insertRows[rows];
+  if (p === undefined) {
+    p = prepared<EntryArgs>((db: Kysely<InboxTables>, $) =>
+      db.insertInto('inbox').values(
+        Array.from({ length: rows }, (_, r) => Object.fromEntries(ENTRY_COLUMNS.map((c) => [c, $(`${c}${r}`)])) as InboxTables['inbox']),
+      ),
+    );
+    insertRows[rows] = p;
+  }
+  return p;
+}
+/** Rows per INSERT statement. */
+const INSERT_ROWS = 200;
+const countPending = prepared<{ user: number }, { n: number }>((db: Kysely<InboxTables>, $) =>
+  db
+    .selectFrom('inbox')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('user_id', '=', $('user'))
+    .where(IS_PENDING),
+);
+
 export class InboxData {
   readonly #store: Store;
 
@@ -110,13 +158,7 @@ export class InboxData {
    */
   async reserve(tx: Kysely<any>, userId: number, count: number): Promise<{ first: number; epoch: string }> {
     const t = tx as Kysely<InboxTables>;
-    const bump = () =>
-      t
-        .updateTable('inbox_streams')
-        .set((eb) => ({ head: eb('head', '+', count) }))
-        .where('user_id', '=', userId)
-        .returning(['head', 'epoch'])
-        .executeTakeFirst();
+    const bump = () => bumpHead.first(t, { user: userId, count });
     let row = await bump();
     if (row === undefined) {
       await t
@@ -130,23 +172,23 @@ export class InboxData {
     return { first: Number(row.head) - count + 1, epoch: row.epoch };
   }
 
-  /** Within `tx`: entries at seqs first, first + 1, ... */
-  async insert(tx: Kysely<any>, userId: number, first: number, entries: readonly NewEntry[], now: number): Promise<void> {
-    await (tx as Kysely<InboxTables>)
-      .insertInto('inbox')
-      .values(entries.map((e, i) => ({ user_id: userId, seq: first + i, kind: e.kind, pending: e.pending, payload: e.payload, created_at: now })))
-      .execute();
+  /** Within `tx`: each user's entries at seqs first, first + 1, ... (what `reserve` gave). */
+  async insert(tx: Kysely<any>, batches: readonly { userId: number; first: number; entries: readonly NewEntry[] }[], now: number): Promise<void> {
+    const rows = batches.flatMap(({ userId, first, entries }) =>
+      entries.map((e, i) => ({ user_id: userId, seq: first + i, kind: e.kind, pending: e.pending, payload: e.payload, created_at: now })),
+    );
+    for (let at = 0; at < rows.length; at += INSERT_ROWS) {
+      const chunk = rows.slice(at, at + INSERT_ROWS);
+      const args: EntryArgs = {};
+      for (const [r, row] of chunk.entries()) for (const c of ENTRY_COLUMNS) args[`${c}${r}`] = row[c];
+      await insertOf(chunk.length).execute(tx, args);
+    }
   }
 
   /** Kind-0 entries no connection has received yet (within `tx` when given). */
   async pendingCount(userId: number, tx?: Kysely<any>): Promise<number> {
-    const row = await ((tx ?? this.#db) as Kysely<InboxTables>)
-      .selectFrom('inbox')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('user_id', '=', userId)
-      .where('pending', '=', 1)
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
+    const row = await countPending.first(tx ?? this.#db, { user: userId });
+    return Number(row!.n);
   }
 
   /**
@@ -207,7 +249,7 @@ export class InboxData {
       .selectFrom('inbox')
       .select(['seq', 'kind', 'pending', 'payload'])
       .where('user_id', '=', userId)
-      .where('pending', '=', 1)
+      .where(IS_PENDING)
       .where('seq', '>', after)
       .orderBy('seq')
       .limit(limit)

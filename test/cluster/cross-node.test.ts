@@ -3,10 +3,11 @@
  * act as one server. Every check puts the two parties on different nodes.
  * Only in the postgres project (a SQLite file is one process's).
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { removeDir, startServer, storeArgs, tempDir, type TestServer } from '../helpers/server.ts';
-import { freshUsers, loggedIn, PW } from '../helpers/users.ts';
+import { expectNoMoreFrames, freshUsers, loggedIn, PW } from '../helpers/users.ts';
 import { api, WsConnection } from '../helpers/ws.ts';
 import { eventually } from '../helpers/eventually.ts';
 import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
@@ -16,11 +17,14 @@ const opened: RawConnection[] = [];
 let ports: number[] = [];
 /** A Redis of this file's own: a cluster is one database and one Redis (user ids name Redis keys). */
 let redis: Redis | undefined;
+/** The cluster's database, for a test that holds a drain with a row lock. */
+let storeUrl = '';
 
 describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
   beforeAll(async () => {
     redis = await startRedis();
     const store = await storeArgs(tempDir('textserver-cluster-db-'));
+    storeUrl = store[1]!;
     for (let i = 1; i <= 3; i++) {
       nodes.push(
         await startServer([
@@ -73,6 +77,66 @@ describe.skipIf(redisBin() === undefined)('three nodes, one server', () => {
     opened.push(cb);
     expect(await cb.ask('login', b!, PW)).toBe('ok');
     expect(await cb.next()).toBe(`send,${a},msg,while away`);
+  });
+
+  it('every version 1 connection of the recipient on another node gets each send once, in order', async () => {
+    const [a, b] = await freshUsers(ports[0]!, 'pa', 'pb');
+    const ca = await on(0, a!);
+    // all of b's connections on node 1: node 0 sees none of them, so it stores each send as not yet received
+    const cbs = [await on(1, b!), await on(1, b!), await on(1, b!)];
+    const sent = [0, 1, 2, 3, 4].map((i) => `send,${a},msg,hello ${i}`);
+    for (let i = 0; i < sent.length; i++) ca.send('send', b!, 'msg', `hello ${i}`);
+    expect(await ca.nextN(sent.length)).toEqual(sent.map(() => 'ok'));
+    for (const cb of cbs) expect(await cb.nextN(sent.length)).toEqual(sent);
+    for (const cb of cbs) await expectNoMoreFrames(cb);
+    // received there: a later login of b gets nothing stored, and the connections got nothing twice
+    await eventually(async () => {
+      const again = await on(2, b!);
+      expect(await again.ask('nop')).toBe('');
+      again.close();
+    });
+    for (const cb of cbs) await expectNoMoreFrames(cb);
+  });
+
+  it('while a stored backlog drains to one version 1 connection, what is sent meanwhile reaches every connection once, after the backlog on the draining one', async () => {
+    const [a, b] = await freshUsers(ports[0]!, 'da', 'db');
+    const ca = await on(0, a!);
+    // stored while b is offline: more than one page (64) of a drain
+    const backlog = Array.from({ length: 100 }, (_, i) => `send,${a},msg,old ${i}`);
+    for (let i = 0; i < backlog.length; i++) ca.send('send', b!, 'msg', `old ${i}`);
+    expect(new Set(await ca.nextN(backlog.length))).toEqual(new Set(['ok']));
+    // the backlog's rows locked: the drain writes its first page, then waits for its received mark
+    const db = new pg.Client({ connectionString: storeUrl });
+    await db.connect();
+    try {
+      await db.query('BEGIN');
+      await db.query('SELECT 1 FROM inbox WHERE user_id = (SELECT id FROM users WHERE name = $1) FOR UPDATE', [b]);
+      const c1 = await on(1, b!); // its login starts the drain
+      expect(await c1.nextN(64)).toEqual(backlog.slice(0, 64));
+      const c2 = await on(1, b!); // no backlog for it: one drain per user
+      const fresh = [0, 1, 2, 3, 4].map((i) => `send,${a},msg,new ${i}`);
+      for (let i = 0; i < fresh.length; i++) ca.send('send', b!, 'msg', `new ${i}`);
+      expect(await ca.nextN(fresh.length)).toEqual(fresh.map(() => 'ok'));
+      // live on the connection that does not drain, while the drain still holds
+      expect(await c2.nextN(fresh.length)).toEqual(fresh);
+      await db.query('COMMIT');
+      // the draining connection: the rest of the backlog, then what was sent meanwhile, each once
+      expect(await c1.nextN(backlog.length - 64 + fresh.length)).toEqual([...backlog.slice(64), ...fresh]);
+      await expectNoMoreFrames(c2);
+      // later sends go live to both, once
+      expect(await ca.ask('send', b!, 'msg', 'last')).toBe('ok');
+      expect(await c1.next()).toBe(`send,${a},msg,last`);
+      expect(await c2.next()).toBe(`send,${a},msg,last`);
+      await eventually(async () => {
+        const again = await on(2, b!);
+        expect(await again.ask('nop')).toBe('');
+        again.close();
+      });
+      await expectNoMoreFrames(c1);
+      await expectNoMoreFrames(c2);
+    } finally {
+      await db.end();
+    }
   });
 
   it('an inbox connection streams entries appended on other nodes, and resumes on another node with no gap and no repeat', async () => {

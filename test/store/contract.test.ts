@@ -9,6 +9,7 @@ import { createLogger } from '../../src/log.ts';
 import { openStore } from '../../src/store/open-store.ts';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.ts';
 import type { Migration, Store } from '../../src/store/store.ts';
+import { prepared } from '../../src/store/prepared.ts';
 import { removeDir, storeArgs, tempDir, testPostgres } from '../helpers/server.ts';
 
 type Tables = { notes: { id: Generated<number>; body: string } };
@@ -202,5 +203,37 @@ describe(`store contract (${backend})`, () => {
     const bad = await sql`SELECT * FROM no_such_table`.execute(s.db).catch((err: unknown) => err);
     expect(s.isFailure(bad)).toBe(false);
     expect(s.up).toBe(true);
+  });
+});
+
+describe(`prepared queries (${backend})`, () => {
+  const insert = prepared<{ body: string }, { id: number }>((db: Kysely<Tables>, $) => db.insertInto('notes').values({ body: $('body') }).returning('id'));
+  const byBody = prepared<{ body: string; after: number }, { id: number; body: string }>((db: Kysely<Tables>, $) =>
+    db.selectFrom('notes').select(['id', 'body']).where('body', '=', $('body')).where('id', '>', $('after')).orderBy('id'),
+  );
+  const rename = prepared<{ from: string; to: string }>((db: Kysely<Tables>, $) => db.updateTable('notes').set({ body: $('to') }).where('body', '=', $('from')));
+
+  it("runs with each call's values, inside a transaction (seeing its writes) and outside", async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const ids = await s.transaction(async (tx) => {
+      const a = await insert.first(tx, { body: 'one' });
+      const b = await insert.first(tx, { body: 'two\u0000nul' });
+      // a read in the transaction sees its own writes
+      expect((await byBody.execute(tx, { body: 'one', after: 0 })).map((r) => r.id)).toEqual([a!.id]);
+      return [a!.id, b!.id];
+    });
+    expect(ids[1]).toBeGreaterThan(ids[0]!);
+    expect(await byBody.execute(s.db, { body: 'two\u0000nul', after: 0 })).toEqual([{ id: ids[1], body: 'two\u0000nul' }]);
+    expect(await byBody.execute(s.db, { body: 'one', after: ids[0]! })).toEqual([]);
+    expect(await s.transaction((tx) => rename.affected(tx, { from: 'one', to: 'uno' }))).toBe(1);
+    expect(await byBody.first(s.db, { body: 'uno', after: 0 })).toEqual({ id: ids[0], body: 'uno' });
+  });
+
+  it('refuses a placeholder that does not become a parameter', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    const broken = prepared<{ table: string }>((db, $) => db.selectFrom('notes').select(sql.raw($('table')).as('x')));
+    await expect(broken.execute(s.db, { table: 'id' })).rejects.toThrow(/not a parameter/);
   });
 });

@@ -21,6 +21,8 @@ export type Scenario = {
   readonly unit: string;
   readonly describe: (p: Params) => string;
   readonly contenders: (redis: boolean) => Contender[];
+  /** The ratio to the baseline the other contenders should reach, printed beside theirs. */
+  readonly targetRatio?: number;
 };
 
 const PW = 'password1';
@@ -142,8 +144,12 @@ const whoami: Scenario = {
   ],
 };
 
-/** Publishers in a closed loop; receivers count pushes and their latency from the stamp inside. */
-function relayContender(
+/**
+ * Publishers in a closed loop; receivers count pushes and their latency from
+ * the stamp inside. Receivers connect to the system's receiverPort when it
+ * has one (a cluster's other node).
+ */
+export function relayContender(
   label: string,
   start: Contender['start'],
   wire: RelayWire,
@@ -160,7 +166,7 @@ function relayContender(
       const stops: (() => void)[] = [];
       for (let g = 0; g < groups; g++) {
         for (let k = 0; k < perGroup; k++) {
-          const r = await wire.subscribe(system.port, g);
+          const r = await wire.subscribe(system.receiverPort ?? system.port, g);
           sockets.push(r);
           receiver(r, wire.pushSize(g), wire.stampFromEnd, window);
         }
@@ -176,7 +182,7 @@ function relayContender(
   };
 }
 
-type RelayWire = {
+export type RelayWire = {
   subscribe(port: number, group: number): Promise<net.Socket>;
   publisher(port: number, group: number): Promise<net.Socket>;
   publish(group: number): Buffer;
@@ -185,7 +191,7 @@ type RelayWire = {
   ackSize(params: Params, perGroup: number): number;
 };
 
-const tsWire: RelayWire = {
+export const tsWire: RelayWire = {
   subscribe: (port, g) => loggedInDrained(port, `r${pad(g)}`),
   publisher: (port, g) => loggedIn(port, `s${pad(g)}`),
   publish: (g) => frame('send', `r${pad(g)}`, 'm', stamp()),
@@ -221,17 +227,23 @@ const redisWire: RelayWire = {
   ackSize: (_p, perGroup) => `:${perGroup}\r\n`.length,
 };
 
-function pairsPrepare(port: number, params: Params): Promise<void> {
+/** The users of `send` and `fanout`: a sender s<g> and a receiver r<g> per group. */
+export function pairsPrepare(port: number, params: Params): Promise<void> {
   const groups = Math.max(1, params.pairs);
   return registerAll(port, Array.from({ length: groups }, (_, g) => [`s${pad(g)}`, `r${pad(g)}`]).flat());
 }
+
+/** `send`: a receiver per sender. */
+export const pairsFan = (p: Params) => ({ groups: p.pairs, perGroup: 1, publisherPipeline: p.pipeline });
+/** `fanout`: one sender, one receiving user with K connections. */
+export const fanoutFan = (p: Params) => ({ groups: 1, perGroup: p.fanout, publisherPipeline: p.pipeline });
 
 const send: Scenario = {
   name: 'send',
   unit: 'deliveries/s',
   describe: (p) => `send 1:1, ${p.pairs} pairs, P=${p.pipeline} per sender; latency send -> push`,
   contenders: (redis) => {
-    const fan = (p: Params) => ({ groups: p.pairs, perGroup: 1, publisherPipeline: p.pipeline });
+    const fan = pairsFan;
     return [
       relayContender('min-relay', () => startMinServer(true), minWire, true, fan),
       relayContender('textserver', textserver(pairsPrepare), tsWire, false, fan),
@@ -245,7 +257,7 @@ const fanout: Scenario = {
   unit: 'deliveries/s',
   describe: (p) => `one send reaching K=${p.fanout} connections of a user, P=${p.pipeline}`,
   contenders: (redis) => {
-    const fan = (p: Params) => ({ groups: 1, perGroup: p.fanout, publisherPipeline: p.pipeline });
+    const fan = fanoutFan;
     return [
       relayContender('min-relay', () => startMinServer(true), minWire, true, fan),
       relayContender('textserver', textserver(pairsPrepare), tsWire, false, fan),

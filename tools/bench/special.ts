@@ -12,9 +12,10 @@ import { closedLoop, exchange, newWindow, openSocket, pacedLoop } from './load.t
 import { rssBytes, startMinServer, startRedis, startTextserver, redisAvailable, type System } from './systems.ts';
 import { DURABLE } from './durable.ts';
 import { RESUME } from './resume.ts';
+import { CLUSTER_SPECIAL } from './cluster.ts';
 
 export type SpecialResult = { scenario: string; title: string; figures: Record<string, number | string> };
-type Flags = { warmup: number; duration: number; idleConnections: number; runs: number };
+type Flags = { warmup: number; duration: number; idleConnections: number; runs: number; presenceTtl: number };
 type Progress = (text: string) => void;
 
 const PW = 'password1';
@@ -208,4 +209,11 @@ async function history(flags: Flags, progress: Progress): Promise<SpecialResult>
   return { scenario: 'history', title: 'history,<room>,last,50, C=10, P=1', figures };
 }
 
-export const SPECIAL: Record<string, (flags: Flags, progress: Progress) => Promise<SpecialResult>> = { login, idle, history, ...DURABLE, ...RESUME };
+export const SPECIAL: Record<string, (flags: Flags, progress: Progress) => Promise<SpecialResult>> = {
+  login,
+  idle,
+  history,
+  ...DURABLE,
+  ...RESUME,
+  ...CLUSTER_SPECIAL,
+};

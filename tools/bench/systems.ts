@@ -20,6 +20,10 @@ export type System = {
   readonly pid: number;
   /** textserver's WebSocket port, when started with --ws-port. */
   readonly wsPort?: number;
+  /** Where receivers connect when not to `port` (a cluster: senders on one node, receivers on another). */
+  readonly receiverPort?: number;
+  /** Every server process whose CPU and RSS count, when more than `pid` (the nodes of a cluster). */
+  readonly pids?: readonly number[];
   stop(): Promise<void>;
 };
 
@@ -35,6 +39,16 @@ export function cpuSeconds(pid: number): number {
 export function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** CPU seconds of all the system's processes. */
+export function systemCpuSeconds(system: System): number {
+  return (system.pids ?? [system.pid]).reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+}
+
+/** RSS of all the system's processes. */
+export function systemRssBytes(system: System): number {
+  return (system.pids ?? [system.pid]).reduce((sum, pid) => sum + rssBytes(pid), 0);
 }
 
 function waitListening(proc: ChildProcess, what: string, onLine?: (line: string) => void): Promise<number> {
@@ -54,7 +68,8 @@ function waitListening(proc: ChildProcess, what: string, onLine?: (line: string)
 function stopper(proc: ChildProcess, cleanup?: () => void): () => Promise<void> {
   return () =>
     new Promise((done) => {
-      if (proc.exitCode !== null) {
+      // a process killed on purpose (SIGKILL) has a signalCode and no exitCode, and has already emitted 'exit'
+      if (proc.exitCode !== null || proc.signalCode !== null) {
         cleanup?.();
         return done();
       }

@@ -26,7 +26,8 @@ export type Counters = {
 };
 
 export type ActorSetup = {
-  port: number;
+  /** The port to connect to, asked anew for every connection and reconnect: any node of a cluster, at random. */
+  port: () => number;
   me: string;
   users: readonly string[];
   command: string;
@@ -57,6 +58,8 @@ export class Actor {
   #inFlight = false;
   #crashed = false;
   #stopped = false;
+  /** Resolved when the current client is thrown away (a crash, or the end of the run). */
+  #thrownAway = Promise.withResolvers<void>();
 
   constructor(setup: ActorSetup) {
     this.#s = setup;
@@ -77,6 +80,7 @@ export class Actor {
   stop(): void {
     this.#stopped = true;
     this.#client?.destroy();
+    this.#thrownAway.resolve();
   }
 
   async #sendOne(giveUpAt: number): Promise<void> {
@@ -122,7 +126,9 @@ export class Actor {
         return await client.request(...fields);
       } catch (err) {
         if (!(err instanceof ConnectionClosedError) || this.#crashed || this.#stopped) throw err;
-        await back;
+        // a crash or the end of the run while it reconnects ends its reconnect loop without a `reconnected`
+        await Promise.race([back, this.#thrownAway.promise]);
+        if (this.#crashed || this.#stopped) throw err;
       } finally {
         client.off('reconnected', onBack);
       }
@@ -154,7 +160,7 @@ export class Actor {
       let client: TextClient | undefined;
       try {
         client = await connect({
-          port: this.#s.port,
+          port: this.#s.port(),
           reconnect: { initialDelayMs: 20, maxDelayMs: 250 },
           pushWords: { words: ['send', 'room', 'friend', 'presence'] },
         });
@@ -172,6 +178,9 @@ export class Actor {
   }
 
   #watch(client: TextClient): void {
+    // the library dials options.port on each reconnect attempt: a new pick per attempt, so a client
+    // whose node died resumes on another (any node serves every user), and a node still down is left soon
+    client.on('reconnecting', () => (client.options.port = this.#s.port()));
     client.on('inbox', (e) => {
       const epoch = client.inboxPosition?.epoch ?? '';
       this.live.push({ seq: e.seq, fields: e.fields, epoch });
@@ -199,6 +208,8 @@ export class Actor {
     if (old === undefined || this.#stopped) return;
     this.#crashed = true;
     this.#client = undefined;
+    this.#thrownAway.resolve();
+    this.#thrownAway = Promise.withResolvers<void>();
     this.#reopen();
     // the position is what was processed: a crash loses nothing of it (an app would store it as it goes)
     old.destroy();

@@ -1,7 +1,8 @@
 /**
  * The server under test as a child process on 127.0.0.1: started on a free
  * port, killed with SIGKILL and started again on the same port and the same
- * --data (and --store), so clients reconnect to where it was.
+ * --data (and --store), so clients reconnect to where it was. With
+ * `--cluster` the checker runs three of these as nodes of one cluster.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -11,7 +12,15 @@ const ROOT = join(import.meta.dirname, '../..');
 /** Lines kept from the server's output, to show when it fails to start. */
 const KEEP_LINES = 40;
 
-export type ServerSpec = { data: string; store: string | undefined; inboxRetain: number };
+export type ServerSpec = {
+  data: string;
+  store: string | undefined;
+  inboxRetain: number;
+  /** More flags (a cluster node's --bus, --node-id, --presence-ttl). */
+  extraArgs?: readonly string[];
+  /** How reports name it (`node n2`); `the server` by default. */
+  name?: string;
+};
 
 export class ServerProcess {
   readonly spec: ServerSpec;
@@ -74,6 +83,7 @@ export class ServerProcess {
       // keep every entry, so the final read from 0 sees the whole run
       ...['--inbox-retain', String(this.spec.inboxRetain)],
       ...(this.spec.store === undefined ? [] : ['--store', this.spec.store]),
+      ...(this.spec.extraArgs ?? []),
     ];
     const spawnedAt = Date.now();
     const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '1048576' }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -83,7 +93,7 @@ export class ServerProcess {
     let listening = false;
     proc.once('exit', (code, signal) => {
       if (this.#ending || !listening) return;
-      this.crashes.push(`exit ${signal ?? code}; its last lines:\n${this.lines.join('\n')}`);
+      this.crashes.push(`${this.spec.name ?? 'the server'}: exit ${signal ?? code}; its last lines:\n${this.lines.join('\n')}`);
       // started again, so the run (and the final read) can go on; the crash itself fails the check
       setTimeout(() => void this.start().catch(() => {}), 100);
     });
@@ -101,7 +111,7 @@ export class ServerProcess {
           resolve((JSON.parse(line) as { port: number }).port);
         }
       });
-      proc.once('exit', (code, signal) => reject(new Error(`the server exited (${signal ?? code}) before listening:\n${this.lines.join('\n')}`)));
+      proc.once('exit', (code, signal) => reject(new Error(`${this.spec.name ?? 'the server'} exited (${signal ?? code}) before listening:\n${this.lines.join('\n')}`)));
     });
   }
 }

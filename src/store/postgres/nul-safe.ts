@@ -107,7 +107,10 @@ export class NulSafePostgresDialect extends PostgresDialect {
   constructor(config: PostgresDialectConfig) {
     super(config);
   }
+  /** The driver Kysely was given (it creates one per Kysely instance): the store runs its transactions on it. */
+  driver: AmbientDriver | undefined;
   override createDriver(): Driver {
-    return new AmbientDriver(new NulSafeDriver(super.createDriver()));
+    this.driver = new AmbientDriver(new NulSafeDriver(super.createDriver()));
+    return this.driver;
   }
 }

@@ -8,7 +8,7 @@
 import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { afterCommit, runTransaction } from '../ambient.ts';
+import { afterCommit, runTransaction, type AmbientDriver } from '../ambient.ts';
 import { migrate } from '../migrations.ts';
 import { NulSafePostgresDialect } from './nul-safe.ts';
 import type { Migration, Store } from '../store.ts';
@@ -29,6 +29,8 @@ export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly db: Kysely<any>;
   readonly #pool: pg.Pool;
+  /** Initialized by the first query, which `open` runs before anything can start a transaction. */
+  readonly #driver: AmbientDriver;
   readonly #log: Logger;
   #up = true;
   #probe: NodeJS.Timeout | undefined;
@@ -52,7 +54,9 @@ export class PostgresStore implements Store {
     // for errors only on idle clients, and an 'error' with no listener is an uncaught exception. The
     // queries on it fail by themselves (answered unavailable) and the pool drops it on release.
     this.#pool.on('connect', (client) => client.on('error', (err) => this.#failed(err)));
-    this.db = new Kysely<any>({ dialect: new NulSafePostgresDialect({ pool: this.#pool }) });
+    const dialect = new NulSafePostgresDialect({ pool: this.#pool });
+    this.db = new Kysely<any>({ dialect });
+    this.#driver = dialect.driver!;
   }
 
   /** Connects once, so a URL that cannot be reached stops the server at start. */
@@ -73,7 +77,7 @@ export class PostgresStore implements Store {
   }
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    return runTransaction(this.db, fn, async () => {
+    return runTransaction(this.db, this.#driver, fn, async () => {
       this.#up = true;
     });
   }

@@ -222,13 +222,14 @@ class SqliteDriver implements Driver {
  * `onCommit` runs (synchronously) after each batch's COMMIT, before anyone
  * else may run a statement; `flush` settles once the open batch committed.
  */
-export function sqliteDialect(db: DatabaseSync, onCommit: () => void): { dialect: Dialect; flush(): Promise<void> } {
+export function sqliteDialect(db: DatabaseSync, onCommit: () => void): { dialect: Dialect; driver: AmbientDriver; flush(): Promise<void> } {
   const driver = new SqliteDriver(db, onCommit);
+  const ambient = new AmbientDriver(driver);
   const dialect: Dialect = {
     createAdapter: () => new SqliteAdapter(),
-    createDriver: () => new AmbientDriver(driver),
+    createDriver: () => ambient,
     createIntrospector: (k: Kysely<any>) => new SqliteIntrospector(k),
     createQueryCompiler: () => new SqliteQueryCompiler(),
   };
-  return { dialect, flush: () => driver.flush() };
+  return { dialect, driver: ambient, flush: () => driver.flush() };
 }

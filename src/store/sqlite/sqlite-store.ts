@@ -14,7 +14,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Kysely, sql } from 'kysely';
 import type { Logger } from 'pino';
-import { afterCommit, runTransaction } from '../ambient.ts';
+import { afterCommit, runTransaction, type AmbientDriver } from '../ambient.ts';
 import { sqliteDialect } from './dialect.ts';
 import { GroupSync } from './group-sync.ts';
 import { migrate } from '../migrations.ts';
@@ -38,6 +38,7 @@ export class SqliteStore implements Store {
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
   readonly #flush: () => Promise<void>;
+  readonly #driver: AmbientDriver;
   #checkpointing = false;
   #probe: NodeJS.Timeout | undefined;
   #up = true;
@@ -62,8 +63,9 @@ export class SqliteStore implements Store {
     fsyncSync(this.#walFd);
     syncDirectory(dataDir);
     this.#sync = new GroupSync(this.#walFd, (err) => this.#fsyncFailed(err));
-    const { dialect, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
+    const { dialect, driver, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
     this.db = new Kysely<any>({ dialect });
+    this.#driver = driver;
     this.#flush = flush;
     this.#startCheckpointer();
     this.#timer = setInterval(() => this.#maybeCheckpoint(), CHECK_MS);
@@ -101,7 +103,7 @@ export class SqliteStore implements Store {
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
     if (this.#poisoned !== undefined) return Promise.reject(this.#poisoned);
-    return runTransaction(this.db, fn, async (committed) => {
+    return runTransaction(this.db, this.#driver, fn, async (committed) => {
       await committed;
       await this.#sync.durable();
       this.#up = true;
