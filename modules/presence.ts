@@ -82,11 +82,12 @@ export default defineModule({
      * before it, and friends must not be left seeing online last.
      */
     const changes = new InOrder<number>();
-    const announce = (user: UserRef, state: 'online' | 'offline') =>
+    const announce = (user: UserRef, state: 'online' | 'offline', after?: Promise<unknown>) =>
       changes
         .run(
           user.id,
-          () => audience(user),
+          // `after` holds this push back (still in its place among the user's changes)
+          () => Promise.all([audience(user), after]).then(([ids]) => ids),
           // every node hears each change (in a cluster too) and tells its own connections
           (ids) => server.hub.pushLocal(ids, ['presence', user.name, state]),
         )
@@ -143,7 +144,9 @@ export default defineModule({
         offline(user, time) {
           // every node hears the offline: the owner of each typing state pushes its stop, the copies just end
           for (const [key, t] of typing) if (t.user.id === user.id) endTyping(key, t.owner);
-          server.store
+          // the push goes out once the last-seen time is stored: a `presence` query its hearers send
+          // back (on any node of a cluster) answers that time, not 0 (never seen)
+          const stored = server.store
             .transaction((tx: Kysely<Tables>) =>
               tx
                 .insertInto('presence_last_seen')
@@ -153,7 +156,7 @@ export default defineModule({
                 .execute(),
             )
             .catch((err: unknown) => log.warn({ err: (err as Error).message, user: user.name }, 'last-seen time not stored'));
-          void announce(user, 'offline');
+          void announce(user, 'offline', stored);
         },
       },
       filters: {
