@@ -3,14 +3,30 @@
  * logged-in connection; friends (from the `friends` service) and room
  * co-members (from the `rooms` service) hear of each change once. Typing
  * stops by itself after `--typing-timeout` seconds or when the user goes offline.
+ *
+ * In a cluster a user's typing in a room is one state for every node
+ * (MODULES.md: a repeated `start` only renews the timer, a `say` ends it
+ * without a `stop`, whichever node each comes through): the node that took
+ * the latest `start` owns the timer and pushes the auto-stop; the others
+ * keep a passive copy, told by a `typing` message on the room's channel
+ * (which every node with a member connected holds, so every node the typer
+ * can type or say from).
  */
 import type { Kysely } from 'kysely';
 import { CommandError, defineModule, expectArgs, type Migration, type UserRef } from '../src/core/module-api.ts';
 import { checkRoom, type RoomsService } from './rooms.ts';
 import type { FriendsService } from './friends.ts';
 import { InOrder } from './in-order.ts';
+import { roomChannel } from '../src/bus/bus.ts';
 
 type Tables = { presence_last_seen: { user_id: number; last_seen: number } };
+
+/** A user typing in a room; `owner`: this node pushes its auto-stop (in a cluster the other nodes hold passive copies). */
+type Typing = { user: UserRef; room: string; timer: NodeJS.Timeout; owner: boolean };
+/** Cluster message kind sharing typing state: `s` is `start` (or renewed) or `end` (stopped, said, gone). */
+const TYPING_STATE = 'typing';
+/** A passive copy outlives the owner's timer a little, so it never ends before the owner's `stop` push does. */
+const PASSIVE_GRACE_MS = 2000;
 
 const MIGRATIONS: readonly Migration[] = [
   async ({ db }) => {
@@ -39,7 +55,11 @@ export default defineModule({
     const db = () => server.store.db as Kysely<Tables>;
     const timeoutMs = ctx.options['typing-timeout'] * 1000;
     /** `${userId} ${room}` -> the auto-stop timer of a user typing in a room */
-    const typing = new Map<string, { user: UserRef; room: string; timer: NodeJS.Timeout }>();
+    const typing = new Map<string, Typing>();
+    const cluster = server.hub.cluster;
+    /** Tells the other nodes (a no-op for a server alone). */
+    const share = (user: UserRef, room: string, s: 'start' | 'end') =>
+      cluster?.publish(roomChannel(room), TYPING_STATE, { r: room, u: user.id, n: user.name, s });
     const rooms = () => server.services.get<RoomsService>('rooms');
 
     /**
@@ -62,11 +82,12 @@ export default defineModule({
      * before it, and friends must not be left seeing online last.
      */
     const changes = new InOrder<number>();
-    const announce = (user: UserRef, state: 'online' | 'offline') =>
+    const announce = (user: UserRef, state: 'online' | 'offline', after?: Promise<unknown>) =>
       changes
         .run(
           user.id,
-          () => audience(user),
+          // `after` holds this push back (still in its place among the user's changes)
+          () => Promise.all([audience(user), after]).then(([ids]) => ids),
           // every node hears each change (in a cluster too) and tells its own connections
           (ids) => server.hub.pushLocal(ids, ['presence', user.name, state]),
         )
@@ -74,16 +95,45 @@ export default defineModule({
     const pushTyping = (user: UserRef, room: string, state: 'start' | 'stop') => {
       rooms()?.broadcast(room, ['room', room, 'typing', user.name, state], user.id);
     };
-    const stopTyping = (key: string) => {
+    /** Ends a typing state; `push`: with a `stop` push to the members (and the other nodes told). */
+    const endTyping = (key: string, push: boolean) => {
       const t = typing.get(key);
       if (t === undefined) return;
       clearTimeout(t.timer);
       typing.delete(key);
+      if (!push) return;
+      share(t.user, t.room, 'end');
       pushTyping(t.user, t.room, 'stop');
     };
+    const stopTyping = (key: string) => endTyping(key, true);
+    /** Starts or renews the state with this node as the owner of its timer. */
+    const own = (user: UserRef, room: string) => {
+      const key = `${user.id} ${room}`;
+      const current = typing.get(key);
+      if (current !== undefined) clearTimeout(current.timer);
+      const timer = setTimeout(() => stopTyping(key), timeoutMs);
+      timer.unref();
+      typing.set(key, { user, room, timer, owner: true });
+      share(user, room, 'start');
+      return current === undefined;
+    };
+    const offCluster =
+      cluster?.on(TYPING_STATE, (_channel, f) => {
+        const { r: room, u: id, n: name, s } = f;
+        if (typeof room !== 'string' || typeof id !== 'number' || typeof name !== 'string') return;
+        const key = `${id} ${room}`;
+        const current = typing.get(key);
+        if (current !== undefined) clearTimeout(current.timer);
+        if (s !== 'start') return void typing.delete(key);
+        // another node owns it now: this copy only remembers, and ends without a push
+        const timer = setTimeout(() => typing.get(key)?.timer === timer && typing.delete(key), timeoutMs + PASSIVE_GRACE_MS);
+        timer.unref();
+        typing.set(key, { user: { id, name }, room, timer, owner: false });
+      }) ?? (() => {});
 
     return {
       dispose() {
+        offCluster();
         for (const t of typing.values()) clearTimeout(t.timer);
         typing.clear();
       },
@@ -92,8 +142,11 @@ export default defineModule({
           void announce(user, 'online');
         },
         offline(user, time) {
-          for (const [key, t] of typing) if (t.user.id === user.id) stopTyping(key);
-          server.store
+          // every node hears the offline: the owner of each typing state pushes its stop, the copies just end
+          for (const [key, t] of typing) if (t.user.id === user.id) endTyping(key, t.owner);
+          // the push goes out once the last-seen time is stored: a `presence` query its hearers send
+          // back (on any node of a cluster) answers that time, not 0 (never seen)
+          const stored = server.store
             .transaction((tx: Kysely<Tables>) =>
               tx
                 .insertInto('presence_last_seen')
@@ -103,7 +156,7 @@ export default defineModule({
                 .execute(),
             )
             .catch((err: unknown) => log.warn({ err: (err as Error).message, user: user.name }, 'last-seen time not stored'));
-          void announce(user, 'offline');
+          void announce(user, 'offline', stored);
         },
       },
       filters: {
@@ -121,6 +174,7 @@ export default defineModule({
           if (t === undefined || rooms()?.isMember(t.room, user.id) !== true) return;
           clearTimeout(t.timer);
           typing.delete(key);
+          share(user, t.room, 'end');
         },
       },
       commands: {
@@ -141,18 +195,9 @@ export default defineModule({
           if (state !== 'start' && state !== 'stop') throw new CommandError('syntax', 'usage: typing,<room>,start|stop');
           checkRoom(room); // invalid_room, as every command taking a room answers
           if (rooms()?.isMember(room, user.id) !== true) throw new CommandError('not_in_room', `you are not in ${room}`);
-          const key = `${user.id} ${room}`;
-          const current = typing.get(key);
-          if (state === 'stop') return stopTyping(key);
-          const timer = setTimeout(() => stopTyping(key), timeoutMs);
-          timer.unref();
-          if (current !== undefined) {
-            clearTimeout(current.timer);
-            current.timer = timer;
-            return;
-          }
-          typing.set(key, { user, room, timer });
-          pushTyping(user, room, 'start');
+          if (state === 'stop') return stopTyping(`${user.id} ${room}`);
+          // a repeated start (through any node) only renews the timer
+          if (own(user, room)) pushTyping(user, room, 'start');
         },
       },
     };

@@ -26,7 +26,8 @@ async function main(): Promise<void> {
   } catch (err) {
     return exitWith(2, err);
   }
-  const log = createLogger(options.logLevel);
+  // in a cluster every line names its node (CLUSTER.md: --node-id names the node in logs), so merged logs tell the nodes apart
+  const log = options.bus === undefined ? createLogger(options.logLevel) : createLogger(options.logLevel).child({ node: options.nodeId });
   // Signals are handled from the start: before a handler is installed the
   // default action kills the process at once, so a stop that arrives while
   // the server is starting waits for the start and then stops it cleanly.

@@ -157,6 +157,8 @@ export function createMetrics(core: ServerCore): Registry {
 /** With --bus only (a server alone exposes what it always did): this node's side of the cluster. */
 function clusterMetrics(registry: Registry, cluster: NonNullable<ServerCore['cluster']>): void {
   const bus = cluster.bus;
+  // CLUSTER.md: --node-id names the node in metrics (one series, its value always 1, as Prometheus *_info gauges do)
+  new Gauge({ name: 'textserver_node_info', help: 'The node this is (--node-id)', labelNames: ['node'], registers: [registry] }).set({ node: bus.nodeId }, 1);
   total(
     registry,
     'textserver_bus_messages_total',
