@@ -49,15 +49,15 @@ export default defineModule({
         ctx.log.warn({ user: user.name, push: fields[1], err: (err as Error).message }, 'friend push not delivered');
       }
     };
-    const befriend = async (me: UserRef, other: UserRef) => {
-      await store.befriend(me.id, other.id);
+    /** Told only by the call whose write made the friendship, so `added` goes out once. */
+    const added = async (me: UserRef, other: UserRef) => {
       await notify(me, ['friend', 'added', other.name]);
       await notify(other, ['friend', 'added', me.name]);
     };
     /**
-     * Everything that changes one pair (its checks, its write, its pushes) runs one at a
-     * time: crossing requests must make one friendship, and a repeated accept must see
-     * the first one's result, not push `added` again.
+     * The store decides each change in one transaction (the pair locked on PostgreSQL),
+     * so nodes sharing a database agree. On this node a pair's changes also run one at a
+     * time, so their pushes go out in the order of their writes.
      */
     const pairs = new OneAtATime<string>();
     const forPair = <T>(a: UserRef, b: UserRef, work: () => Promise<T>) => pairs.run(a.id < b.id ? `${a.id} ${b.id}` : `${b.id} ${a.id}`, work);
@@ -87,19 +87,19 @@ export default defineModule({
           if (other === null) throw new CommandError('user_not_found', `no user ${args[0]}`);
           if (other.id === me.id) throw new CommandError('invalid_name', 'you cannot befriend yourself');
           await forPair(me, other, async () => {
-            if (await store.areFriends(me.id, other.id)) throw new CommandError('already_friends', `you and ${other.name} are friends already`);
-            if (await store.hasRequest(other.id, me.id)) return befriend(me, other);
-            if (await store.hasRequest(me.id, other.id)) return;
-            await store.addRequest(me.id, other.id);
-            await notify(other, ['friend', 'request', me.name]);
+            const outcome = await store.request(me.id, other.id);
+            if (outcome === 'already_friends') throw new CommandError('already_friends', `you and ${other.name} are friends already`);
+            if (outcome === 'befriended') await added(me, other);
+            if (outcome === 'requested') await notify(other, ['friend', 'request', me.name]);
           });
         },
         async friend_accept(c, args) {
           const { me, other } = await target(c, args, 'friend_accept,<user>');
           if (other === null) throw new CommandError('no_request', `${args[0]} has not asked you`);
           await forPair(me, other, async () => {
-            if (!(await store.hasRequest(other.id, me.id))) throw new CommandError('no_request', `${args[0]} has not asked you`);
-            await befriend(me, other);
+            const made = await store.accept(other.id, me.id);
+            if (made === null) throw new CommandError('no_request', `${args[0]} has not asked you`);
+            if (made) await added(me, other);
           });
         },
         async friend_deny(c, args) {

@@ -456,20 +456,32 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       expect(await cb.ask('friends')).toBe('friends');
     });
 
-    // Skipped: fails about one run in three. friends.ts serialises a pair's requests with an in-memory
-    // OneAtATime, so each node checks "has the other asked me?" before the other's request commits
-    // and both requests stay pending. Unskip once the check-and-add is atomic in the store.
-    it.skip('two users asking each other at once on two nodes end up friends', async () => {
+    // friends-store.ts decides each request in one transaction with the pair locked on PostgreSQL;
+    // with only friends.ts's in-memory per-pair queue, both nodes checked "has the other asked me?"
+    // before the other's request committed and both stayed pending (about one run in three).
+    it('two users asking each other at once on two nodes end up friends, each told once', async () => {
       const [a, b] = await freshUsers(N1().port, 'wa', 'wb');
       const ca = await on(N1(), a!);
       const cb = await on(N2(), b!);
       ca.send('friend_request', b!);
       cb.send('friend_request', a!);
+      // each side: its ok, and friend,added once (the one asked first also hears the other's request)
+      const heard = async (c: RawConnection, other: string) => {
+        const frames: string[] = [];
+        while (!frames.includes('ok') || !frames.includes(`friend,added,${other}`)) frames.push(await nextNotPresence(c));
+        return frames;
+      };
+      const [fa, fb] = await Promise.all([heard(ca, b!), heard(cb, a!)]);
+      expect([...fa, ...fb].filter((f) => f.startsWith('friend,request,')).length).toBeLessThanOrEqual(1);
+      expect([...fa, ...fb].filter((f) => f.startsWith('error,'))).toEqual([]);
+      // no request left, and nothing more queued for either (a second friend,added already pushed would come first)
+      for (const c of [ca, cb]) {
+        c.send('friend_requests');
+        expect(await nextNotPresence(c)).toBe('friend_requests');
+      }
       const [qa, qb] = [await asker(N3(), a!), await asker(N3(), b!)];
-      await eventually(async () => {
-        expect(await qa.ask('friends')).toBe(`friends,${b}`);
-        expect(await qb.ask('friends')).toBe(`friends,${a}`);
-      });
+      expect(await qa.ask('friends')).toBe(`friends,${b}`);
+      expect(await qb.ask('friends')).toBe(`friends,${a}`);
     });
 
     it('presence reaches room mates (not friends) on other nodes, and every node answers a presence query alike', async () => {
