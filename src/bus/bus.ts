@@ -66,7 +66,31 @@ export interface Bus {
   readonly channels: number;
   /** Stops: no more messages in or out. */
   close(): Promise<void>;
+  /**
+   * Takes the cluster-wide lease `name` (drainLease(userId): one mailbox
+   * drain per user in the cluster) for this node, renewed while held:
+   * undefined when another node holds it. LocalBus grants at once and
+   * synchronously (no other node). RedisBus grants too when Redis cannot be
+   * asked: doing the work twice beats leaving it undone. Never rejects.
+   */
+  lease(name: string): Lease | undefined | Promise<Lease | undefined>;
 }
+
+/** A lease held by this node (Bus.lease). */
+export interface Lease {
+  /** Gives it back and stops renewing it; once. Never throws. */
+  release(): void;
+  /** `fn` runs once if the lease is lost to another node (it lapsed while this node could not renew it). */
+  onLost(fn: () => void): void;
+}
+
+/** The lease a node holds while it drains a user's stored messages (src/core/mailbox-drain.ts). */
+export function drainLease(userId: number): string {
+  return `ts:drain:{${userId}}`;
+}
+
+/** The lease of a bus with no other node: always granted, nothing to renew or give back. */
+export const LONE_LEASE: Lease = { release: () => {}, onLost: () => {} };
 
 /** The channel of a user's connections: a node subscribes while it holds at least one of them. */
 export function userChannel(userId: number): string {

@@ -5,7 +5,7 @@
  * given one LocalBroker behave as nodes of one cluster inside a process, so
  * the hub's cross-node paths can be tested without Redis.
  */
-import { emptyStats, HandlerSet, type Bus, type BusMessage, type BusStats, type Delivered, type MessageHandler } from './bus.ts';
+import { emptyStats, HandlerSet, LONE_LEASE, type Bus, type BusMessage, type BusStats, type Delivered, type Lease, type MessageHandler } from './bus.ts';
 
 /** The in-process stand-in for Redis: which buses are subscribed to which channel. */
 export class LocalBroker {
@@ -93,6 +93,11 @@ export class LocalBus implements Bus {
     if (this.#closed || !this.#refs.has(channel)) return;
     this.stats.received++;
     this.#messages.call(channel, message);
+  }
+
+  /** Always granted, even with a broker: the nodes of an in-process cluster share no leases. */
+  lease(_name: string): Lease {
+    return LONE_LEASE;
   }
 
   async close(): Promise<void> {

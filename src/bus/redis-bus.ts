@@ -28,8 +28,10 @@ import {
   type BusMessage,
   type BusStats,
   type Delivered,
+  type Lease,
   type MessageHandler,
 } from './bus.ts';
+import { RedisLeases } from './redis-leases.ts';
 import { closeClient, connectInBackground, newRedisClient, type RedisClient } from './redis-client.ts';
 
 export type RedisBusOptions = {
@@ -40,6 +42,8 @@ export type RedisBusOptions = {
   connectWaitMs?: number;
   /** Longest a subscribe() waits for Redis to confirm before resolving anyway (it stays pending). Default 2 s. */
   subscribeWaitMs?: number;
+  /** How long a lease (lease()) outlives a node that stopped renewing it. Default 5 s. */
+  leaseTtlMs?: number;
 };
 
 /** A channel's count of subscribers, what Redis has (as far as known), and the operation in flight. */
@@ -56,6 +60,7 @@ export class RedisBus implements Bus {
   readonly #resubscribed: HandlerSet<[]>;
   readonly #subscribeWaitMs: number;
   readonly #connectWaitMs: number;
+  readonly #leases: RedisLeases;
   /** The one listener node-redis calls for every channel (a Set of it per channel, so it is added once). */
   readonly #listener = (payload: string, channel: string) => this.#receive(channel, payload);
   #subscriberReadyOnce = false;
@@ -75,6 +80,7 @@ export class RedisBus implements Bus {
     this.#resubscribed = new HandlerSet((err) => this.#log.error({ err }, 'bus resubscribe handler failed'));
     this.#commands = newRedisClient(options.url, { role: 'commands', failWhileDown: true }, this.#log);
     this.#subscriber = newRedisClient(options.url, { role: 'subscriber', failWhileDown: false }, this.#log);
+    this.#leases = new RedisLeases(this.#commands, this.nodeId, this.#log, options.leaseTtlMs ?? 5000);
     this.#subscriber.on('ready', () => this.#onSubscriberReady());
     this.#commands.on('ready', () => this.#onCommandsReady());
   }
@@ -154,6 +160,10 @@ export class RedisBus implements Bus {
 
   onResubscribed(handler: () => void): () => void {
     return this.#resubscribed.add(handler);
+  }
+
+  lease(name: string): Promise<Lease | undefined> {
+    return this.#leases.take(name);
   }
 
   async close(): Promise<void> {

@@ -20,7 +20,7 @@ import type { CommandContext, InboxApi, InboxPage, SessionApi, UserRef } from '.
 import { Session } from './session.ts';
 import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
 import { KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
-import { userChannel, type Bus } from '../bus/bus.ts';
+import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
 
 export type InboxSettings = {
@@ -84,6 +84,8 @@ export class Inbox implements InboxApi {
       (id) => [...hub.sessionsOf(id)].filter((s) => !this.#streams.has(s)),
       (p) => void this.#track(p),
       this.#writtenLive,
+      // in a cluster, one drain per user on all the nodes together
+      hub.bus === undefined ? undefined : (id) => hub.bus!.lease(drainLease(id)),
     );
   }
 

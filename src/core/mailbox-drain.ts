@@ -7,7 +7,12 @@
  * big mailbox is never all in memory and never outruns the outbound bound
  * by itself. One drain per user at a time, so nothing goes out twice; a
  * drain cut short (its connection went away) is taken over by another
- * version 1 connection of the user. An entry this node already wrote live
+ * version 1 connection of the user. In a cluster "one at a time" holds
+ * across nodes: a drain runs under the user's lease on the bus (Bus.lease);
+ * a node that cannot take it writes nothing and tries again every
+ * LEASE_RETRY_MS while it holds a version 1 connection of the user, so what
+ * the holder leaves pending (its connection closed, its node died and the
+ * lease lapsed) still goes out. Without a cluster there is no lease. An entry this node already wrote live
  * to the draining connection (written-live.ts) is marked, not written again.
  */
 import type { Logger } from 'pino';
@@ -16,12 +21,18 @@ import type { UserRef } from './module-api.ts';
 import type { Session } from './session.ts';
 import type { InboxData } from '../store/inbox-data.ts';
 import type { WrittenLive } from './written-live.ts';
+import type { Lease } from '../bus/bus.ts';
+
+/** Takes the user's drain lease: undefined while another node holds it. */
+export type TakeLease = (userId: number) => Lease | undefined | Promise<Lease | undefined>;
 
 /** Stored messages read from the store at a time while a mailbox drains. */
 const DRAIN_PAGE = 64;
 /** A read or mark the store refused (PostgreSQL restarting) is tried again after this, doubling up to RETRY_MAX_MS. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
+/** A drain whose lease another node holds asks again after this (a lease lapses 5 s after its node died). */
+const LEASE_RETRY_MS = 500;
 
 export class MailboxDrains {
   readonly #data: InboxData;
@@ -41,6 +52,10 @@ export class MailboxDrains {
   readonly #live: WrittenLive;
   /** Users whose drain has a page read and not yet all written, with what waits for the page to end. */
   readonly #pages = new Map<number, (() => void)[]>();
+  /** In a cluster: how a drain takes its user's lease. */
+  readonly #lease: TakeLease | undefined;
+  /** Users whose drain waits for the lease (being asked, or held by another node), with the connection asked for. */
+  readonly #waiting = new Map<number, { session: Session; timer: NodeJS.Timeout | undefined }>();
 
   constructor(
     data: InboxData,
@@ -49,7 +64,9 @@ export class MailboxDrains {
     heirs: (userId: number) => Session[],
     track: (work: Promise<unknown>) => void,
     live: WrittenLive,
+    lease?: TakeLease,
   ) {
+    this.#lease = lease;
     this.#data = data;
     this.#track = track;
     this.#log = log;
@@ -82,7 +99,7 @@ export class MailboxDrains {
 
   /** Starts draining the user's mailbox to `session` unless a drain of it runs already. */
   start(session: Session, user: UserRef): void {
-    if (!this.#draining.has(user.id)) this.#drain(session, user);
+    if (!this.#draining.has(user.id) && !this.#waiting.has(user.id)) this.#leased(session, user);
   }
 
   /** Entries were stored for the user: a running drain reads once more before it ends; otherwise one starts on a version 1 connection, if any. */
@@ -91,8 +108,51 @@ export class MailboxDrains {
       this.#poked.add(user.id);
       return;
     }
+    // waiting for the lease: the drain it leads to reads everything pending then
+    if (this.#waiting.has(user.id)) return;
     const heir = this.#heirs(user.id).at(-1);
-    if (heir !== undefined) this.#drain(heir, user);
+    if (heir !== undefined) this.#leased(heir, user);
+  }
+
+  /** Drains to `session` once this node holds the user's lease: at once without a cluster. */
+  #leased(session: Session, user: UserRef): void {
+    if (this.#lease === undefined) {
+      this.#drain(session, user);
+      return;
+    }
+    const taken = this.#lease(user.id);
+    if (!(taken instanceof Promise)) {
+      this.#granted(session, user, taken);
+      return;
+    }
+    const waiting = { session, timer: undefined };
+    this.#waiting.set(user.id, waiting);
+    void taken.then((lease) => {
+      if (this.#waiting.get(user.id) === waiting) this.#waiting.delete(user.id);
+      this.#granted(session, user, lease);
+    });
+  }
+
+  /** The lease was asked for: drain to the connection asked for, or else the user's latest version 1 one; none left, or the lease is another node's: ask again later while one is here. */
+  #granted(session: Session, user: UserRef, lease: Lease | undefined): void {
+    const heirs = this.#heirs(user.id);
+    const to = heirs.includes(session) ? session : heirs.at(-1);
+    if (to === undefined || this.#draining.has(user.id) || this.#waiting.has(user.id)) {
+      lease?.release();
+      return;
+    }
+    if (lease !== undefined) {
+      this.#drain(to, user, lease);
+      return;
+    }
+    const waiting: { session: Session; timer: NodeJS.Timeout | undefined } = { session: to, timer: undefined };
+    waiting.timer = setTimeout(() => {
+      if (this.#waiting.get(user.id) !== waiting) return;
+      this.#waiting.delete(user.id);
+      this.#leased(waiting.session, user);
+    }, LEASE_RETRY_MS);
+    waiting.timer.unref();
+    this.#waiting.set(user.id, waiting);
   }
 
   /** Stops the session's drain (another connection of the user takes over the rest). */
@@ -100,13 +160,15 @@ export class MailboxDrains {
     this.#stops.get(session)?.();
   }
 
-  #drain(session: Session, user: UserRef): void {
+  #drain(session: Session, user: UserRef, lease?: Lease): void {
     let stopped = false;
     let wake: (() => void) | undefined;
     const stop = () => {
       stopped = true;
       wake?.();
     };
+    // another node took the lease (this one could not renew it in time): it drains from here
+    lease?.onLost(stop);
     this.#draining.set(user.id, session);
     this.#stops.set(session, stop);
     this.#poked.delete(user.id);
@@ -187,9 +249,13 @@ export class MailboxDrains {
         if (this.#stops.get(session) === stop) this.#stops.delete(session);
         const poked = this.#poked.delete(user.id);
         // poked after its last read: once more, to the same connection (what was left to the drain went live to the others only)
-        if (poked && !stopped && !failed) this.#drain(session, user);
+        if (poked && !stopped && !failed) {
+          this.#drain(session, user, lease);
+          return;
+        }
+        lease?.release();
         // cut short (or failed and poked, as before): another version 1 connection of the user takes over the rest
-        else if (poked || stopped) this.ensure(user);
+        if (poked || stopped) this.ensure(user);
       });
     this.#track(work);
   }
