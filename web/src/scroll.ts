@@ -55,6 +55,9 @@ export function forget(): void {
 /** The list's scroll handling: reaching the bottom clears the count; near the top asks for older messages. */
 export function watch(list: HTMLElement, nearTop: () => void): void {
   list.addEventListener('scroll', () => {
+    // a scroll event queued before a re-render replaced this list arrives on the detached one, whose
+    // scrollTop reads 0: taken for the top, it loaded older messages the reader never scrolled to
+    if (!list.isConnected) return;
     if (unseen > 0 && atBottom(list)) forget();
     if (list.scrollTop < 40) nearTop();
   });
