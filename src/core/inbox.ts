@@ -46,6 +46,8 @@ const SWEEP_MS = 2000;
 const EXPIRE_BATCH = 1000;
 const EXPIRE_ROUNDS = 10;
 const MAX_HTTP_LIMIT = 1000;
+/** Pending entries read at a time by a recovery after the bus came back. */
+const RECOVER_PAGE = 64;
 const DEFAULT_HTTP_LIMIT = 100;
 
 type Part = { user: UserRef; entries: NewEntry[]; limit: boolean };
@@ -58,6 +60,10 @@ export class Inbox implements InboxApi {
   readonly drains: MailboxDrains;
   /** Pending entries written live to version 1 connections here, until their marks commit (a drain skips them there). */
   readonly #writtenLive = new WrittenLive();
+  /** In a cluster: the highest seq this node heard of (appended or published) per user, where a recovery after a resubscription starts reading. */
+  readonly #heard = new Map<number, number>();
+  /** Users whose recovery runs, and whether it must read once more before it ends (an entry came meanwhile). */
+  readonly #recovering = new Map<number, { again: boolean }>();
   /** Inbox connections (those that sent `sync`), streaming or not. */
   readonly #streams = new WeakMap<Session, InboxStream>();
   /** Received marks waiting for their batch. */
@@ -105,7 +111,11 @@ export class Inbox implements InboxApi {
   /** The connection stopped being its user (closed, logged out, or logged in as another). */
   loggedOut(session: Session): void {
     this.drains.stop(session);
-    if (session.user !== null) this.#writtenLive.dropSession(session.user.id, session);
+    if (session.user !== null) {
+      const id = session.user.id;
+      this.#writtenLive.dropSession(id, session);
+      if ([...this.#hub.sessionsOf(id)].every((s) => s === session)) this.#heard.delete(id);
+    }
     this.#streams.get(session)?.stop();
   }
 
@@ -272,6 +282,7 @@ export class Inbox implements InboxApi {
 
   /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
   #publish(entry: InboxEntry): void {
+    this.#hear(entry);
     let reached = 0;
     let failed = 0;
     const plain: Session[] = [];
@@ -310,6 +321,7 @@ export class Inbox implements InboxApi {
    */
   remote(userId: number, row: InboxRow): void {
     const entry = new InboxEntry(userId, row);
+    this.#hear(entry);
     let reached = 0;
     const plain: Session[] = [];
     for (const session of this.#hub.sessionsOf(userId)) {
@@ -337,6 +349,12 @@ export class Inbox implements InboxApi {
   #writeStored(entry: InboxEntry, plain: readonly Session[]): number {
     const user = plain[0]?.user;
     if (user == null) return 0;
+    const recovery = this.#recovering.get(entry.userId);
+    if (recovery !== undefined) {
+      // a recovery writes the user's pending entries in seq order: this one too, after those before it
+      recovery.again = true;
+      return 0;
+    }
     const draining = this.drains.drainingTo(entry.userId);
     let reached = 0;
     let marked = false;
@@ -357,17 +375,129 @@ export class Inbox implements InboxApi {
     return reached;
   }
 
-  /** Publications may have been lost (the bus came back): streams read the store to its end, version 1 connections drain what is not yet received. */
+  /**
+   * In a cluster: the seq up to which this node heard every doorbell of the
+   * user since its last recovery (each of a user's appends publishes one,
+   * seqs follow each other). A gap (a doorbell lost, or two nodes' crossing)
+   * keeps it where it is, so a recovery reads from before anything that may
+   * have been lost; a doorbell heard after Redis came back but before the
+   * recovery starts cannot move it past what was lost. Unknown (never
+   * recovered): a recovery reads every pending entry.
+   */
+  #hear(entry: InboxEntry): void {
+    const heard = this.#heard.get(entry.userId);
+    if (heard !== undefined && entry.seq === heard + 1) this.#heard.set(entry.userId, entry.seq);
+  }
+
+  /**
+   * Publications may have been lost (the bus came back): streams read the
+   * store to their end; the entries stored pending after the last one this
+   * node heard of go to every version 1 connection of the user here, as
+   * remote() would have written them (#recoverUser).
+   */
   recover(userIds: readonly number[]): void {
     for (const userId of userIds) {
-      let plain: UserRef | false = false;
+      let plain = false;
       for (const session of this.#hub.sessionsOf(userId)) {
         const stream = this.#streams.get(session);
         if (stream !== undefined) stream.catchUp();
-        else plain = session.user ?? plain;
+        else plain = true;
       }
-      if (plain !== false) this.drains.ensure(plain);
+      if (!plain) continue;
+      const running = this.#recovering.get(userId);
+      if (running !== undefined) running.again = true;
+      else void this.#track(this.#recoverUser(userId));
     }
+  }
+
+  /**
+   * Reads the user's pending entries after the last seq heard of before the
+   * bus went away, a page at a time, and writes each to every version 1
+   * connection of the user here that was not written it yet (written-live.ts),
+   * marking it received once one write succeeds, as #writeStored does for a
+   * doorbell. Entries whose doorbells come meanwhile wait for this (in seq
+   * order): it reads again until nothing more is pending. A drain running
+   * here keeps its connection (it writes and marks there; poked to read
+   * again). No drain lease: like remote(), these are new entries every
+   * connection here takes, not a stored mailbox handed to one connection.
+   */
+  async #recoverUser(userId: number): Promise<void> {
+    const recovery = { again: true };
+    this.#recovering.set(userId, recovery);
+    const from = this.#heard.get(userId) ?? 0;
+    let highest = from;
+    let done = false;
+    let wait = 100;
+    try {
+      while (recovery.again && !this.#closed) {
+        recovery.again = false;
+        let after = from;
+        for (;;) {
+          this.drains.openPage(userId);
+          let rows: InboxRow[];
+          try {
+            rows = await this.#data.durableRead((db) => this.#data.pendingAfter(db, userId, after, RECOVER_PAGE));
+          } catch (err) {
+            this.drains.closePage(userId);
+            // the store is away too: try again (the entries are committed, so they are there once it is back)
+            this.#log.warn({ err: (err as Error).message, user: userId }, 'inbox recovery cannot read the store; trying again');
+            await new Promise((resolve) => setTimeout(resolve, wait).unref());
+            wait = Math.min(2000, wait * 2);
+            recovery.again = true;
+            break;
+          }
+          try {
+            for (const row of rows) {
+              this.#writeRecovered(new InboxEntry(userId, row));
+              highest = Math.max(highest, Number(row.seq));
+            }
+          } finally {
+            this.drains.closePage(userId);
+          }
+          if (rows.length < RECOVER_PAGE) break;
+          after = Number(rows.at(-1)!.seq);
+        }
+      }
+      done = !this.#closed;
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message, user: userId }, 'inbox recovery stopped; the entries stay stored');
+    } finally {
+      this.#recovering.delete(userId);
+      // everything pending up to here is written: later doorbells count from it
+      if (done && [...this.#hub.sessionsOf(userId)].length > 0) this.#heard.set(userId, Math.max(highest, this.#heard.get(userId) ?? 0));
+    }
+  }
+
+  #writeRecovered(entry: InboxEntry): void {
+    const plain = [...this.#hub.sessionsOf(entry.userId)].filter((s) => !this.#streams.has(s) && s.user !== null);
+    const user = plain[0]?.user;
+    if (user == null) return;
+    const draining = this.drains.drainingTo(entry.userId);
+    let marked = false;
+    const written =
+      draining === undefined
+        ? (err?: Error | null) => {
+            if (err || marked) return;
+            marked = true;
+            this.#received(entry.userId, entry.seq);
+          }
+        : undefined;
+    let reached = 0;
+    for (const session of plain) {
+      if (session === draining) continue;
+      // written live here before (its mark still on its way): not again
+      if (this.#writtenLive.has(entry.userId, entry.seq, session)) {
+        if (written !== undefined && !marked) {
+          marked = true;
+          this.#received(entry.userId, entry.seq);
+        }
+        continue;
+      }
+      this.#writtenLive.add(entry.userId, entry.seq, session);
+      if (session.pushFrame(entry.plainFrame, written)) reached++;
+    }
+    this.#hub.stats.pushed += reached;
+    if (draining !== undefined) this.drains.ensure(user);
   }
 
   #lostLive(entry: InboxEntry): void {

@@ -50,8 +50,8 @@ export class MailboxDrains {
   readonly #poked = new Set<number>();
   /** Entries written live to connections on this node while still stored as pending. */
   readonly #live: WrittenLive;
-  /** Users whose drain has a page read and not yet all written, with what waits for the page to end. */
-  readonly #pages = new Map<number, (() => void)[]>();
+  /** Users with a page of pending entries read and not yet all written (by their drain, or a recovery: inbox.ts), how many, and what waits for them to end. */
+  readonly #pages = new Map<number, { open: number; waiting: (() => void)[] }>();
   /** In a cluster: how a drain takes its user's lease. */
   readonly #lease: TakeLease | undefined;
   /** Users whose drain waits for the lease (being asked, or held by another node), with the connection asked for. */
@@ -86,15 +86,24 @@ export class MailboxDrains {
    * may have been read as pending by that page, not by any later one.
    */
   afterPage(userId: number, fn: () => void): void {
-    const waiting = this.#pages.get(userId);
-    if (waiting === undefined) fn();
-    else waiting.push(fn);
+    const pages = this.#pages.get(userId);
+    if (pages === undefined) fn();
+    else pages.waiting.push(fn);
   }
 
-  #endPage(userId: number): void {
-    const waiting = this.#pages.get(userId);
+  /** A page of the user's pending entries is about to be read: afterPage waits until closePage. */
+  openPage(userId: number): void {
+    const pages = this.#pages.get(userId);
+    if (pages === undefined) this.#pages.set(userId, { open: 1, waiting: [] });
+    else pages.open++;
+  }
+
+  /** Every entry of the page opened is written (or skipped). */
+  closePage(userId: number): void {
+    const pages = this.#pages.get(userId);
+    if (pages === undefined || --pages.open > 0) return;
     this.#pages.delete(userId);
-    for (const fn of waiting ?? []) fn();
+    for (const fn of pages.waiting) fn();
   }
 
   /** Starts draining the user's mailbox to `session` unless a drain of it runs already. */
@@ -190,15 +199,24 @@ export class MailboxDrains {
       // this drain's next read starts after the commit: it will not read them again
       this.#live.forget(user.id, seqs);
     };
+    let pageOpen = false;
+    const endPage = () => {
+      if (!pageOpen) return;
+      pageOpen = false;
+      this.closePage(user.id);
+    };
     const run = async () => {
       let after = 0;
       while (!stopped) {
-        this.#pages.set(user.id, this.#pages.get(user.id) ?? []);
+        if (!pageOpen) {
+          pageOpen = true;
+          this.openPage(user.id);
+        }
         const read = await this.#retrying(() => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE)), user, () => stopped);
         if (read === undefined) break;
         const rows = read.value;
         if (rows.length === 0) {
-          this.#endPage(user.id);
+          endPage();
           if (!this.#poked.delete(user.id)) break;
           continue;
         }
@@ -232,7 +250,7 @@ export class MailboxDrains {
         // a page's entries are marked once every write of it has settled
         while (window.pending > 0) await settled();
         await markWritten();
-        this.#endPage(user.id);
+        endPage();
       }
       while (window.pending > 0) await settled();
       await markWritten();
@@ -244,7 +262,7 @@ export class MailboxDrains {
         this.#log.warn({ err: (err as Error).message, user: user.name }, 'mailbox drain stopped; the rest stays stored');
       })
       .finally(() => {
-        this.#endPage(user.id);
+        endPage();
         if (this.#draining.get(user.id) === session) this.#draining.delete(user.id);
         if (this.#stops.get(session) === stop) this.#stops.delete(session);
         const poked = this.#poked.delete(user.id);

@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { removeDir, spawnServer, startServer, storeArgs, tempDir, type ChildServer, type TestServer } from '../helpers/server.ts';
-import { freshUsers, loggedIn, PW } from '../helpers/users.ts';
+import { expectNoMoreFrames, freshUsers, loggedIn, PW } from '../helpers/users.ts';
 import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
 
 const servers: TestServer[] = [];
@@ -124,5 +124,33 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     expect(await v1.next(10_000)).toBe(`send,${a},n,4`);
     expect(await stream.next(10_000)).toBe(`inbox,4,send,${a},n,4`);
     expect(epoch).not.toBe('');
+  });
+
+  it('after a Redis restart every version 1 connection of the user gets what was sent meanwhile, once each, in order', async () => {
+    const redis = await ownRedis();
+    const store = await storeArgs(tempDir('textserver-cluster-redis2-'));
+    for (const i of [1, 2]) servers.push(await startServer([...store, '--bus', redis.url, '--node-id', `v${process.pid}n${i}`]));
+    const [n1, n2] = servers.slice(-2) as [TestServer, TestServer];
+    const [s, r] = await freshUsers(n1.port, 'vs', 'vr');
+    const cs = await loggedIn(n1.port, s!, opened);
+    const first = await loggedIn(n2.port, r!, opened);
+    const second = await loggedIn(n2.port, r!, opened);
+    expect(await cs.ask('send', r!, 'n', '1')).toBe('ok');
+    for (const c of [first, second]) expect(await c.next()).toBe(`send,${s},n,1`);
+
+    await redis.kill();
+    const missed = ['2', '3', '4', '5'];
+    for (const n of missed) expect(await cs.ask('send', r!, 'n', n)).toBe('ok');
+    await redis.start();
+    for (const c of [first, second]) expect(await c.nextN(missed.length, 10_000)).toEqual(missed.map((n) => `send,${s},n,${n}`));
+    // once each: the next thing either connection gets is what is sent now
+    expect(await cs.ask('send', r!, 'n', '6')).toBe('ok');
+    for (const c of [first, second]) expect(await c.next(10_000)).toBe(`send,${s},n,6`);
+    for (const c of [first, second]) await expectNoMoreFrames(c);
+    // and a later login gets none of it again: every entry was marked received
+    const third = await RawConnection.open(n2.port);
+    opened.push(third);
+    expect(await third.ask('login', r!, PW)).toBe('ok');
+    await expectNoMoreFrames(third);
   });
 });
