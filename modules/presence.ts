@@ -25,7 +25,11 @@ type Tables = { presence_last_seen: { user_id: number; last_seen: number } };
 type Typing = { user: UserRef; room: string; timer: NodeJS.Timeout; owner: boolean };
 /** Cluster message kind sharing typing state: `s` is `start` (or renewed) or `end` (stopped, said, gone). */
 const TYPING_STATE = 'typing';
-/** A passive copy outlives the owner's timer a little, so it never ends before the owner's `stop` push does. */
+/**
+ * A passive copy outlives the owner's timer a little, so it never ends before
+ * the owner's `stop` push does; when it ends by itself all the same (the owner
+ * node died without a word), it pushes the `stop` to this node's members.
+ */
 const PASSIVE_GRACE_MS = 2000;
 
 const MIGRATIONS: readonly Migration[] = [
@@ -106,6 +110,24 @@ export default defineModule({
       pushTyping(t.user, t.room, 'stop');
     };
     const stopTyping = (key: string) => endTyping(key, true);
+    /**
+     * A copy another node owns: it ends without a push when the owner says so
+     * (its `end` comes before its `stop` push); if the owner falls silent for
+     * `ms` (killed), this node pushes the `stop` to its own members instead.
+     */
+    const copy = (user: UserRef, room: string, ms: number) => {
+      const key = `${user.id} ${room}`;
+      const current = typing.get(key);
+      if (current !== undefined) clearTimeout(current.timer);
+      const timer = setTimeout(() => {
+        if (typing.get(key)?.timer !== timer) return;
+        typing.delete(key);
+        const members = [...(rooms()?.membersOf(room) ?? [])].filter((id) => id !== user.id);
+        server.hub.pushLocal(members, ['room', room, 'typing', user.name, 'stop']);
+      }, ms);
+      timer.unref();
+      typing.set(key, { user, room, timer, owner: false });
+    };
     /** Starts or renews the state with this node as the owner of its timer. */
     const own = (user: UserRef, room: string) => {
       const key = `${user.id} ${room}`;
@@ -125,10 +147,8 @@ export default defineModule({
         const current = typing.get(key);
         if (current !== undefined) clearTimeout(current.timer);
         if (s !== 'start') return void typing.delete(key);
-        // another node owns it now: this copy only remembers, and ends without a push
-        const timer = setTimeout(() => typing.get(key)?.timer === timer && typing.delete(key), timeoutMs + PASSIVE_GRACE_MS);
-        timer.unref();
-        typing.set(key, { user: { id, name }, room, timer, owner: false });
+        // another node owns it now: this copy only remembers, unless the owner never ends it
+        copy({ id, name }, room, timeoutMs + PASSIVE_GRACE_MS);
       }) ?? (() => {});
 
     return {
@@ -142,8 +162,13 @@ export default defineModule({
           void announce(user, 'online');
         },
         offline(user, time) {
-          // every node hears the offline: the owner of each typing state pushes its stop, the copies just end
-          for (const [key, t] of typing) if (t.user.id === user.id) endTyping(key, t.owner);
+          // every node hears the offline: the owner of each typing state pushes its stop and ends the copies;
+          // a copy waits a little for that, then pushes the stop here itself (the owner's node may be the one that died)
+          for (const [key, t] of typing) {
+            if (t.user.id !== user.id) continue;
+            if (t.owner) endTyping(key, true);
+            else copy(t.user, t.room, PASSIVE_GRACE_MS);
+          }
           // the push goes out once the last-seen time is stored: a `presence` query its hearers send
           // back (on any node of a cluster) answers that time, not 0 (never seen)
           const stored = server.store

@@ -79,6 +79,34 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     expect(await again.next()).toBe(`send,${a},msg,after the crash`);
   });
 
+  it('typing owned by a node killed with SIGKILL still stops for members on another node, within the timeout plus 2 s', { timeout: 40_000 }, async () => {
+    const redisUrl = (await ownRedis()).url;
+    const store = await storeArgs(tempDir('textserver-cluster-typing-'));
+    const timeout = 1;
+    // a presence TTL far past the typing timeout: only the copy's own timer can end the typing in time
+    const shared = ['--bus', redisUrl, '--presence-ttl', '30', '--typing-timeout', String(timeout)];
+    const node = await startServer([...store, ...shared, '--node-id', `y${process.pid}a`]);
+    servers.push(node);
+    const child = await spawnServer([...store, '--data', tempDir('textserver-cluster-typing2-'), ...shared, '--node-id', `y${process.pid}b`]);
+    children.push(child);
+    const [t, m] = await freshUsers(node.port, 'yt', 'ym');
+    const room = `yroom${process.pid}`;
+    const cm = await loggedIn(node.port, m!, opened);
+    expect(await cm.ask('join', room)).toBe(`room,${room},joined,${m}`);
+    expect(await cm.next()).toBe('ok');
+    const ct = await loggedIn(child.port, t!, opened);
+    ct.send('join', room);
+    expect(await ct.nextN(2)).toEqual([`room,${room},joined,${t}`, 'ok']);
+    expect(await cm.next()).toBe(`room,${room},joined,${t}`);
+    expect(await ct.ask('typing', room, 'start')).toBe('ok');
+    expect(await cm.next()).toBe(`room,${room},typing,${t},start`);
+    const killed = performance.now();
+    child.proc.kill('SIGKILL');
+    expect(await cm.next((timeout + 4) * 1000)).toBe(`room,${room},typing,${t},stop`);
+    expect(performance.now() - killed).toBeLessThan((timeout + 2) * 1000 + 500);
+    await expectNoMoreFrames(cm);
+  });
+
   it('a node stopped with SIGTERM takes its users offline for the others within 1 s', { timeout: 40_000 }, async () => {
     const redisUrl = (await ownRedis()).url;
     const store = await storeArgs(tempDir('textserver-cluster-term-'));
