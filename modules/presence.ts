@@ -10,7 +10,8 @@
  * the latest `start` owns the timer and pushes the auto-stop; the others
  * keep a passive copy, told by a `typing` message on the room's channel
  * (which every node with a member connected holds, so every node the typer
- * can type or say from).
+ * can type or say from). A copy the owner never ends (its node was killed)
+ * pushes the `stop` to its own node's members when its fallback timer fires.
  */
 import type { Kysely } from 'kysely';
 import { CommandError, defineModule, expectArgs, type Migration, type UserRef } from '../src/core/module-api.ts';
