@@ -170,6 +170,15 @@ function tokens(header: string | string[] | undefined): string[] {
     .filter((t) => t !== '');
 }
 
+/** The subprotocols a handshake offers, as spelled (RFC 6455 section 4.1: tokens, case-sensitive). */
+function offered(header: string | string[] | undefined): string[] {
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return text
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+}
+
 export const pathOf = (req: IncomingMessage): string => (req.url ?? '/').split('?')[0]!;
 
 /** Answers an upgrade request with an HTTP error instead of switching protocols. */
@@ -206,7 +215,9 @@ export function wsAcceptor(core: ServerCore, originAllowed: (origin: string | un
       const accept = createHash('sha1')
         .update(key + ACCEPT_GUID)
         .digest('base64');
-      const protocol = tokens(req.headers['sec-websocket-protocol']).includes(SUBPROTOCOL) ? `Sec-WebSocket-Protocol: ${SUBPROTOCOL}\r\n` : '';
+      // compared exactly: the client fails a handshake whose answer names a subprotocol it did not offer
+      // (RFC 6455 section 4.1), so `TextServer.V1` is not ours to answer as `textserver.v1`
+      const protocol = offered(req.headers['sec-websocket-protocol']).includes(SUBPROTOCOL) ? `Sec-WebSocket-Protocol: ${SUBPROTOCOL}\r\n` : '';
       socket.setNoDelay(true);
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${protocol}\r\n`);
       link.start(session, head);

@@ -86,3 +86,33 @@ describe('WebSocket messages', () => {
     }
   });
 });
+
+describe('the textserver.v1 subprotocol (RFC 6455 section 4)', () => {
+  const protocolOf = (head: string) => /^sec-websocket-protocol: *(.*)$/im.exec(head)?.[1];
+
+  it('is chosen from a list that offers it among others, and named in none of the other cases', async () => {
+    const cases: [string | null, string | undefined][] = [
+      ['chat, textserver.v1', 'textserver.v1'],
+      ['chat\r\nSec-WebSocket-Protocol: textserver.v1', 'textserver.v1'],
+      ['chat', undefined],
+      [null, undefined],
+    ];
+    for (const [offer, chosen] of cases) {
+      const ws = await RawWs.open(srv.server.wsPort!, { headers: { 'Sec-WebSocket-Protocol': offer } });
+      open.push(ws);
+      expect(ws.status, String(offer)).toBe(101);
+      expect(protocolOf(ws.head), String(offer)).toBe(chosen);
+    }
+  });
+
+  it('is compared exactly: an offer of TextServer.V1 is not answered with textserver.v1, which the client would fail', async () => {
+    const ws = await RawWs.open(srv.server.wsPort!, { headers: { 'Sec-WebSocket-Protocol': 'TextServer.V1' } });
+    open.push(ws);
+    expect(ws.status).toBe(101);
+    expect(protocolOf(ws.head)).toBeUndefined();
+    // browsers fail a handshake whose answer names a subprotocol they did not offer, and accept one naming none
+    ws.write(text('nop'));
+    await ws.until(() => ws.frames.length === 1);
+    expect(ws.texts).toEqual(['']);
+  });
+});
