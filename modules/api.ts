@@ -162,8 +162,15 @@ function stringField(body: unknown, key: string): string {
 
 const NO_CONTENT: HttpReply = { status: 204 };
 
-/** `?last=n`, `?since=ms`, `?after=id` or `?before=id&n=` as a history query (last 50 without one). */
+/**
+ * `?last=n`, `?since=ms`, `?after=id` or `?before=id&n=` as a history query
+ * (last 50 without one). They exclude each other: two of them is a
+ * question with no single answer, refused rather than one silently ignored.
+ */
 function historyQuery(query: HttpRequest['query']): string[] {
+  const given = ['last', 'since', 'after', 'before'].filter((k) => query[k] !== undefined);
+  if (given.length > 1) throw new CommandError('syntax', `use one of ?last, ?since, ?after and ?before, not ${given.join(' and ')}`);
+  if (query.n !== undefined && query.before === undefined) throw new CommandError('syntax', '?n goes with ?before');
   if (query.last !== undefined) return ['last', query.last];
   if (query.since !== undefined) return ['since', query.since];
   if (query.after !== undefined) return ['after', query.after];

@@ -19,6 +19,12 @@ export type App = { readonly instance: FastifyInstance; readonly handler: Handle
 
 const QUIET = new Set(['error', 'fatal', 'silent']);
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+/**
+ * A path parameter longer than this is refused with 414 before any route
+ * runs: far above every name a route takes (names 32, rooms 64), so a long
+ * one still reaches its route and gets that route's own error.
+ */
+const MAX_PARAM_LENGTH = 1024;
 /** Headers a route asked for on every reply, errors included (CORS). */
 type RouteConfig = { headers?: Readonly<Record<string, string>> };
 
@@ -38,6 +44,9 @@ export async function buildApp(
       { level: QUIET.has(core.options.logLevel) ? core.options.logLevel : 'warn' },
     ) as unknown as FastifyBaseLogger,
     bodyLimit: core.options.maxRequest,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // what fastify refuses before routing (a bad %-escape, an overlong parameter) answers in the documented shape too
+    frameworkErrors: (err, _req, reply) => frameworkError(reply, err),
     serverFactory: (h) => {
       handler = h as Handler;
       return http.createServer(); // never listens: the gateway's own servers call `handler`
@@ -58,7 +67,9 @@ export async function buildApp(
     }
   });
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => sendError(core, reply, err, req));
-  app.setNotFoundHandler((req, reply) => notFound(app, req, reply));
+  // headers a module route wants on every reply reach its 405s too (KFCR's CORS): by path pattern
+  const pathHeaders: { pattern: RegExp; headers: Readonly<Record<string, string>> }[] = [];
+  app.setNotFoundHandler((req, reply) => notFound(app, pathHeaders, req, reply));
   app.get('/healthz', (_req, reply) => reply.type('text/plain; charset=utf-8').send('ok'));
   app.get('/readyz', (_req, reply) =>
     isReady() ? reply.type('text/plain; charset=utf-8').send('ready') : reply.code(503).type('text/plain; charset=utf-8').send('not ready'),
@@ -81,6 +92,7 @@ export async function buildApp(
       }
       seen.add(key);
       mountRoute(core, app, route);
+      if (route.headers !== undefined) pathHeaders.push({ pattern: pathPattern(route.path), headers: route.headers });
     }
   }
   await app.ready();
@@ -100,7 +112,7 @@ function mountRoute(core: ServerCore, app: FastifyInstance, route: HttpRoute): v
         params: request.params as Record<string, string>,
         query: request.query as Record<string, string | undefined>,
         body: request.body,
-        headers: request.headers,
+        headers: distinctHeaders(request),
         remoteAddress: request.socket.remoteAddress ?? 'unknown',
       };
       const out = await route.handler(req, core.api);
@@ -113,17 +125,48 @@ function mountRoute(core: ServerCore, app: FastifyInstance, route: HttpRoute): v
   });
 }
 
+/**
+ * The request's headers, a field sent more than once as the list of its
+ * values: node joins most repeats with ", " (and keeps only the first of
+ * some), which would turn two `Idempotency-Key`s into one key nobody sent.
+ */
+function distinctHeaders(request: FastifyRequest): Record<string, string | string[] | undefined> {
+  const headers: Record<string, string | string[] | undefined> = { ...request.headers };
+  for (const [name, values] of Object.entries(request.raw.headersDistinct)) if (values !== undefined && values.length > 1) headers[name] = values;
+  return headers;
+}
+
+/** A route path (`/messages/last/:n`) as a regular expression over request paths. */
+function pathPattern(path: string): RegExp {
+  const parts = path.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  return new RegExp(`^${parts.join('/')}$`);
+}
+
 /** RFC 9110: a path that exists under other methods is 405 with `Allow`, not 404. */
-function notFound(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+function notFound(
+  app: FastifyInstance,
+  pathHeaders: readonly { pattern: RegExp; headers: Readonly<Record<string, string>> }[],
+  req: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
   const path = req.url.split('?')[0]!;
   const allowed = METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
   if (allowed.length > 0) {
+    for (const { pattern, headers } of pathHeaders) if (pattern.test(path)) reply.headers(headers);
     return reply
       .code(405)
       .header('allow', allowed.join(', '))
       .send({ error: 'syntax', info: `${req.method} is not allowed on ${path}; use ${allowed.join(', ')}` });
   }
   return reply.code(404).send({ error: 'command_not_found', info: `no route ${req.method} ${path}` });
+}
+
+/** Fastify's own refusals before routing, in the `{"error","info"}` shape of every other error. */
+function frameworkError(reply: FastifyReply, err: Error & { code?: string }): FastifyReply {
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH')
+    return reply.code(414).send({ error: 'request_too_long', info: `a path segment is over ${MAX_PARAM_LENGTH} characters` });
+  if (err.code === 'FST_ERR_BAD_URL') return reply.code(400).send({ error: 'syntax', info: 'the path has an invalid %-escape' });
+  return reply.code(500).send({ error: 'unhandled', info: 'internal server error' });
 }
 
 function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusCode?: number; code?: string }, req: FastifyRequest): FastifyReply {
@@ -148,11 +191,16 @@ function sendError(core: ServerCore, reply: FastifyReply, err: Error & { statusC
     body = { error: 'unhandled', info: 'internal server error' };
   }
   if (status === 401) {
-    // RFC 9110 section 11.6.1, RFC 6750 section 3: say which scheme, and whether the token offered was refused
-    reply.header(
-      'www-authenticate',
-      req.headers.authorization === undefined ? 'Bearer realm="textserver"' : 'Bearer realm="textserver", error="invalid_token"',
-    );
+    // RFC 9110 section 11.6.1, RFC 6750 section 3: say which scheme, and whether a bearer token offered was
+    // refused; a request with no bearer credentials (none, or another scheme such as Basic) gets no error code
+    const offered = /^[ \t]*bearer[ \t]/i.test(req.headers.authorization ?? '');
+    reply.header('www-authenticate', offered ? 'Bearer realm="textserver", error="invalid_token"' : 'Bearer realm="textserver"');
+  }
+  // RFC 6585 section 4, RFC 9110 section 10.2.3: when to come back. A login throttle clears within its
+  // window at the latest; a rate limit or a store outage is worth retrying after a second
+  if (status === 429 || status === 503) {
+    const seconds = body.error === 'too_many_attempts' ? Math.max(1, Math.ceil(core.options.loginFailWindowMs / 1000)) : 1;
+    reply.header('retry-after', String(seconds));
   }
   return reply.code(status).send(body);
 }

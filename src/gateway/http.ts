@@ -13,6 +13,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createMetrics } from '../core/metrics.ts';
 import type { ServerCore } from '../core/server-core.ts';
 import { tlsServerOptions } from '../transport/tls-options.ts';
@@ -30,6 +31,30 @@ export type Gateways = {
 };
 
 const JSON_TYPE = { 'content-type': 'application/json; charset=utf-8' };
+
+/** What node refuses before a request reaches a route, with the status node would use. */
+const CLIENT_ERRORS: Record<string, { status: number; error: string; info: string }> = {
+  HPE_HEADER_OVERFLOW: { status: 431, error: 'request_too_long', info: 'the request head is too large' },
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, error: 'request_too_long', info: 'the chunk extensions are too large' },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, error: 'timeout', info: 'the request did not arrive within --request-timeout' },
+};
+
+/**
+ * A request node could not parse (or that timed out): answered as node
+ * would, with the `{"error","info"}` body every other error has, unless a
+ * reply to it already started or the socket cannot be written.
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && inFlight?.headersSent !== true && err.code !== 'ECONNRESET') {
+    const { status, error, info } = CLIENT_ERRORS[err.code ?? ''] ?? { status: 400, error: 'syntax', info: 'the request is not valid HTTP/1.1' };
+    const body = JSON.stringify({ error, info });
+    socket.write(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
 
 export async function startGateways(core: ServerCore, isReady: () => boolean): Promise<Gateways> {
   const { wsPort, httpPort, host, tls, maxRequest, requestTimeoutMs, wsOrigins } = core.options;
@@ -83,6 +108,7 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
       if (!core.sessions.admit(socket, listener)) socket.destroy();
     });
     if (tls !== undefined) server.on('tlsClientError', (_err, socket) => socket.destroy());
+    server.on('clientError', clientError);
     if (withWs !== undefined) server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => withWs.handleUpgrade(req, socket, head));
     // RFC 9110 section 10.1.1: refuse an oversize body before the client sends it
     server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -104,14 +130,16 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
     servers.push(server);
     return (server.address() as AddressInfo).port;
   };
+  // one listener for both when HTTP has no port of its own, or the same fixed one; `0` for each asks
+  // for two free ports, like any two listeners given 0
+  const sameServer = wsPort !== undefined && (httpPort === undefined || (httpPort === wsPort && wsPort !== 0));
   if (wsPort !== undefined) {
-    const sameServer = httpPort === undefined || httpPort === wsPort;
     const port = await listen(wsPort, sameServer, ws);
     info.wsPort = port;
     listeners.push({ transport: 'ws', port });
     if (sameServer) listeners.push({ transport: 'http', port });
   }
-  if (httpPort !== undefined && httpPort !== wsPort) listeners.push({ transport: 'http', port: await listen(httpPort, true, undefined) });
+  if (httpPort !== undefined && !sameServer) listeners.push({ transport: 'http', port: await listen(httpPort, true, undefined) });
   return {
     listeners,
     wsPort: info.wsPort,
