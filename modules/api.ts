@@ -192,7 +192,11 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/login',
     async handler(req, server) {
-      const user = await server.users.authenticate(stringField(req.body, 'user'), stringField(req.body, 'password'), req.remoteAddress);
+      // the login command itself (throttling and all), so /metrics counts it as a TCP login; on a
+      // detached context it only names the user: no stored message is drained into an HTTP reply
+      const ctx = server.context(null, req.remoteAddress, 'http');
+      await run(ctx, 'login', stringField(req.body, 'user'), stringField(req.body, 'password'));
+      const user = ctx.session.requireUser();
       return { body: { user: user.name, token: await issueToken(server, user) } };
     },
   },
@@ -205,7 +209,7 @@ const routes: HttpRoute[] = [
       return NO_CONTENT;
     },
   },
-  { method: 'GET', path: '/api/me', handler: async (req, server) => ({ body: { user: (await authed(req, server)).session.requireUser().name } }) },
+  { method: 'GET', path: '/api/me', handler: async (req, server) => ({ body: { user: (await run(await authed(req, server), 'whoami'))[1] } }) },
   {
     method: 'GET',
     path: '/api/rooms',

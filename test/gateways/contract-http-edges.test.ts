@@ -113,6 +113,28 @@ describe('RFC 6750 and RFC 6585 details', () => {
   });
 });
 
+describe('/metrics counts the HTTP API like TCP (README: every route runs the command a TCP client would)', () => {
+  it('POST /api/login is a login, ok or refused, and GET /api/me a whoami', async () => {
+    const value = async (series: string) => {
+      const line = (await (await fetch(`${base()}/metrics`)).text()).split('\n').find((l) => l.startsWith(`${series} `));
+      return line === undefined ? 0 : Number(line.split(' ')[1]);
+    };
+    const series = [
+      'textserver_commands_total{command="login",outcome="ok"}',
+      'textserver_commands_total{command="login",outcome="wrong_user_or_password"}',
+      'textserver_commands_total{command="whoami",outcome="ok"}',
+      'textserver_command_duration_seconds_count{command="login"}',
+    ];
+    const read = () => Promise.all(series.map(value));
+    const [u] = await f.users('Counted');
+    const before = await read();
+    const t = await token(u!);
+    expect((await api(base(), 'POST', '/api/login', { user: 'nobody-counted', password: 'wrong-password' })).status).toBe(401);
+    expect((await api(base(), 'GET', '/api/me', undefined, t)).json).toEqual({ user: u });
+    expect(await read()).toEqual([before[0]! + 1, before[1]! + 1, before[2]! + 1, before[3]! + 2]);
+  });
+});
+
 describe('Idempotency-Key (DELIVERY.md section 3)', () => {
   it('two Idempotency-Key headers are 400 syntax, not one key made of both', async () => {
     const [u] = await f.users('TwoKeys');
