@@ -239,8 +239,10 @@ const routes: HttpRoute[] = [
     async handler(req, server) {
       const fields = await run(await authed(req, server), 'history', req.params.room!, ...historyQuery(req.query));
       const messages = parseHistory(fields);
-      // a page that stopped at the byte bound ends with `more`: continue with after/before from its edge
-      return { body: { room: fields[1], messages, more: fields.length === 3 + 4 * messages.length + 1 && fields.at(-1) === 'more' } };
+      // a page that stopped at the byte bound ends with `more`: continue with after/before from its edge. Only
+      // then is the key there, so a whole page is exactly GATEWAYS.md's {"room","messages"}
+      const more = fields.length === 3 + 4 * messages.length + 1 && fields.at(-1) === 'more';
+      return { body: more ? { room: fields[1], messages, more } : { room: fields[1], messages } };
     },
   },
   {

@@ -12,7 +12,7 @@ import { removeDir, startServer } from '../helpers/server.ts';
 import { api } from '../helpers/ws.ts';
 import { PW, serverFixture } from '../helpers/users.ts';
 
-const f = serverFixture(['--http-port', '0', '--user-rate', '0', '--user-bytes', '0', '--login-fail-limit', '2', '--login-fail-window', '42']);
+const f = serverFixture(['--http-port', '0', '--user-rate', '0', '--user-bytes', '0', '--login-fail-limit', '2', '--login-fail-window', '42', '--history-max-bytes', '300']);
 const base = () => `http://127.0.0.1:${f.srv.server.httpPort}`;
 const token = async (user: string) => (await api(base(), 'POST', '/api/login', { user, password: PW })).json.token as string;
 const anError = (error: string) => ({ error, info: expect.any(String) });
@@ -166,6 +166,21 @@ describe('history over HTTP', () => {
     }
     for (const q of ['', 'last=2', 'since=0', 'after=0', 'before=9', 'before=9&n=2'])
       expect((await api(base(), 'GET', `/api/rooms/queries/messages?${q}`, undefined, t)).status, q).toBe(200);
+  });
+});
+
+describe('history pages over HTTP', () => {
+  it('a whole page is exactly {"room","messages"}; one cut at --history-max-bytes adds "more": true', async () => {
+    const [u] = await f.users('Pages');
+    const t = await token(u!);
+    expect((await api(base(), 'POST', '/api/rooms/pages/join', undefined, t)).status).toBe(204);
+    for (const n of [1, 2, 3]) expect((await api(base(), 'POST', '/api/rooms/pages/messages', { text: `${n}`.repeat(120) }, t)).status).toBe(201);
+    const whole = await api(base(), 'GET', '/api/rooms/pages/messages?last=1', undefined, t);
+    expect(whole.json).toEqual({ room: 'pages', messages: [{ id: expect.any(Number), time: expect.any(Number), user: u, text: '3'.repeat(120) }] });
+    const cut = await api(base(), 'GET', '/api/rooms/pages/messages?last=3', undefined, t);
+    expect(Object.keys(cut.json)).toEqual(['room', 'messages', 'more']);
+    expect(cut.json.more).toBe(true);
+    expect(cut.json.messages.length).toBeLessThan(3);
   });
 });
 
