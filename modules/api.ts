@@ -145,14 +145,23 @@ async function run(ctx: CommandContext, ...fields: string[]): Promise<string[]> 
 /**
  * A logged-in POST route's command, under `once` when the request carries
  * an `Idempotency-Key` header (DELIVERY.md section 3): a retried request
- * gets the first one's answer and changes nothing.
+ * gets the first one's answer and changes nothing. `fits` says whether a
+ * reply is one this route can answer with: `once` returns the reply
+ * recorded for the key whatever the command, and a key first used by
+ * another request (a join's `ok` for a post) would otherwise come back as
+ * this route's success although nothing was done (422, as the IETF
+ * Idempotency-Key draft has it).
  */
-function runOnce(req: HttpRequest, ctx: CommandContext, ...fields: string[]): Promise<string[]> {
+async function runOnce(req: HttpRequest, ctx: CommandContext, fits: (reply: readonly string[]) => boolean, ...fields: string[]): Promise<string[]> {
   const key = req.headers['idempotency-key'];
   if (key === undefined) return run(ctx, ...fields);
   if (typeof key !== 'string') throw new CommandError('syntax', 'one Idempotency-Key header at most');
-  return run(ctx, 'once', key, ...fields);
+  const reply = await run(ctx, 'once', key, ...fields);
+  if (!fits(reply)) throw new CommandError('key_reused', `the Idempotency-Key ${key} was first used for another request`);
+  return reply;
 }
+
+const isOk = (reply: readonly string[]) => reply.length === 1 && reply[0] === 'ok';
 
 function stringField(body: unknown, key: string): string {
   const value = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[key] : undefined;
@@ -221,7 +230,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/join',
     async handler(req, server) {
-      await runOnce(req, await authed(req, server), 'join', req.params.room!);
+      await runOnce(req, await authed(req, server), isOk, 'join', req.params.room!);
       return NO_CONTENT;
     },
   },
@@ -229,7 +238,7 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/leave',
     async handler(req, server) {
-      await runOnce(req, await authed(req, server), 'leave', req.params.room!);
+      await runOnce(req, await authed(req, server), isOk, 'leave', req.params.room!);
       return NO_CONTENT;
     },
   },
@@ -249,7 +258,15 @@ const routes: HttpRoute[] = [
     method: 'POST',
     path: '/api/rooms/:room/messages',
     async handler(req, server) {
-      const said = await runOnce(req, await authed(req, server), 'say', req.params.room!, stringField(req.body, 'text'));
+      const room = req.params.room!;
+      const said = await runOnce(
+        req,
+        await authed(req, server),
+        (reply) => reply.length === 4 && reply[0] === 'said' && reply[1]!.toLowerCase() === room.toLowerCase(),
+        'say',
+        room,
+        stringField(req.body, 'text'),
+      );
       return { status: 201, body: { id: Number(said[2]), time: Number(said[3]) } };
     },
   },
@@ -261,7 +278,7 @@ const routes: HttpRoute[] = [
       const body = req.body as { args?: unknown } | null;
       const args = body?.args ?? [];
       if (!Array.isArray(args) || args.some((a) => typeof a !== 'string')) throw new CommandError('syntax', '"args" must be an array of strings');
-      await runOnce(req, ctx, 'send', req.params.user!, stringField(req.body, 'command'), ...(args as string[]));
+      await runOnce(req, ctx, isOk, 'send', req.params.user!, stringField(req.body, 'command'), ...(args as string[]));
       return NO_CONTENT;
     },
   },
@@ -344,6 +361,9 @@ export default defineModule({
     liveLogins.clear();
     tokenOf = new WeakMap();
     pendingLogins = new WeakMap();
+  },
+  errors: {
+    key_reused: { fatal: false, info: 'that Idempotency-Key was first used for another request', status: 422 },
   },
   routes,
   commands: {

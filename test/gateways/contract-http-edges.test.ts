@@ -154,6 +154,35 @@ describe('Idempotency-Key (DELIVERY.md section 3)', () => {
   });
 });
 
+describe('an Idempotency-Key first used by another request', () => {
+  it('is 422 key_reused when the recorded answer does not fit the route, instead of a success that did nothing', async () => {
+    const [u] = await f.users('Reused');
+    const t = await token(u!);
+    const keyed = (path: string, key: string, body?: unknown) =>
+      fetch(base() + path, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t}`, 'idempotency-key': key, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    expect((await keyed('/api/rooms/reused/join', 'k-join')).status).toBe(204);
+    const post = await keyed('/api/rooms/reused/messages', 'k-join', { text: 'never said' });
+    expect(post.status).toBe(422);
+    expect(await post.json()).toEqual(anError('key_reused'));
+    const said = await keyed('/api/rooms/reused/messages', 'k-say', { text: 'said once' });
+    expect(said.status).toBe(201);
+    // the post's answer does not fit a leave, nor a post to another room
+    expect((await keyed('/api/rooms/reused/leave', 'k-say')).status).toBe(422);
+    expect((await api(base(), 'POST', '/api/rooms/other-reused/join', undefined, t)).status).toBe(204);
+    expect((await keyed('/api/rooms/other-reused/messages', 'k-say', { text: 'said once' })).status).toBe(422);
+    // nothing of the refused requests happened: still a member, one message in the room
+    const page = await api(base(), 'GET', '/api/rooms/reused/messages', undefined, t);
+    expect(page.json.messages.map((m: { text: string }) => m.text)).toEqual(['said once']);
+    // a true retry still gets the first answer
+    const again = await keyed('/api/rooms/reused/messages', 'k-say', { text: 'said once' });
+    expect([again.status, await again.json()]).toEqual([201, await said.json()]);
+  });
+});
+
 describe('history over HTTP', () => {
   it('?last, ?since, ?after and ?before exclude each other, and ?n goes with ?before: 400 syntax', async () => {
     const [u] = await f.users('Query');
