@@ -2,9 +2,11 @@
  * GATEWAYS.md section 2 at its edges, as a third-party HTTP client meets
  * them: every refusal in the `{"error","info"}` shape (node's and fastify's
  * own included), 405s on KFCR routes with KFCR's CORS, RFC 6750's error
- * code only for a bearer token, Retry-After on 429, one Idempotency-Key at
- * most, history queries that exclude each other, and `--http-port 0` next
- * to `--ws-port 0` as a listener of its own.
+ * code only for a bearer token, Retry-After on 429, logins and whoami over
+ * HTTP counted in /metrics, one Idempotency-Key at most and none reused by
+ * another request, history queries that exclude each other and pages of
+ * exactly the documented keys, and `--http-port 0` next to `--ws-port 0`
+ * as a listener of its own.
  */
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
