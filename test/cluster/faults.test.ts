@@ -181,4 +181,40 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     expect(await third.ask('login', r!, PW)).toBe('ok');
     await expectNoMoreFrames(third);
   });
+
+  it("after a Redis restart a user's version 1 connections on another node get the live messages sent meanwhile, once each, in order, each only those sent since its login", async () => {
+    const redis = await ownRedis();
+    const store = await storeArgs(tempDir('textserver-cluster-redis3-'));
+    for (const i of [1, 2]) servers.push(await startServer([...store, '--bus', redis.url, '--node-id', `w${process.pid}n${i}`]));
+    const [n1, n2] = servers.slice(-2) as [TestServer, TestServer];
+    const [s, r] = await freshUsers(n1.port, 'ws', 'wr');
+    const cs = await loggedIn(n1.port, s!, opened);
+    // r on both nodes: the one on n1 takes every send live there, so nothing is stored pending for n2
+    const here = await loggedIn(n1.port, r!, opened);
+    const there = await loggedIn(n2.port, r!, opened);
+    expect(await cs.ask('send', r!, 'n', '1')).toBe('ok');
+    for (const c of [here, there]) expect(await c.next()).toBe(`send,${s},n,1`);
+
+    await redis.kill();
+    expect(await cs.ask('send', r!, 'n', '2')).toBe('ok');
+    expect(await here.next()).toBe(`send,${s},n,2`);
+    // logged in on n2 after 2 was sent: online for 3 and 4 only
+    const later = await loggedIn(n2.port, r!, opened);
+    for (const n of ['3', '4']) {
+      expect(await cs.ask('send', r!, 'n', n)).toBe('ok');
+      expect(await here.next()).toBe(`send,${s},n,${n}`);
+    }
+    await redis.start();
+    expect(await there.nextN(3, 10_000)).toEqual(['2', '3', '4'].map((n) => `send,${s},n,${n}`));
+    expect(await later.nextN(2, 10_000)).toEqual(['3', '4'].map((n) => `send,${s},n,${n}`));
+    // once each: the next thing every connection gets is what is sent now
+    expect(await cs.ask('send', r!, 'n', '5')).toBe('ok');
+    for (const c of [here, there, later]) expect(await c.next(10_000)).toBe(`send,${s},n,5`);
+    for (const c of [here, there, later]) await expectNoMoreFrames(c);
+    // nothing was left stored: a new login gets none of it
+    const fresh = await RawConnection.open(n2.port);
+    opened.push(fresh);
+    expect(await fresh.ask('login', r!, PW)).toBe('ok');
+    await expectNoMoreFrames(fresh);
+  });
 });
