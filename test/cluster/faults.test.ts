@@ -4,7 +4,9 @@
  * no acknowledged message and pushes cross nodes again afterwards. Only in
  * the postgres project.
  */
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { removeDir, spawnServer, startServer, storeArgs, tempDir, type ChildServer, type TestServer } from '../helpers/server.ts';
 import { expectNoMoreFrames, freshUsers, loggedIn, PW } from '../helpers/users.ts';
@@ -122,6 +124,39 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     expect(await ca.next()).toBe(`presence,${b},offline`);
     expect(performance.now() - started).toBeLessThan(1000);
     await stopping;
+  });
+
+  it("a node stopped with SIGTERM while a user's request is still running takes its users offline within 1 s, and the request still completes", { timeout: 40_000 }, async () => {
+    const redisUrl = (await ownRedis()).url;
+    const store = await storeArgs(tempDir('textserver-cluster-term2-'));
+    const stay = await startServer([...store, '--bus', redisUrl, '--node-id', `u${process.pid}a`]);
+    const go = await startServer([...store, '--bus', redisUrl, '--node-id', `u${process.pid}b`]);
+    servers.push(stay, go);
+    const [a, b] = await freshUsers(stay.port, 'ua', 'ub');
+    const ca = await loggedIn(stay.port, a!, opened);
+    const cb = await loggedIn(go.port, b!, opened);
+    await befriend(ca, a!, cb, b!);
+    // b's send waits for the inbox rows this test holds: a request in flight the stop lets finish
+    const db = new pg.Client({ connectionString: store[1] });
+    await db.connect();
+    try {
+      await db.query('BEGIN');
+      await db.query('SELECT 1 FROM inbox_streams FOR UPDATE');
+      cb.send('send', a!, 'msg', 'in flight');
+      const waiting = "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+      await eventually(async () => expect((await db.query<{ n: number }>(waiting)).rows[0]!.n).toBeGreaterThan(0));
+      const stopping = go.stop();
+      const started = performance.now();
+      expect(await ca.next()).toBe(`presence,${b},offline`);
+      expect(performance.now() - started).toBeLessThan(1000);
+      await db.query('ROLLBACK');
+      // nothing acknowledged lost: the send finishes, is answered, and reaches a
+      expect(await cb.next()).toBe('ok');
+      expect(await ca.next()).toBe(`send,${b},msg,in flight`);
+      await stopping;
+    } finally {
+      await db.end();
+    }
   });
 
   it('a Redis restart loses no acknowledged message, and pushes cross nodes again after it', async () => {
