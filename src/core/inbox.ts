@@ -64,9 +64,11 @@ type Written = (err?: Error | null) => void;
  * `again`: an entry came meanwhile, so it reads once more before it ends;
  * `local`: live entries appended here meanwhile whose writes to those
  * connections it makes, in seq order (how many connections were due, and
- * the callback that marks the entry pending should every write fail).
+ * the callback that marks the entry pending should every write fail);
+ * `arrived`: live entries whose doorbells came meanwhile. Both were for the
+ * connections there when they came, whatever those connections' logins read.
  */
-type Recovery = { again: boolean; local: Map<number, { count: number; written: Written }> };
+type Recovery = { again: boolean; local: Map<number, { count: number; written: Written }>; arrived: Set<number> };
 
 export class Inbox implements InboxApi {
   readonly #data: InboxData;
@@ -133,8 +135,10 @@ export class Inbox implements InboxApi {
    * In a cluster: reads the user's stream head for a version 1 login (its
    * subscription is active by now, rule 5), so that a recovery knows from
    * where this node may have missed entries (heard-seqs.ts) and which of
-   * its connections a lost live entry was for. Tried again while the store
-   * refuses, as long as the connection is the user's.
+   * its connections a lost live entry was for (one committed after the
+   * head it read). Tried again while the store refuses, as long as the
+   * connection is the user's. An entry committed while that read runs and
+   * lost too (Redis went away in that instant) would not reach it.
    */
   #baseline(session: Session, userId: number): void {
     if (this.#hub.bus === undefined) return;
@@ -389,7 +393,10 @@ export class Inbox implements InboxApi {
         if (stream.offer(entry)) reached++;
       } else if (entry.kind === KIND_ENTRY) {
         if (entry.pending === 1) plain.push(session);
-        else if (recovery !== undefined) recovery.again = true;
+        else if (recovery !== undefined) {
+          recovery.again = true;
+          recovery.arrived.add(entry.seq);
+        }
         else if (session.pushFrame(entry.plainFrame)) reached++;
       }
     }
@@ -480,7 +487,7 @@ export class Inbox implements InboxApi {
    * takes, not a stored mailbox handed to one connection.
    */
   async #recoverUser(userId: number): Promise<void> {
-    const recovery: Recovery = { again: true, local: new Map() };
+    const recovery: Recovery = { again: true, local: new Map(), arrived: new Set() };
     this.#recovering.set(userId, recovery);
     let wait = 100;
     try {
@@ -545,6 +552,8 @@ export class Inbox implements InboxApi {
   #writeRecovered(entry: InboxEntry, recovery: Recovery): void {
     const local = recovery.local.get(entry.seq);
     recovery.local.delete(entry.seq);
+    // its doorbell came, or it was appended here, while this recovery ran: not lost, for every connection here
+    const arrived = recovery.arrived.delete(entry.seq) || local !== undefined;
     const plain = entry.kind !== KIND_ENTRY ? [] : [...this.#hub.sessionsOf(entry.userId)].filter((s) => !this.#streams.has(s) && s.user !== null);
     const user = plain[0]?.user;
     const live = entry.pending === 0;
@@ -559,8 +568,8 @@ export class Inbox implements InboxApi {
     let attempted = 0;
     for (const session of plain) {
       if (!live && session === draining) continue;
-      // a connection that logged in after the commit was not online for it (an unknown login head: written rather than missed)
-      if (live && (this.#since.get(session) ?? 0) >= entry.seq) continue;
+      // a lost live entry is for the connections logged in at its commit (an unknown login head: written rather than missed)
+      if (live && !arrived && (this.#since.get(session) ?? 0) >= entry.seq) continue;
       // written here before (its mark still on its way): not again
       if (this.#writtenLive.has(entry.userId, entry.seq, session)) {
         if (written !== undefined) mark();
