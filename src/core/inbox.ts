@@ -566,6 +566,12 @@ export class Inbox implements InboxApi {
     };
     const written = !live && draining !== undefined ? undefined : (err?: Error | null) => void (err ? undefined : mark());
     let attempted = 0;
+    // an entry appended here: as one write for its append, failed only when every write here failed
+    let settling = 0;
+    let succeeded = 0;
+    const failAll = () => {
+      if (local !== undefined) for (let i = 0; i < local.count; i++) local.written(new Error('not written'));
+    };
     for (const session of plain) {
       if (!live && session === draining) continue;
       // a lost live entry is for the connections logged in at its commit (an unknown login head: written rather than missed)
@@ -581,13 +587,16 @@ export class Inbox implements InboxApi {
           ? written
           : (err) => {
               written?.(err);
-              local.written(err);
+              if (!err) succeeded++;
+              if (--settling === 0 && succeeded === 0) failAll();
             };
+      if (local !== undefined) settling++;
       if (session.pushFrame(entry.plainFrame, done)) attempted++;
+      else if (local !== undefined) settling--;
     }
     this.#hub.stats.pushed += attempted;
-    // the connections it was appended for that are gone or refused it: as failed writes
-    if (local !== undefined) for (let i = attempted; i < local.count; i++) local.written(new Error('not written'));
+    // none of the connections it was appended for took a write (gone, or refused it)
+    if (local !== undefined && attempted === 0) failAll();
     if (!live && draining !== undefined && user != null) this.drains.ensure(user);
   }
 
