@@ -71,6 +71,9 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
   async function close(): Promise<void> {
     ready = false;
     tcp.server.close();
+    // this node's users offline for everyone at once (CLUSTER.md rule 4), in one announcement: not
+    // after the requests in flight, the HTTP listeners and the modules, each of which may take its time
+    const departed = cluster?.depart();
     core.sessions.drain();
     const deadline = Date.now() + DRAIN_LIMIT_MS;
     // connections finish their running requests, HTTP ones included (the HTTP listeners still answer, /readyz with 503)
@@ -79,9 +82,9 @@ export async function createServer(options: ServerOptions, log: Logger): Promise
     core.stopSweeper();
     await gateways.close();
     core.disposeModules();
-    // this node's users offline for everyone at once, then no more bus traffic
-    await cluster?.close();
-    await core.hub.inbox.close(); // its last marks and sweeps, before the store goes
+    // no more bus traffic, and the inbox's last marks and sweeps, before the store goes: the two
+    // wait on different engines (Redis, PostgreSQL), so side by side
+    await Promise.all([departed?.then(() => cluster?.close()), core.hub.inbox.close()]);
     await store.close();
     log.info('stopped');
   }

@@ -19,14 +19,16 @@ export type Cluster = {
   readonly presence: PresenceRegistry | undefined;
   /** A login failure counter shared by the nodes (`scope`: `name` or `ip`); undefined without --bus. */
   loginThrottle(scope: string, limit: number, windowMs: number): LoginThrottle | undefined;
-  /** SIGTERM: this node's users offline at once, then the connections closed. */
+  /** SIGTERM, first thing: this node's users offline for everyone at once (rule 4), while its requests in flight finish. */
+  depart(): Promise<void>;
+  /** SIGTERM, last thing: departs if not yet, then the connections closed. */
   close(): Promise<void>;
 };
 
 export async function openCluster(options: ClusterOptions, log: Logger): Promise<Cluster> {
   if (options.bus === undefined) {
     const bus = new LocalBus(options.nodeId);
-    return { bus, presence: undefined, loginThrottle: () => undefined, close: () => bus.close() };
+    return { bus, presence: undefined, loginThrottle: () => undefined, depart: async () => {}, close: () => bus.close() };
   }
   const bus = await RedisBus.start({ url: options.bus, nodeId: options.nodeId, log });
   const presence = await PresenceRegistry.start({ bus, redis: bus.redis, nodeId: options.nodeId, ttlMs: options.presenceTtlMs, log });
@@ -35,6 +37,7 @@ export async function openCluster(options: ClusterOptions, log: Logger): Promise
     bus,
     presence,
     loginThrottle: (scope, limit, windowMs) => new SharedFailureCounter({ redis: bus.redis, scope, limit, windowMs, log }),
+    depart: () => presence.stop(),
     close: async () => {
       await presence.stop();
       await bus.close();

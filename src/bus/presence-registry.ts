@@ -67,6 +67,9 @@ const SYNC_SCRIPT = new Script(SYNC);
 const REAP_SCRIPT = new Script(REAP);
 const DEPART_SCRIPT = new Script(DEPART);
 
+/** How long stop() waits for Redis to confirm the node's departure. */
+const STOP_WAIT_MS = 1000;
+
 /** Users whose last change number is remembered, to drop one that arrives late. */
 const REMEMBERED = 100_000;
 
@@ -192,18 +195,28 @@ export class PresenceRegistry {
     return this.#local.size;
   }
 
-  /** SIGTERM: this node's users offline for everyone at once (announced), then no more heartbeats. */
+  /**
+   * SIGTERM: this node's users offline for everyone at once (announced),
+   * then no more heartbeats. Waits for Redis's answer at most STOP_WAIT_MS:
+   * a stop is not held by a Redis that is slow to answer (what was sent
+   * still gets there; if it does not, the others reap this node).
+   */
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#halt();
     this.#local.clear();
-    try {
-      await DEPART_SCRIPT.run(this.#redis, [], [this.nodeId]);
-    } catch (err) {
-      // Redis is away: the heartbeat expires and the other nodes reap this one
-      this.#log.warn({ err: String(err) }, "could not remove this node's presence; the others will reap it");
-    }
-    await this.#bus.unsubscribe(PRESENCE_CHANNEL);
+    void this.#bus.unsubscribe(PRESENCE_CHANNEL);
+    const departed = DEPART_SCRIPT.run(this.#redis, [], [this.nodeId]).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), STOP_WAIT_MS)));
+    const outcome = await Promise.race([departed, late]);
+    clearTimeout(timer);
+    // Redis is away: the heartbeat expires and the other nodes reap this one
+    if (outcome === 'late') this.#log.warn(`Redis did not confirm this node's departure within ${STOP_WAIT_MS} ms; the others reap it if it did not get there`);
+    else if (outcome !== undefined) this.#log.warn({ err: String(outcome) }, "could not remove this node's presence; the others will reap it");
   }
 
   /** As if the process were killed: heartbeats and reaping stop, Redis is left as it is (for the fault tests). */

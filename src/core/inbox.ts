@@ -22,6 +22,7 @@ import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
 import { KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
 import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
+import { HeardSeqs } from './heard-seqs.ts';
 
 export type InboxSettings = {
   mailboxSize(): number;
@@ -46,11 +47,28 @@ const SWEEP_MS = 2000;
 const EXPIRE_BATCH = 1000;
 const EXPIRE_ROUNDS = 10;
 const MAX_HTTP_LIMIT = 1000;
-/** Pending entries read at a time by a recovery after the bus came back. */
-const RECOVER_PAGE = 64;
+/** Entries read at a time by a recovery after the bus came back. */
+const RECOVER_PAGE = 128;
+/** Seqs heard past a gap of a user's doorbells before this node stops waiting for the missing one and reads the store. */
+const MAX_GAP = 256;
+/** A login's read of the stream head that the store refused is tried again after this, doubling up to 2 s. */
+const BASE_RETRY_MS = 100;
 const DEFAULT_HTTP_LIMIT = 100;
 
 type Part = { user: UserRef; entries: NewEntry[]; limit: boolean };
+
+type Written = (err?: Error | null) => void;
+
+/**
+ * A recovery of a user's version 1 connections on this node (#recoverUser).
+ * `again`: an entry came meanwhile, so it reads once more before it ends;
+ * `local`: live entries appended here meanwhile whose writes to those
+ * connections it makes, in seq order (how many connections were due, and
+ * the callback that marks the entry pending should every write fail);
+ * `arrived`: live entries whose doorbells came meanwhile. Both were for the
+ * connections there when they came, whatever those connections' logins read.
+ */
+type Recovery = { again: boolean; local: Map<number, { count: number; written: Written }>; arrived: Set<number> };
 
 export class Inbox implements InboxApi {
   readonly #data: InboxData;
@@ -60,10 +78,12 @@ export class Inbox implements InboxApi {
   readonly drains: MailboxDrains;
   /** Pending entries written live to version 1 connections here, until their marks commit (a drain skips them there). */
   readonly #writtenLive = new WrittenLive();
-  /** In a cluster: the highest seq this node heard of (appended or published) per user, where a recovery after a resubscription starts reading. */
-  readonly #heard = new Map<number, number>();
-  /** Users whose recovery runs, and whether it must read once more before it ends (an entry came meanwhile). */
-  readonly #recovering = new Map<number, { again: boolean }>();
+  /** In a cluster: the seqs of each user with version 1 connections here that this node dealt with, where a recovery after a resubscription starts reading. */
+  readonly #heard = new HeardSeqs();
+  /** In a cluster: the stream head when each version 1 connection logged in (a live entry lost meanwhile goes to the connections that were logged in at its commit). */
+  readonly #since = new WeakMap<Session, number>();
+  /** Users whose recovery runs. */
+  readonly #recovering = new Map<number, Recovery>();
   /** Inbox connections (those that sent `sync`), streaming or not. */
   readonly #streams = new WeakMap<Session, InboxStream>();
   /** Received marks waiting for their batch. */
@@ -105,7 +125,38 @@ export class Inbox implements InboxApi {
   loggedIn(session: Session, user: UserRef, again: boolean): void {
     const stream = this.#streams.get(session);
     if (stream !== undefined) stream.stop();
-    else if (!again) this.drains.start(session, user);
+    else if (!again) {
+      this.#baseline(session, user.id);
+      this.drains.start(session, user);
+    }
+  }
+
+  /**
+   * In a cluster: reads the user's stream head for a version 1 login (its
+   * subscription is active by now, rule 5), so that a recovery knows from
+   * where this node may have missed entries (heard-seqs.ts) and which of
+   * its connections a lost live entry was for (one committed after the
+   * head it read). Tried again while the store refuses, as long as the
+   * connection is the user's. An entry committed while that read runs and
+   * lost too (Redis went away in that instant) would not reach it.
+   */
+  #baseline(session: Session, userId: number): void {
+    if (this.#hub.bus === undefined) return;
+    const read = async (): Promise<number | undefined> => {
+      for (let wait = BASE_RETRY_MS; ; wait = Math.min(2000, wait * 2)) {
+        try {
+          const row = await this.#data.durableRead((db) => this.#data.stream(db, userId));
+          const head = row === undefined ? 0 : Number(row.head);
+          if (session.user?.id === userId) this.#since.set(session, head);
+          return head;
+        } catch (err) {
+          if (wait === BASE_RETRY_MS) this.#log.warn({ err: (err as Error).message, user: userId }, 'inbox head unreadable at login; trying again');
+          await new Promise((resolve) => setTimeout(resolve, wait).unref());
+          if (this.#closed || session.user?.id !== userId) return undefined;
+        }
+      }
+    };
+    this.#heard.track(userId, this.#track(read()));
   }
 
   /** The connection stopped being its user (closed, logged out, or logged in as another). */
@@ -114,7 +165,8 @@ export class Inbox implements InboxApi {
     if (session.user !== null) {
       const id = session.user.id;
       this.#writtenLive.dropSession(id, session);
-      if ([...this.#hub.sessionsOf(id)].every((s) => s === session)) this.#heard.delete(id);
+      this.#since.delete(session);
+      if ([...this.#hub.sessionsOf(id)].every((s) => s === session)) this.#heard.drop(id);
     }
     this.#streams.get(session)?.stop();
   }
@@ -282,9 +334,12 @@ export class Inbox implements InboxApi {
 
   /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
   #publish(entry: InboxEntry): void {
-    this.#hear(entry);
+    // a recovery of the user's version 1 connections runs: it writes this entry to them too, in seq order after what it recovers
+    const recovery = entry.kind === KIND_ENTRY ? this.#recovering.get(entry.userId) : undefined;
+    if (recovery === undefined) this.#hear(entry);
     let reached = 0;
     let failed = 0;
+    let deferred = 0;
     const plain: Session[] = [];
     // a live entry none of whose writes succeeds waits for the next version 1 login after all
     const written =
@@ -300,11 +355,17 @@ export class Inbox implements InboxApi {
       } else if (entry.kind === KIND_ENTRY) {
         // stored as not yet received, but a version 1 connection logged in meanwhile
         if (entry.pending === 1) plain.push(session);
+        else if (recovery !== undefined) deferred++;
         else if (session.pushFrame(entry.plainFrame, written)) reached++;
       }
     }
     reached += this.#writeStored(entry, plain);
     this.#hub.stats.pushed += reached;
+    if (deferred > 0) {
+      recovery!.again = true;
+      recovery!.local.set(entry.seq, { count: deferred, written: written! });
+      reached += deferred;
+    }
     // the doorbell for the other nodes: a lost one is noticed by the seq gap it leaves, or re-read after a resubscription
     this.#hub.bus?.publish(userChannel(entry.userId), { kind: 'inbox', seq: entry.seq, fields: { k: entry.kind, p: entry.pending, d: entry.payload } });
     if (entry.kind !== KIND_ENTRY) return;
@@ -318,10 +379,12 @@ export class Inbox implements InboxApi {
    * connection on the appending node took) as it is, and one stored as not
    * yet received as well (see #writeStored): the appending node cannot know
    * what other nodes' connections take, so it stored the entry pending.
+   * While a recovery of the user runs here, it writes the entry to them.
    */
   remote(userId: number, row: InboxRow): void {
     const entry = new InboxEntry(userId, row);
-    this.#hear(entry);
+    const recovery = entry.kind === KIND_ENTRY ? this.#recovering.get(userId) : undefined;
+    if (recovery === undefined) this.#hear(entry);
     let reached = 0;
     const plain: Session[] = [];
     for (const session of this.#hub.sessionsOf(userId)) {
@@ -330,6 +393,10 @@ export class Inbox implements InboxApi {
         if (stream.offer(entry)) reached++;
       } else if (entry.kind === KIND_ENTRY) {
         if (entry.pending === 1) plain.push(session);
+        else if (recovery !== undefined) {
+          recovery.again = true;
+          recovery.arrived.add(entry.seq);
+        }
         else if (session.pushFrame(entry.plainFrame)) reached++;
       }
     }
@@ -351,7 +418,7 @@ export class Inbox implements InboxApi {
     if (user == null) return 0;
     const recovery = this.#recovering.get(entry.userId);
     if (recovery !== undefined) {
-      // a recovery writes the user's pending entries in seq order: this one too, after those before it
+      // a recovery writes the user's entries in seq order: this one too, after those before it
       recovery.again = true;
       return 0;
     }
@@ -376,24 +443,22 @@ export class Inbox implements InboxApi {
   }
 
   /**
-   * In a cluster: the seq up to which this node heard every doorbell of the
-   * user since its last recovery (each of a user's appends publishes one,
-   * seqs follow each other). A gap (a doorbell lost, or two nodes' crossing)
-   * keeps it where it is, so a recovery reads from before anything that may
-   * have been lost; a doorbell heard after Redis came back but before the
-   * recovery starts cannot move it past what was lost. Unknown (never
-   * recovered): a recovery reads every pending entry.
+   * In a cluster: this node dealt with the entry for the user's version 1
+   * connections here (heard-seqs.ts). Seqs past a gap that does not close
+   * (its doorbell lost while the bus looked up) soon make the node read the
+   * store as after a resubscription.
    */
   #hear(entry: InboxEntry): void {
-    const heard = this.#heard.get(entry.userId);
-    if (heard !== undefined && entry.seq === heard + 1) this.#heard.set(entry.userId, entry.seq);
+    if (this.#hub.bus === undefined) return;
+    this.#heard.hear(entry.userId, entry.seq);
+    if (this.#heard.gapSize(entry.userId) > MAX_GAP) this.recover([entry.userId]);
   }
 
   /**
    * Publications may have been lost (the bus came back): streams read the
-   * store to their end; the entries stored pending after the last one this
-   * node heard of go to every version 1 connection of the user here, as
-   * remote() would have written them (#recoverUser).
+   * store to their end; the entries after those this node dealt with go to
+   * the version 1 connections of the user here as their doorbells would
+   * have taken them (#recoverUser).
    */
   recover(userIds: readonly number[]): void {
     for (const userId of userIds) {
@@ -411,32 +476,37 @@ export class Inbox implements InboxApi {
   }
 
   /**
-   * Reads the user's pending entries after the last seq heard of before the
-   * bus went away, a page at a time, and writes each to every version 1
-   * connection of the user here that was not written it yet (written-live.ts),
-   * marking it received once one write succeeds, as #writeStored does for a
-   * doorbell. Entries whose doorbells come meanwhile wait for this (in seq
-   * order): it reads again until nothing more is pending. A drain running
-   * here keeps its connection (it writes and marks there; poked to read
-   * again). No drain lease: like remote(), these are new entries every
-   * connection here takes, not a stored mailbox handed to one connection.
+   * Reads the user's entries after the last seq this node dealt with
+   * (heard-seqs.ts), a page at a time, and writes each one it did not to
+   * the version 1 connections of the user here (#writeRecovered): live
+   * ones to the connections logged in when they committed, stored ones to
+   * every connection (a draining one gets those from its drain). Entries
+   * that arrive meanwhile, by doorbell or appended here, wait for it so
+   * that all go out in seq order: it reads again until nothing is new. No
+   * drain lease: like remote(), these are new entries every connection here
+   * takes, not a stored mailbox handed to one connection.
    */
   async #recoverUser(userId: number): Promise<void> {
-    const recovery = { again: true };
+    const recovery: Recovery = { again: true, local: new Map(), arrived: new Set() };
     this.#recovering.set(userId, recovery);
-    const from = this.#heard.get(userId) ?? 0;
-    let highest = from;
-    let done = false;
     let wait = 100;
     try {
+      // the logins' head reads: the point from which something may be missing
+      for (let ready = this.#heard.ready(userId); ; ) {
+        await ready;
+        if (this.#heard.upTo(userId) !== undefined || ready === this.#heard.ready(userId)) break;
+        ready = this.#heard.ready(userId);
+      }
       while (recovery.again && !this.#closed) {
         recovery.again = false;
-        let after = from;
+        let after = this.#heard.upTo(userId);
+        // no version 1 connection of the user left here
+        if (after === undefined) break;
         for (;;) {
           this.drains.openPage(userId);
           let rows: InboxRow[];
           try {
-            rows = await this.#data.durableRead((db) => this.#data.pendingAfter(db, userId, after, RECOVER_PAGE));
+            rows = await this.#data.durableRead((db) => this.#data.after(db, userId, after!, RECOVER_PAGE));
           } catch (err) {
             this.drains.closePage(userId);
             // the store is away too: try again (the entries are committed, so they are there once it is back)
@@ -448,56 +518,86 @@ export class Inbox implements InboxApi {
           }
           try {
             for (const row of rows) {
-              this.#writeRecovered(new InboxEntry(userId, row));
-              highest = Math.max(highest, Number(row.seq));
+              const entry = new InboxEntry(userId, row);
+              if (!this.#heard.has(userId, entry.seq)) this.#writeRecovered(entry, recovery);
+              this.#heard.hear(userId, entry.seq);
             }
           } finally {
             this.drains.closePage(userId);
           }
-          if (rows.length < RECOVER_PAGE) break;
+          if (rows.length === 0) break;
           after = Number(rows.at(-1)!.seq);
+          // every seq up to the last read is dealt with: those the store lacks left the retention window
+          this.#heard.settle(userId, after);
+          if (rows.length < RECOVER_PAGE) break;
         }
       }
-      done = !this.#closed;
     } catch (err) {
       this.#log.warn({ err: (err as Error).message, user: userId }, 'inbox recovery stopped; the entries stay stored');
     } finally {
       this.#recovering.delete(userId);
-      // everything pending up to here is written: later doorbells count from it
-      if (done && [...this.#hub.sessionsOf(userId)].length > 0) this.#heard.set(userId, Math.max(highest, this.#heard.get(userId) ?? 0));
+      // live entries appended here and left unwritten (the node closes, the connections left): as if their writes failed
+      for (const { count, written } of recovery.local.values()) for (let i = 0; i < count; i++) written(new Error('not written'));
     }
   }
 
-  #writeRecovered(entry: InboxEntry): void {
-    const plain = [...this.#hub.sessionsOf(entry.userId)].filter((s) => !this.#streams.has(s) && s.user !== null);
+  /**
+   * One entry a recovery found this node had not dealt with, for the
+   * user's version 1 connections here, each written once (written-live.ts
+   * records it until its received mark commits). A live entry goes to the
+   * connections logged in when it committed; a stored one to every
+   * connection, a draining one taking it from its drain (poked to read
+   * again), which then marks it.
+   */
+  #writeRecovered(entry: InboxEntry, recovery: Recovery): void {
+    const local = recovery.local.get(entry.seq);
+    recovery.local.delete(entry.seq);
+    // its doorbell came, or it was appended here, while this recovery ran: not lost, for every connection here
+    const arrived = recovery.arrived.delete(entry.seq) || local !== undefined;
+    const plain = entry.kind !== KIND_ENTRY ? [] : [...this.#hub.sessionsOf(entry.userId)].filter((s) => !this.#streams.has(s) && s.user !== null);
     const user = plain[0]?.user;
-    if (user == null) return;
+    const live = entry.pending === 0;
     const draining = this.drains.drainingTo(entry.userId);
     let marked = false;
-    const written =
-      draining === undefined
-        ? (err?: Error | null) => {
-            if (err || marked) return;
-            marked = true;
-            this.#received(entry.userId, entry.seq);
-          }
-        : undefined;
-    let reached = 0;
+    const mark = () => {
+      if (marked) return;
+      marked = true;
+      this.#received(entry.userId, entry.seq);
+    };
+    const written = !live && draining !== undefined ? undefined : (err?: Error | null) => void (err ? undefined : mark());
+    let attempted = 0;
+    // an entry appended here: as one write for its append, failed only when every write here failed
+    let settling = 0;
+    let succeeded = 0;
+    const failAll = () => {
+      if (local !== undefined) for (let i = 0; i < local.count; i++) local.written(new Error('not written'));
+    };
     for (const session of plain) {
-      if (session === draining) continue;
-      // written live here before (its mark still on its way): not again
+      if (!live && session === draining) continue;
+      // a lost live entry is for the connections logged in at its commit (an unknown login head: written rather than missed)
+      if (live && !arrived && (this.#since.get(session) ?? 0) >= entry.seq) continue;
+      // written here before (its mark still on its way): not again
       if (this.#writtenLive.has(entry.userId, entry.seq, session)) {
-        if (written !== undefined && !marked) {
-          marked = true;
-          this.#received(entry.userId, entry.seq);
-        }
+        if (written !== undefined) mark();
         continue;
       }
       this.#writtenLive.add(entry.userId, entry.seq, session);
-      if (session.pushFrame(entry.plainFrame, written)) reached++;
+      const done: Written | undefined =
+        local === undefined
+          ? written
+          : (err) => {
+              written?.(err);
+              if (!err) succeeded++;
+              if (--settling === 0 && succeeded === 0) failAll();
+            };
+      if (local !== undefined) settling++;
+      if (session.pushFrame(entry.plainFrame, done)) attempted++;
+      else if (local !== undefined) settling--;
     }
-    this.#hub.stats.pushed += reached;
-    if (draining !== undefined) this.drains.ensure(user);
+    this.#hub.stats.pushed += attempted;
+    // none of the connections it was appended for took a write (gone, or refused it)
+    if (local !== undefined && attempted === 0) failAll();
+    if (!live && draining !== undefined && user != null) this.drains.ensure(user);
   }
 
   #lostLive(entry: InboxEntry): void {

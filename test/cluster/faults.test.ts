@@ -4,7 +4,9 @@
  * no acknowledged message and pushes cross nodes again afterwards. Only in
  * the postgres project.
  */
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { removeDir, spawnServer, startServer, storeArgs, tempDir, type ChildServer, type TestServer } from '../helpers/server.ts';
 import { expectNoMoreFrames, freshUsers, loggedIn, PW } from '../helpers/users.ts';
@@ -124,6 +126,39 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     await stopping;
   });
 
+  it("a node stopped with SIGTERM while a user's request is still running takes its users offline within 1 s, and the request still completes", { timeout: 40_000 }, async () => {
+    const redisUrl = (await ownRedis()).url;
+    const store = await storeArgs(tempDir('textserver-cluster-term2-'));
+    const stay = await startServer([...store, '--bus', redisUrl, '--node-id', `u${process.pid}a`]);
+    const go = await startServer([...store, '--bus', redisUrl, '--node-id', `u${process.pid}b`]);
+    servers.push(stay, go);
+    const [a, b] = await freshUsers(stay.port, 'ua', 'ub');
+    const ca = await loggedIn(stay.port, a!, opened);
+    const cb = await loggedIn(go.port, b!, opened);
+    await befriend(ca, a!, cb, b!);
+    // b's send waits for the inbox rows this test holds: a request in flight the stop lets finish
+    const db = new pg.Client({ connectionString: store[1] });
+    await db.connect();
+    try {
+      await db.query('BEGIN');
+      await db.query('SELECT 1 FROM inbox_streams FOR UPDATE');
+      cb.send('send', a!, 'msg', 'in flight');
+      const waiting = "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+      await eventually(async () => expect((await db.query<{ n: number }>(waiting)).rows[0]!.n).toBeGreaterThan(0));
+      const stopping = go.stop();
+      const started = performance.now();
+      expect(await ca.next()).toBe(`presence,${b},offline`);
+      expect(performance.now() - started).toBeLessThan(1000);
+      await db.query('ROLLBACK');
+      // nothing acknowledged lost: the send finishes, is answered, and reaches a
+      expect(await cb.next()).toBe('ok');
+      expect(await ca.next()).toBe(`send,${b},msg,in flight`);
+      await stopping;
+    } finally {
+      await db.end();
+    }
+  });
+
   it('a Redis restart loses no acknowledged message, and pushes cross nodes again after it', async () => {
     const redis = await ownRedis();
     const store = await storeArgs(tempDir('textserver-cluster-redis-'));
@@ -180,5 +215,41 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     opened.push(third);
     expect(await third.ask('login', r!, PW)).toBe('ok');
     await expectNoMoreFrames(third);
+  });
+
+  it("after a Redis restart a user's version 1 connections on another node get the live messages sent meanwhile, once each, in order, each only those sent since its login", async () => {
+    const redis = await ownRedis();
+    const store = await storeArgs(tempDir('textserver-cluster-redis3-'));
+    for (const i of [1, 2]) servers.push(await startServer([...store, '--bus', redis.url, '--node-id', `w${process.pid}n${i}`]));
+    const [n1, n2] = servers.slice(-2) as [TestServer, TestServer];
+    const [s, r] = await freshUsers(n1.port, 'ws', 'wr');
+    const cs = await loggedIn(n1.port, s!, opened);
+    // r on both nodes: the one on n1 takes every send live there, so nothing is stored pending for n2
+    const here = await loggedIn(n1.port, r!, opened);
+    const there = await loggedIn(n2.port, r!, opened);
+    expect(await cs.ask('send', r!, 'n', '1')).toBe('ok');
+    for (const c of [here, there]) expect(await c.next()).toBe(`send,${s},n,1`);
+
+    await redis.kill();
+    expect(await cs.ask('send', r!, 'n', '2')).toBe('ok');
+    expect(await here.next()).toBe(`send,${s},n,2`);
+    // logged in on n2 after 2 was sent: online for 3 and 4 only
+    const later = await loggedIn(n2.port, r!, opened);
+    for (const n of ['3', '4']) {
+      expect(await cs.ask('send', r!, 'n', n)).toBe('ok');
+      expect(await here.next()).toBe(`send,${s},n,${n}`);
+    }
+    await redis.start();
+    expect(await there.nextN(3, 10_000)).toEqual(['2', '3', '4'].map((n) => `send,${s},n,${n}`));
+    expect(await later.nextN(2, 10_000)).toEqual(['3', '4'].map((n) => `send,${s},n,${n}`));
+    // once each: the next thing every connection gets is what is sent now
+    expect(await cs.ask('send', r!, 'n', '5')).toBe('ok');
+    for (const c of [here, there, later]) expect(await c.next(10_000)).toBe(`send,${s},n,5`);
+    for (const c of [here, there, later]) await expectNoMoreFrames(c);
+    // nothing was left stored: a new login gets none of it
+    const fresh = await RawConnection.open(n2.port);
+    opened.push(fresh);
+    expect(await fresh.ask('login', r!, PW)).toBe('ok');
+    await expectNoMoreFrames(fresh);
   });
 });
