@@ -1,0 +1,49 @@
+/**
+ * PROTOCOL.md section 1 and the README's "Security and limits", read as a
+ * hostile client would: the edges of a frame that the other hardening files
+ * leave out (a header that arrives alone, a header that never finishes).
+ */
+import { describe, expect, it } from 'vitest';
+import { serverFixture } from '../helpers/users.ts';
+
+// a short request timeout and a long idle one, so the two faults cannot be confused
+const fx = serverFixture(['--request-timeout', '1', '--idle-timeout', '60']);
+
+const timeoutFrame = /^error,fatal,timeout(,.*)?$/;
+
+describe('a frame started but not finished within the request timeout', () => {
+  it('counts a complete header with no body byte yet as a started frame', async () => {
+    const c = await fx.open();
+    c.write(Buffer.from([0, 0, 0, 3, 0])); // "3 bytes follow", and they never do
+    // before: nothing was buffered once the header was read, so only the idle timeout (60 s) ended it
+    expect(await c.next(4000)).toMatch(timeoutFrame);
+    await c.waitClosed();
+  });
+
+  it('counts a header cut short, before or after its length bytes', async () => {
+    for (const head of [[0, 0], [0, 0, 0, 3]]) {
+      const c = await fx.open();
+      c.write(Buffer.from(head));
+      expect(await c.next(4000)).toMatch(timeoutFrame);
+      await c.waitClosed();
+    }
+  });
+
+  it('starts counting at the header that follows a complete frame in the same read', async () => {
+    const c = await fx.open();
+    c.write(Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 9, 0])); // a keepalive, then the header of a frame that never comes
+    expect(await c.next()).toBe('');
+    expect(await c.next(4000)).toMatch(timeoutFrame);
+    await c.waitClosed();
+  });
+
+  it('does not touch a connection that finished its frames, however quiet', async () => {
+    const quiet = await fx.open();
+    quiet.write(Buffer.from([0, 0, 0, 3, 0]));
+    const idle = await fx.open();
+    idle.write(Buffer.from([0, 0, 0, 3, 0, 0x6e, 0x6f, 0x70])); // nop, complete
+    expect(await idle.next()).toBe('');
+    await quiet.waitClosed(4000); // the witness: a sweep has passed
+    expect(await idle.ask('nop')).toBe('');
+  });
+});
