@@ -249,6 +249,31 @@ describe('typing', () => {
   });
 });
 
+describe('typing and leave (MODULES.md is silent; README: leaving ends typing)', () => {
+  it('a member who leaves while typing: the others get the stop at once, before the left, and nothing about the room after it', async () => {
+    const r = room();
+    const [a, b] = await fx.users('tv', 'tvb');
+    const sa = await fx.loggedIn(a!);
+    const sb = await fx.loggedIn(b!);
+    await join(sa, r);
+    await join(sb, r);
+    await sa.next();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      expect(await sa.ask('typing', r, 'start')).toBe('ok');
+      expect(await sb.next()).toBe(`room,${r},typing,${a},start`);
+      sa.send('leave', r);
+      expect(await sa.nextN(2)).toEqual([`room,${r},left,${a}`, 'ok']);
+      // before: only the left came now, and the timer pushed a stop about a room its typist had left
+      expect(await sb.nextN(2)).toEqual([`room,${r},typing,${a},stop`, `room,${r},left,${a}`]);
+      vi.advanceTimersByTime(11_000);
+      await expectNoMoreFrames(sb);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
 describe('names as registered', () => {
   it('room and friend pushes spell the actor as registered, whatever case they logged in or were named with', async () => {
     const r = room();
