@@ -274,6 +274,33 @@ describe('typing and leave (MODULES.md is silent; README: leaving ends typing)',
   });
 });
 
+describe('user lists (MODULES.md: sorted; README: case-insensitively, as names are matched)', () => {
+  it('members and friends list alice, Bob, carl, Dan in that order, not in code-unit order', async () => {
+    const r = room();
+    const [me, ...others] = await fx.users('srtme', 'Dsrt', 'asrt', 'Csrt', 'bsrt');
+    const conns = [await fx.loggedIn(me!)];
+    await join(conns[0]!, r);
+    for (const o of others) {
+      const c = await fx.loggedIn(o!);
+      conns.push(c);
+      await join(c, r);
+      expect(await c.ask('friend_request', me!)).toBe('ok');
+      conns[0]!.send('friend_accept', o!);
+      await c.next(); // friend,added
+    }
+    const expected = [me!, ...others].sort((x, y) => (x.toLowerCase() < y.toLowerCase() ? -1 : 1));
+    expect(expected.map((n) => n[0])).toEqual(['a', 'b', 'C', 'D', 's']);
+    expect(await conns[4]!.ask('members', r)).toBe(`members,${r},${expected.join(',')}`);
+    expect(await conns[4]!.ask('friends')).toBe(`friends,${me}`);
+    const friends = conns[0]!;
+    // the joins, requests and added pushes before: skip to the reply
+    friends.send('req', 'fr', 'friends');
+    let reply = await friends.next();
+    while (!reply.startsWith('req,fr,')) reply = await friends.next();
+    expect(reply).toBe(`req,fr,friends,${expected.filter((n) => n !== me).join(',')}`);
+  });
+});
+
 describe('names as registered', () => {
   it('room and friend pushes spell the actor as registered, whatever case they logged in or were named with', async () => {
     const r = room();
