@@ -4,10 +4,13 @@
  * leave out (a header that arrives alone, a header that never finishes).
  */
 import { describe, expect, it } from 'vitest';
+import { encodeFrame } from '../../src/wire/frame-encoder.ts';
+import { eventually } from '../helpers/eventually.ts';
 import { serverFixture } from '../helpers/users.ts';
 
-// a short request timeout and a long idle one, so the two faults cannot be confused
-const fx = serverFixture(['--request-timeout', '1', '--idle-timeout', '60']);
+// a short request timeout and a long idle one, so the two faults cannot be confused;
+// a small outbound bound, so a client that does not read is held back after a few replies
+const fx = serverFixture(['--request-timeout', '1', '--idle-timeout', '60', '--max-outbound', '65536']);
 
 const timeoutFrame = /^error,fatal,timeout(,.*)?$/;
 
@@ -47,3 +50,18 @@ describe('a frame started but not finished within the request timeout', () => {
     expect(await idle.ask('nop')).toBe('');
   });
 });
+
+describe('a client that pipelines without reading (README: paused, never cut, gets every reply)', () => {
+  it('gets every reply once it reads, with --max-outbound under the socket highWaterMark (64 KiB)', async () => {
+    const c = await fx.open();
+    c.socket.pause();
+    const count = 60_000;
+    c.socket.write(Buffer.concat(Array.from({ length: count }, () => encodeFrame('commands'))));
+    await eventually(() => expect([...fx.srv.server.core.sessions].some((s) => !s.reading)).toBe(true));
+    c.socket.resume();
+    // before: held back at 32 KiB unsent, the session waited for a socket 'drain' that Node emits only past 64 KiB
+    c.send('nop');
+    expect((await c.waitFrames(count + 1, 15_000))[count]).toBe('');
+  });
+});
+
