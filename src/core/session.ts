@@ -81,6 +81,8 @@ export class Session implements SessionApi {
   #command = '';
   #started = 0;
   #reading = true;
+  /** performance.now() when reading last restarted after backpressure held it (0: never held). */
+  resumedAt = 0;
   /** Waiting for the client to read its replies before running more requests. */
   #blocked = false;
   readonly #unblock = () => {
@@ -315,6 +317,16 @@ export class Session implements SessionApi {
     if (this.#reading === on || this.#state === CLOSED) return;
     this.#reading = on;
     this.link.setReading(on);
+    if (on) {
+      // while reading was held, the client's frames waited on our side: no timeout clock ran against it
+      this.resumedAt = performance.now();
+      this.lastActive = this.resumedAt;
+    }
+  }
+
+  /** False while backpressure holds the peer's requests back (replies unread, or a full queue). */
+  get reading(): boolean {
+    return this.#reading;
   }
 
   #observe(outcome: string): void {

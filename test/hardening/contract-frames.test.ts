@@ -63,5 +63,28 @@ describe('a client that pipelines without reading (README: paused, never cut, ge
     c.send('nop');
     expect((await c.waitFrames(count + 1, 15_000))[count]).toBe('');
   });
+
+  it('is not timed out while the server holds its requests back, however long past the request timeout', async () => {
+    const c = await fx.open();
+    c.socket.pause(); // reads nothing
+    // 13 bytes a frame, about 330 a reply: the server's reads end inside a frame (13 does not divide them), so
+    // one is half-read when it stops reading; the replies outgrow what the kernel's buffers take
+    const one = encodeFrame('commands');
+    const count = 60_000;
+    c.socket.write(Buffer.concat(Array.from({ length: count }, () => one)));
+    const held = () => [...fx.srv.server.core.sessions].some((s) => !s.reading);
+    await eventually(() => expect(held()).toBe(true));
+    // witness: a header alone, sent once the other is held, is cut at the request timeout; a sweep has then passed
+    // over the held connection more than the request timeout after its hold began
+    const w = await fx.open();
+    w.write(Buffer.from([0, 0, 0, 3, 0]));
+    expect(await w.next(4000)).toMatch(/^error,fatal,timeout(,.*)?$/);
+    expect(held()).toBe(true); // before: cut with request not completed within 1 s, its frames unread on our side
+    c.socket.resume();
+    const replies = await c.waitFrames(count, 20_000);
+    expect(replies.every((r) => r.startsWith('commands,'))).toBe(true);
+    c.send('nop');
+    expect((await c.waitFrames(count + 1))[count]).toBe('');
+  });
 });
 
