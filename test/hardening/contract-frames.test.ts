@@ -6,7 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { encodeFrame } from '../../src/wire/frame-encoder.ts';
 import { eventually } from '../helpers/eventually.ts';
+import { removeDir, startServer } from '../helpers/server.ts';
 import { serverFixture } from '../helpers/users.ts';
+import { RawConnection } from '../helpers/raw.ts';
 
 // a short request timeout and a long idle one, so the two faults cannot be confused;
 // a small outbound bound, so a client that does not read is held back after a few replies
@@ -85,6 +87,23 @@ describe('a client that pipelines without reading (README: paused, never cut, ge
     expect(replies.every((r) => r.startsWith('commands,'))).toBe(true);
     c.send('nop');
     expect((await c.waitFrames(count + 1))[count]).toBe('');
+  });
+
+  it('is cut once it has read none of its replies for the idle timeout', async () => {
+    const own = await startServer(['--idle-timeout', '1', '--request-timeout', '1', '--max-outbound', '65536']);
+    try {
+      const c = await RawConnection.open(own.port);
+      c.socket.pause();
+      c.socket.write(Buffer.concat(Array.from({ length: 60_000 }, () => encodeFrame('commands'))));
+      const sessions = () => [...own.server.core.sessions];
+      await eventually(() => expect(sessions().some((s) => !s.reading)).toBe(true));
+      // held, and never reading: the idle timeout still ends it (a held client is not kept forever)
+      await eventually(() => expect(sessions()).toHaveLength(0), 6000);
+      c.close();
+    } finally {
+      await own.stop();
+      removeDir(own.data);
+    }
   });
 });
 
