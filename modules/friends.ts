@@ -7,6 +7,7 @@
 import { CommandError, defineModule, expectArgs, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import { FRIENDS_MIGRATIONS, FriendStore } from './friends-store.ts';
 import { OneAtATime } from './one-at-a-time.ts';
+import { byUserName } from './user-order.ts';
 
 export type FriendsService = { friendsOf(userId: number): Promise<number[]>; areFriends(a: number, b: number): Promise<boolean> };
 
@@ -122,7 +123,7 @@ export default defineModule({
         async friends(c, args) {
           const me = c.session.requireUser();
           expectArgs(args, 0, 'friends');
-          return ['friends', ...(await names(await store.friendsOf(me.id))).sort()];
+          return ['friends', ...(await names(await store.friendsOf(me.id))).sort(byUserName)];
         },
         async friend_requests(c, args) {
           const me = c.session.requireUser();

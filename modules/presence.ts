@@ -202,6 +202,24 @@ export default defineModule({
           typing.delete(key);
           share(user, t.room, 'end');
         },
+        /**
+         * A `leave` ends the leaver's typing in that room at once, with its `stop`
+         * pushed to the other members before the `left` (MODULES.md is silent; a
+         * member who has gone must not be shown typing, nor a `stop` about a room
+         * arrive after they left it). Before: the timer pushed the `stop` seconds
+         * after the `left`. Also ends a copy whose owner is another node (told by `end`).
+         */
+        leave(c, args) {
+          const user = c.session.user;
+          if (user === null || args.length !== 1) return;
+          const key = `${user.id} ${args[0]!}`;
+          const t = typing.get(key);
+          if (t === undefined || rooms()?.isMember(t.room, user.id) !== true) return;
+          clearTimeout(t.timer);
+          typing.delete(key);
+          share(user, t.room, 'end');
+          pushTyping(user, t.room, 'stop');
+        },
       },
       commands: {
         async presence(c, args) {

@@ -7,6 +7,7 @@
 import { CommandError, defineModule, expectArgs, type ClusterApi, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import { roomChannel } from '../src/bus/bus.ts';
 import { InOrder } from './in-order.ts';
+import { byUserName } from './user-order.ts';
 import { SerialBatches } from './serial-batches.ts';
 import { ROOM_MIGRATIONS, RoomStore, type HistoryMode, type HistoryPage, type RoomMessage } from './rooms-store.ts';
 
@@ -267,7 +268,7 @@ export default defineModule({
           expectArgs(args, 1, 'members,<room>');
           memberOf(c, args[0]!);
           const names = await Promise.all([...store.members(args[0]!)].map(async (id) => (await c.server.users.byId(id))?.name ?? `#${id}`));
-          return ['members', args[0]!, ...names.sort()];
+          return ['members', args[0]!, ...names.sort(byUserName)];
         },
         async history(c, args) {
           c.session.requireUser();

@@ -22,6 +22,31 @@ const OUTBOUND_PAUSE = 1024 * 1024;
 
 const EMPTY_REPLY: readonly string[] = Object.freeze([]);
 
+/**
+ * Requests one connection runs in one turn of the event loop before the rest
+ * of what it sent waits for the next turn. One read can hold thousands of
+ * small pipelined requests (64 KiB of `nop`s); run at once they held every
+ * other client for as long (tens of milliseconds a read, per flooding
+ * connection, and no budget applies before login). Other connections' reads
+ * and replies get a turn in between.
+ */
+const TURN_REQUESTS = 1024;
+
+/** The event loop's turn, advanced by one shared setImmediate while anything counts turns. */
+let turn = 0;
+let turnScheduled = false;
+function nextTurn(): void {
+  turn++;
+  turnScheduled = false;
+}
+function currentTurn(): number {
+  if (!turnScheduled) {
+    turnScheduled = true;
+    setImmediate(nextTurn);
+  }
+  return turn;
+}
+
 /** Payloads up to this size are decoded in JS when ASCII: cheaper than a call into C++. */
 const SHORT_TEXT = 32;
 
@@ -81,6 +106,16 @@ export class Session implements SessionApi {
   #command = '';
   #started = 0;
   #reading = true;
+  /** Requests run in the turn `#turn` (see TURN_REQUESTS), and whether a pump waits for the next turn. */
+  #turn = -1;
+  #ranThisTurn = 0;
+  #pumpScheduled = false;
+  readonly #nextTurnPump = () => {
+    this.#pumpScheduled = false;
+    this.#pump();
+  };
+  /** performance.now() when reading last restarted after backpressure held it (0: never held). */
+  resumedAt = 0;
   /** Waiting for the client to read its replies before running more requests. */
   #blocked = false;
   readonly #unblock = () => {
@@ -185,10 +220,11 @@ export class Session implements SessionApi {
    */
   receive(bytes: Buffer, start = 0, end = bytes.length): void {
     if (this.#state !== OPEN) return;
-    if (this.#busy || this.#blocked || this.#queue.length > 0) {
+    if (this.#busy || this.#blocked || this.#queue.length > 0 || !this.#mayRun()) {
       this.#queue.push(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end));
       this.#queuedBytes += end - start;
       if (this.#queue.length >= QUEUE_PAUSE || this.#queuedBytes >= QUEUE_PAUSE_BYTES) this.#setReading(false);
+      if (!this.#busy && !this.#blocked) this.#pumpNextTurn();
       return;
     }
     this.#execute(bytes, start, end);
@@ -295,12 +331,32 @@ export class Session implements SessionApi {
   /** Runs queued requests until one goes asynchronous or the client stops reading. */
   #pump(): void {
     while (this.#state === OPEN && !this.#busy && !this.#blocked && this.#queue.length > 0) {
+      if (!this.#mayRun()) {
+        this.#pumpNextTurn();
+        break;
+      }
       const next = this.#queue.shift()!;
       this.#queuedBytes -= next.length;
       this.#execute(next, 0, next.length);
       this.#checkOutbound();
     }
     this.#setReading(!this.#blocked && this.#queue.length < QUEUE_PAUSE / 2 && this.#queuedBytes < QUEUE_PAUSE_BYTES / 2);
+  }
+
+  /** Counts a request against this turn's share; false once the share is used up. */
+  #mayRun(): boolean {
+    const now = currentTurn();
+    if (this.#turn !== now) {
+      this.#turn = now;
+      this.#ranThisTurn = 0;
+    }
+    return this.#ranThisTurn++ < TURN_REQUESTS;
+  }
+
+  #pumpNextTurn(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(this.#nextTurnPump);
   }
 
   /** Order and backpressure in one move: no more requests while replies pile up unread. */
@@ -315,6 +371,16 @@ export class Session implements SessionApi {
     if (this.#reading === on || this.#state === CLOSED) return;
     this.#reading = on;
     this.link.setReading(on);
+    if (on) {
+      // while reading was held, the client's frames waited on our side: no timeout clock ran against it
+      this.resumedAt = performance.now();
+      this.lastActive = this.resumedAt;
+    }
+  }
+
+  /** False while backpressure holds the peer's requests back (replies unread, or a full queue). */
+  get reading(): boolean {
+    return this.#reading;
   }
 
   #observe(outcome: string): void {

@@ -132,9 +132,19 @@ export class SessionRegistry {
     const { idleTimeoutMs, requestTimeoutMs } = this.#limits;
     for (const session of this.#sessions) {
       if (!session.open) continue;
+      if (!session.reading) {
+        // backpressure holds the client's requests back until it reads its replies (or a queue
+        // behind a running request empties): the frames wait on our side, so no request clock
+        // runs against them; a client that reads nothing for the idle timeout is still cut
+        if (!session.busy && now - session.lastActive >= idleTimeoutMs) {
+          session.fatal(new CommandError('timeout', `replies not read within ${idleTimeoutMs / 1000} s`));
+        }
+        continue;
+      }
       const partial = session.link.partialSince();
       if (partial > 0) {
-        if (now - partial >= requestTimeoutMs) {
+        // a frame begun before reading was held gets the whole timeout again from the resumption
+        if (now - Math.max(partial, session.resumedAt) >= requestTimeoutMs) {
           session.fatal(new CommandError('timeout', `request not completed within ${requestTimeoutMs / 1000} s`));
         }
       } else if (!session.busy && now - session.lastActive >= idleTimeoutMs) {

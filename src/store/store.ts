@@ -49,6 +49,11 @@ export interface Store {
   close(): Promise<void>;
 }
 
+/**
+ * The case-insensitive key of a user name. Only A-Z fold: names are ASCII
+ * (PROTOCOL.md), and a full Unicode fold would let a name that could never
+ * be registered reach an account (U+212A KELVIN SIGN lowers to `k`).
+ */
 export function nameKey(name: string): string {
-  return name.toLowerCase();
+  return name.replace(/[A-Z]+/g, (upper) => upper.toLowerCase());
 }

@@ -92,7 +92,7 @@ class SocketLink implements Link {
       return;
     }
     if (completed) session.lastActive = performance.now();
-    if (decoder.pending === 0) this.#partialSince = 0;
+    if (!decoder.inFrame) this.#partialSince = 0;
     else if (completed || this.#partialSince === 0) this.#partialSince = performance.now();
   }
 }

@@ -74,10 +74,19 @@ export class SocketOutput {
   readonly batch: WriteBatch;
   readonly #socket: Socket;
   closed = false;
+  /** Socket writes whose callback has not run yet, and who waits for there to be none. */
+  #inflight = 0;
+  #drainWaiters: (() => void)[] = [];
 
   constructor(socket: Socket, counters: { framesOut: number; bytesOut: number }) {
     this.#socket = socket;
-    this.batch = new WriteBatch((bytes, done) => socket.write(bytes, done), counters);
+    this.batch = new WriteBatch((bytes, done) => {
+      this.#inflight++;
+      socket.write(bytes, (err) => {
+        done?.(err);
+        if (--this.#inflight === 0) this.#drained();
+      });
+    }, counters);
   }
 
   write(bytes: Buffer, written?: Written): void {
@@ -95,10 +104,23 @@ export class SocketOutput {
     else this.#socket.pause();
   }
 
+  /**
+   * Runs `cb` once every queued byte reached the kernel. Not the socket's
+   * 'drain' event: that comes only after a write that went past the socket's
+   * highWaterMark (64 KiB since Node 22), so a session held back at fewer
+   * unsent bytes (`--max-outbound` under 128 KiB) waited for it forever.
+   */
   onDrain(cb: () => void): void {
     this.batch.flush();
-    if (this.#socket.writableLength === 0) queueMicrotask(cb);
-    else this.#socket.once('drain', cb);
+    if (this.#inflight === 0 && this.#socket.writableLength === 0) queueMicrotask(cb);
+    else this.#drainWaiters.push(cb);
+  }
+
+  #drained(): void {
+    const waiters = this.#drainWaiters;
+    if (waiters.length === 0) return;
+    this.#drainWaiters = [];
+    for (const cb of waiters) cb();
   }
 
   /** Flushes what is queued and writes nothing more; false when it had ended already. */

@@ -68,6 +68,15 @@ export class FrameDecoder {
     return this.#buffered + this.#filled;
   }
 
+  /**
+   * True from a frame's first byte until it is handed out: also after its
+   * header was read while no body byte has come yet (pending is 0 then), so
+   * a header alone counts as a started frame for the request timeout.
+   */
+  get inFrame(): boolean {
+    return this.#buffered > 0 || this.#need >= 0 || this.#filled > 0;
+  }
+
   get fault(): DecodeFault | undefined {
     return this.#fault;
   }

@@ -97,11 +97,27 @@ describe('session: backpressure', () => {
     for (let i = 0; i < 256; i++) session.receive(bytes(`echo,${i}`));
     expect(link.reading).toEqual([false]);
     later.shift()!(undefined);
-    await settle();
+    // the queue runs at most 1024 requests a turn of the event loop, so others get their turns in between
+    for (let turns = 0; turns < 4 && link.frames.length < 257; turns++) await settle();
     expect(link.reading).toEqual([false, true]);
     expect(link.frames).toHaveLength(257);
     expect(link.frames.at(-1)).toBe('echo,255');
     session.close();
+  });
+
+  it('runs at most 1024 requests of one connection per turn of the event loop; another connection runs its own meanwhile', async () => {
+    const a = t.open();
+    const b = t.open();
+    // one read of many small pipelined requests (64 KiB of them is thousands)
+    for (let i = 0; i < 3000; i++) a.session.receive(bytes(`echo,${i}`));
+    expect(a.link.frames).toHaveLength(1024); // before: all 3000 at once, while every other client waited
+    b.session.receive(bytes('echo,other'));
+    expect(b.link.frames).toEqual(['echo,other']);
+    for (let turns = 0; turns < 20 && a.link.frames.length < 3000; turns++) await settle();
+    expect(a.link.frames).toHaveLength(3000);
+    expect(a.link.frames.at(-1)).toBe('echo,2999');
+    a.session.close();
+    b.session.close();
   });
 
   it('runs no more requests while over half of --max-outbound (or a MiB) of replies is unread, until the link drains', () => {

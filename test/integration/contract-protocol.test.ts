@@ -161,6 +161,19 @@ describe('section 3: lengths count characters, not bytes', () => {
   });
 });
 
+describe('section 3: user names are matched case-insensitively, and only A-Z fold', () => {
+  it('a name with a character outside A-Z a-z 0-9 _ - never reaches an account, even one Unicode lowers to it', async () => {
+    const [a] = await fx.users('kelvin');
+    const b = a!.replace(/^k/, '\u212a'); // KELVIN SIGN: toLowerCase() makes it k
+    const s = await fx.open();
+    expect(await s.ask('login', b, PW)).toMatch(err('wrong_user_or_password'));
+    expect(await s.ask('login', a!.toUpperCase(), PW)).toBe('ok');
+    expect(await s.ask('send', b, 'x')).toMatch(err('user_not_found'));
+    expect(await s.ask('presence', b)).toMatch(err('user_not_found'));
+    expect(await s.ask('register', b, PW)).toMatch(err('invalid_name'));
+  });
+});
+
 describe('section 3: send', () => {
   it("the sender's name in the pushed frame is spelled as registered, however the sender logged in", async () => {
     const [a, b] = await fx.users('MixedCase', 'plain');

@@ -249,6 +249,58 @@ describe('typing', () => {
   });
 });
 
+describe('typing and leave (MODULES.md is silent; README: leaving ends typing)', () => {
+  it('a member who leaves while typing: the others get the stop at once, before the left, and nothing about the room after it', async () => {
+    const r = room();
+    const [a, b] = await fx.users('tv', 'tvb');
+    const sa = await fx.loggedIn(a!);
+    const sb = await fx.loggedIn(b!);
+    await join(sa, r);
+    await join(sb, r);
+    await sa.next();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      expect(await sa.ask('typing', r, 'start')).toBe('ok');
+      expect(await sb.next()).toBe(`room,${r},typing,${a},start`);
+      sa.send('leave', r);
+      expect(await sa.nextN(2)).toEqual([`room,${r},left,${a}`, 'ok']);
+      // before: only the left came now, and the timer pushed a stop about a room its typist had left
+      expect(await sb.nextN(2)).toEqual([`room,${r},typing,${a},stop`, `room,${r},left,${a}`]);
+      vi.advanceTimersByTime(11_000);
+      await expectNoMoreFrames(sb);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('user lists (MODULES.md: sorted; README: case-insensitively, as names are matched)', () => {
+  it('members and friends list alice, Bob, carl, Dan in that order, not in code-unit order', async () => {
+    const r = room();
+    const [me, ...others] = await fx.users('srtme', 'Dsrt', 'asrt', 'Csrt', 'bsrt');
+    const conns = [await fx.loggedIn(me!)];
+    await join(conns[0]!, r);
+    for (const o of others) {
+      const c = await fx.loggedIn(o!);
+      conns.push(c);
+      await join(c, r);
+      expect(await c.ask('friend_request', me!)).toBe('ok');
+      conns[0]!.send('friend_accept', o!);
+      await c.next(); // friend,added
+    }
+    const expected = [me!, ...others].sort((x, y) => (x.toLowerCase() < y.toLowerCase() ? -1 : 1));
+    expect(expected.map((n) => n[0])).toEqual(['a', 'b', 'C', 'D', 's']);
+    expect(await conns[4]!.ask('members', r)).toBe(`members,${r},${expected.join(',')}`);
+    expect(await conns[4]!.ask('friends')).toBe(`friends,${me}`);
+    const friends = conns[0]!;
+    // the joins, requests and added pushes before: skip to the reply
+    friends.send('req', 'fr', 'friends');
+    let reply = await friends.next();
+    while (!reply.startsWith('req,fr,')) reply = await friends.next();
+    expect(reply).toBe(`req,fr,friends,${expected.filter((n) => n !== me).join(',')}`);
+  });
+});
+
 describe('names as registered', () => {
   it('room and friend pushes spell the actor as registered, whatever case they logged in or were named with', async () => {
     const r = room();

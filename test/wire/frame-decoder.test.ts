@@ -194,4 +194,19 @@ describe('FrameDecoder', () => {
       }),
     );
   });
+
+  it('inFrame: from the first byte of a frame until it is read, the header alone included', () => {
+    const d = new FrameDecoder(1024);
+    expect(d.inFrame).toBe(false);
+    d.push(Buffer.from([0, 0]));
+    expect(d.next()).toBe(false);
+    expect(d.inFrame).toBe(true);
+    d.push(Buffer.from([0, 2, 0]));
+    expect(d.next()).toBe(false);
+    expect(d.pending).toBe(0); // the header is consumed: nothing buffered, yet the frame has started
+    expect(d.inFrame).toBe(true);
+    d.push(Buffer.from('ok'));
+    expect(d.next()).toBe(true);
+    expect(d.inFrame).toBe(false);
+  });
 });
