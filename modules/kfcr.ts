@@ -98,14 +98,27 @@ const post: HttpRoute = {
   headers: CORS,
   async handler(req, server) {
     const body = req.body as Record<string, unknown> | null;
-    if (typeof body !== 'object' || body === null || typeof body.user !== 'string' || typeof body.content !== 'string') {
-      return text(400, 'Malformed message JSON');
-    }
+    const user = typeof body === 'object' && body !== null ? pythonStr(body.user) : undefined;
+    const content = typeof body === 'object' && body !== null ? pythonStr(body.content) : undefined;
+    if (user === undefined || content === undefined) return text(400, 'Malformed message JSON');
     const { service, room } = await rooms(server);
-    await service.post(room, `~${body.user}`, body.content);
+    await service.post(room, `~${user}`, content);
     return text(201, 'message successfully sent!');
   },
 };
+
+/**
+ * A posted value as the reference stores it (Python's `str()` of what its
+ * JSON parser gave): a client that posts a number or a boolean gets it back
+ * as text, not a 400. Missing keys, objects and arrays are refused.
+ */
+function pythonStr(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  if (typeof value === 'boolean') return value ? 'True' : 'False';
+  if (value === null) return 'None';
+  return undefined;
+}
 
 /** A CORS preflight for every route, allowing the headers the browser asks for. */
 function preflight(path: string, methods: string): HttpRoute {

@@ -204,6 +204,17 @@ describe('KFCR compatibility', () => {
     tcp.close();
   });
 
+  it('stores a number or boolean posted as user or content as text, as the reference (Python str()) does', async () => {
+    const post = (body: object) => fetch(`${base}/messages/post`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await post({ user: 42, content: 7 })).status).toBe(201);
+    expect((await post({ user: 'flag', content: true })).status).toBe(201);
+    const last = (await (await fetch(`${base}/messages/last/2`)).json()) as { user: string; content: string }[];
+    expect(last.map((m) => [m.user, m.content])).toEqual([
+      ['flag', 'True'],
+      ['42', '7'],
+    ]);
+  });
+
   it("answers KFCR's error texts", async () => {
     const get = async (path: string) => {
       const r = await fetch(base + path);
@@ -216,6 +227,8 @@ describe('KFCR compatibility', () => {
     expect(await get('/messages/id/999999999')).toEqual([404, 'no message with requested ID']);
     const bad = await fetch(`${base}/messages/post`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'x' }) });
     expect([bad.status, await bad.text()]).toEqual([400, 'Malformed message JSON']);
+    const nested = await fetch(`${base}/messages/post`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'x', content: ['a'] }) });
+    expect([nested.status, await nested.text()]).toEqual([400, 'Malformed message JSON']);
     expect(await get('/version/release')).toEqual([200, 'S']);
     expect((await get('/version/number'))[1]).toMatch(/^\d+\.\d+\.\d+$/);
     expect(await get('/version/branch')).toEqual([200, 'main']);
