@@ -13,7 +13,8 @@ export default defineModule({
   commands: {
     async send(ctx, args) {
       ctx.session.requireUser();
-      if (args.length < 2) throw new CommandError('syntax', 'usage: send,<user>,<command>[,args...]');
+      // an empty <user> field is "no <user>" (PROTOCOL.md): syntax, not a lookup of a name nobody can have
+      if (args.length < 2 || args[0] === '') throw new CommandError('syntax', 'usage: send,<user>,<command>[,args...]');
       const recipient = await ctx.server.users.find(args[0]!);
       if (recipient === null) throw new CommandError('user_not_found', `no user ${args[0]}`);
       await ctx.server.inbox.send(ctx, recipient, args.slice(1));

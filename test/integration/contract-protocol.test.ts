@@ -183,11 +183,11 @@ describe('section 3: send', () => {
     expect(await r.next()).toBe(`send,${a},hi`);
   });
 
-  it('send answers user_not_found before anything is stored, and syntax for an empty user or command', async () => {
+  it('send answers user_not_found before anything is stored, and syntax for an empty user', async () => {
     const [a] = await fx.users('snf');
     const s = await fx.loggedIn(a!);
     expect(await s.ask('send', 'nobody-here', 'x')).toMatch(err('user_not_found'));
-    expect(await s.ask('send', '', 'x')).toMatch(err('(syntax|user_not_found)'));
+    expect(await s.ask('send', '', 'x')).toMatch(err('syntax'));
   });
 
   it('a mailbox that was full takes messages again once its stored messages were delivered', async () => {
