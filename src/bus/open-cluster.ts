@@ -32,7 +32,8 @@ export async function openCluster(options: ClusterOptions, log: Logger): Promise
   }
   const bus = await RedisBus.start({ url: options.bus, nodeId: options.nodeId, log });
   const presence = await PresenceRegistry.start({ bus, redis: bus.redis, nodeId: options.nodeId, ttlMs: options.presenceTtlMs, log });
-  log.info({ node: options.nodeId, up: bus.up }, 'cluster node');
+  // the node's name is on every line already (cli.ts makes the logger a child with it): a second "node" key would make the line ambiguous JSON
+  log.info({ up: bus.up }, 'cluster node');
   return {
     bus,
     presence,
