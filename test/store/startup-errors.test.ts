@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createDatabase } from '../../tools/postgres.ts';
 import { RawConnection } from '../helpers/raw.ts';
-import { removeDir, spawnServer, spawnServerRaw, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
+import { FAST_HASH, removeDir, spawnServer, spawnServerRaw, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
 
 const base = testPostgres();
 const cleanup: (() => unknown)[] = [];
@@ -177,5 +177,22 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     const line = await s.waitForLine(/"msg":"cluster node"/);
     expect(line.match(/"node":/g)).toHaveLength(1);
     expect(JSON.parse(line)).toMatchObject({ node: 'probe-1' });
+  });
+
+  it.runIf(inject('redisUrl') !== undefined)('a second live node under one --node-id is refused; a killed node restarts under its name', async () => {
+    const url = await createDatabase(base!, `nodeid_${process.pid}`);
+    const id = `twin-${process.pid}`;
+    const node = (dir: string) => ['--data', dir, '--store', url, '--bus', inject('redisUrl')!, '--node-id', id, '--presence-ttl', '1'];
+    const first = await started(node(data()));
+    const twin = await refused([...node(data()), ...FAST_HASH]);
+    expect(twin.code).toBe(2);
+    expect(twin.lines).toEqual([`textserver: --node-id: another live node of this cluster is named ${id}; give each node its own --node-id`]);
+    // the first one kept its presence: it still serves, and its heartbeat is still being refreshed
+    const c = await RawConnection.open(first.port);
+    expect(await c.ask('nop')).toBe('');
+    c.close();
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    await started(node(data()));
   });
 });
