@@ -6,6 +6,7 @@
  */
 import { availableParallelism, hostname } from 'node:os';
 import type { OptionSpec } from './core/module-api.ts';
+import { redactUrl } from './redact-url.ts';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -246,10 +247,20 @@ function clusterOptions(bus: string, nodeId: string, store: string): { bus: stri
   const id = nodeId === '' ? `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 64) : nodeId;
   if (!NODE_ID.test(id)) throw new ConfigError(`--node-id: ${JSON.stringify(nodeId)} is not 1 to 64 letters, digits or _.:-`);
   if (bus === '') return { bus: undefined, nodeId: id };
-  if (!/^rediss?:\/\/[^\s]+$/.test(bus)) throw new ConfigError(`--bus: ${JSON.stringify(bus)} is not a redis://host:port URL`);
+  if (!isRedisUrl(bus)) throw new ConfigError(`--bus: ${JSON.stringify(redactUrl(bus))} is not a redis://host:port URL`);
   if (!/^postgres(ql)?:\/\//.test(store))
     throw new ConfigError("--bus needs a postgres:// --store: a SQLite store is one process's and cannot be shared by the nodes of a cluster");
   return { bus, nodeId: id };
+}
+
+/** What node-redis accepts (it throws a bare "Invalid URL" at start otherwise): redis:// or rediss://, a host, a port if any. */
+function isRedisUrl(text: string): boolean {
+  if (!/^rediss?:\/\/[^\s]+$/.test(text)) return false;
+  try {
+    return new URL(text).hostname !== '';
+  } catch {
+    return false;
+  }
 }
 
 /** A module's declared option, from the same flags and environment. */

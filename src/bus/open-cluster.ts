@@ -9,6 +9,7 @@ import type { Bus } from './bus.ts';
 import { LocalBus } from './local-bus.ts';
 import { PresenceRegistry } from './presence-registry.ts';
 import { RedisBus } from './redis-bus.ts';
+import { refuseLiveNodeId } from './node-id-check.ts';
 import { SharedFailureCounter, type LoginThrottle } from './shared-throttle.ts';
 
 export type ClusterOptions = { bus: string | undefined; nodeId: string; presenceTtlMs: number };
@@ -31,8 +32,15 @@ export async function openCluster(options: ClusterOptions, log: Logger): Promise
     return { bus, presence: undefined, loginThrottle: () => undefined, depart: async () => {}, close: () => bus.close() };
   }
   const bus = await RedisBus.start({ url: options.bus, nodeId: options.nodeId, log });
+  try {
+    await refuseLiveNodeId(bus.redis, options.nodeId, options.presenceTtlMs);
+  } catch (err) {
+    await bus.close();
+    throw err;
+  }
   const presence = await PresenceRegistry.start({ bus, redis: bus.redis, nodeId: options.nodeId, ttlMs: options.presenceTtlMs, log });
-  log.info({ node: options.nodeId, up: bus.up }, 'cluster node');
+  // the node's name is on every line already (cli.ts makes the logger a child with it): a second "node" key would make the line ambiguous JSON
+  log.info({ up: bus.up }, 'cluster node');
   return {
     bus,
     presence,

@@ -20,7 +20,11 @@ export async function migrate(runner: MigrationRunner, owner: string, migrations
   for (;;) {
     const done = await runner.transaction(async (tx) => {
       await runner.lock(tx);
-      await sql`CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL)`.execute(tx);
+      // PostgreSQL checks the CREATE privilege even when the table exists: a role that may only read and
+      // write (the schema made by its owner) must still start once every step is applied
+      if (runner.dialect === 'sqlite' || !(await versionsTableExists(tx))) {
+        await sql`CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL)`.execute(tx);
+      }
       const row = await tx.selectFrom('schema_versions').select('version').where('owner', '=', owner).executeTakeFirst();
       const applied = row === undefined ? 0 : Number(row.version);
       if (applied > migrations.length) {
@@ -39,6 +43,12 @@ export async function migrate(runner: MigrationRunner, owner: string, migrations
     });
     if (done) return;
   }
+}
+
+/** PostgreSQL: the table in the schema the connection's search_path creates in. */
+async function versionsTableExists(tx: Kysely<any>): Promise<boolean> {
+  const { rows } = await sql<{ found: boolean }>`SELECT to_regclass('schema_versions') IS NOT NULL AS found`.execute(tx);
+  return rows[0]?.found === true;
 }
 
 function context(dialect: Dialect, db: Kysely<any>): MigrationContext {

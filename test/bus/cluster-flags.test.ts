@@ -32,6 +32,9 @@ describe('cluster flags', () => {
   it.each([
     [['--bus', 'redis://127.0.0.1:6379'], /--bus needs a postgres:\/\/ --store/],
     [['--bus', 'http://x', '--store', 'postgres://p@h/db'], /--bus: "http:\/\/x" is not a redis/],
+    // node-redis would throw a bare "Invalid URL" at start (exit code 1); the password stays out of the message
+    [['--bus', 'redis://:hunter2@127.0.0.1:notaport', '--store', 'postgres://p@h/db'], /^--bus: "redis:\/\/:\*\*\*@127\.0\.0\.1:notaport" is not a redis/],
+    [['--bus', 'redis:///', '--store', 'postgres://p@h/db'], /--bus: "redis:\/\/\/" is not a redis/],
     [['--node-id', 'has space'], /--node-id/],
     [['--presence-ttl', '0'], /--presence-ttl/],
   ])('%j is refused', (argv, message) => {

@@ -10,6 +10,8 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { afterCommit, runTransaction, type AmbientDriver } from '../ambient.ts';
 import { migrate } from '../migrations.ts';
+import { redactUrl } from '../../redact-url.ts';
+import { ConfigError } from '../../config.ts';
 import { NulSafePostgresDialect } from './nul-safe.ts';
 import type { Migration, Store } from '../store.ts';
 
@@ -66,7 +68,7 @@ export class PostgresStore implements Store {
       await sql`SELECT 1`.execute(store.db);
     } catch (err) {
       await store.#pool.end().catch(() => {});
-      throw new Error(`cannot reach PostgreSQL at ${redact(url)}: ${(err as Error).message}`);
+      throw new Error(`cannot reach PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
     }
     store.#schedule(PROBE_MS);
     return store;
@@ -86,7 +88,20 @@ export class PostgresStore implements Store {
     afterCommit(fn);
   }
 
-  migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
+  async migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
+    try {
+      await this.#migrate(owner, migrations);
+    } catch (err) {
+      // insufficient_privilege: the role of the URL may not create textserver's tables; the operator's to fix, so say how
+      if ((err as { code?: string }).code !== '42501') throw err;
+      throw new ConfigError(
+        `PostgreSQL: the role cannot create textserver's tables (${owner} schema): ${(err as Error).message}; ` +
+          "make the role the database's owner, or GRANT CREATE ON SCHEMA public TO it, or start once with a role that may",
+      );
+    }
+  }
+
+  #migrate(owner: string, migrations: readonly Migration[]): Promise<void> {
     return migrate(
       {
         dialect: 'postgres',
@@ -139,16 +154,5 @@ export class PostgresStore implements Store {
     this.#closed = true;
     clearTimeout(this.#probe);
     await this.db.destroy().catch(() => {});
-  }
-}
-
-/** A URL for logs: without its password. */
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return 'the given URL';
   }
 }

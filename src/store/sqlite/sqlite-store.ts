@@ -8,8 +8,8 @@
  * in a worker thread. So acknowledged still means on disk, and a slow disk
  * slows acknowledgements, not the event loop.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, fsyncSync, openSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Kysely, sql } from 'kysely';
@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { afterCommit, runTransaction, type AmbientDriver } from '../ambient.ts';
 import { sqliteDialect } from './dialect.ts';
 import { GroupSync } from './group-sync.ts';
+import { lockDataDir, prepareDataDir } from './data-lock.ts';
 import { migrate } from '../migrations.ts';
 import type { Migration, Store } from '../store.ts';
 
@@ -32,13 +33,14 @@ export class SqliteStore implements Store {
   readonly db: Kysely<any>;
   readonly file: string;
   readonly #sqlite: DatabaseSync;
-  readonly #walFd: number;
-  readonly #sync: GroupSync;
+  #walFd!: number;
+  #sync!: GroupSync;
   #checkpointer!: Worker;
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
   readonly #flush: () => Promise<void>;
   readonly #driver: AmbientDriver;
+  readonly #lock: { release(): void };
   #checkpointing = false;
   #probe: NodeJS.Timeout | undefined;
   #up = true;
@@ -48,9 +50,34 @@ export class SqliteStore implements Store {
 
   constructor(dataDir: string, log: Logger) {
     this.#log = log;
-    mkdirSync(dataDir, { recursive: true });
+    prepareDataDir(dataDir);
+    this.#lock = lockDataDir(dataDir);
     this.file = join(dataDir, 'textserver.db');
-    this.#sqlite = new DatabaseSync(this.file);
+    try {
+      this.#sqlite = new DatabaseSync(this.file);
+    } catch (err) {
+      this.#lock.release();
+      throw err;
+    }
+    try {
+      this.#open();
+    } catch (err) {
+      this.#sqlite.close();
+      this.#lock.release();
+      throw err;
+    }
+    const { dialect, driver, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
+    this.db = new Kysely<any>({ dialect });
+    this.#driver = driver;
+    this.#flush = flush;
+    this.#startCheckpointer();
+    this.#timer = setInterval(() => this.#maybeCheckpoint(), CHECK_MS);
+    this.#timer.unref();
+  }
+
+  /** The pragmas, the WAL made to exist and synced: what can fail on a bad file (not a database, read-only). */
+  #open(): void {
+    const dataDir = dirname(this.file);
     this.#sqlite.exec(`PRAGMA journal_mode = WAL;
       PRAGMA synchronous = OFF;
       PRAGMA wal_autocheckpoint = 0;
@@ -63,13 +90,6 @@ export class SqliteStore implements Store {
     fsyncSync(this.#walFd);
     syncDirectory(dataDir);
     this.#sync = new GroupSync(this.#walFd, (err) => this.#fsyncFailed(err));
-    const { dialect, driver, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
-    this.db = new Kysely<any>({ dialect });
-    this.#driver = driver;
-    this.#flush = flush;
-    this.#startCheckpointer();
-    this.#timer = setInterval(() => this.#maybeCheckpoint(), CHECK_MS);
-    this.#timer.unref();
   }
 
   /** A worker that dies (out of memory, a crash in SQLite) is replaced: without checkpoints the WAL grows without bound. */
@@ -205,6 +225,7 @@ export class SqliteStore implements Store {
     this.#sqlite.exec('PRAGMA synchronous = FULL');
     this.#sqlite.close();
     closeSync(this.#walFd);
+    this.#lock.release();
   }
 }
 
