@@ -1,0 +1,88 @@
+/**
+ * A message in many tiny fragments (RFC 6455 allows any split): memory stays
+ * the message's own bytes, and the frames are read a share per turn of the
+ * event loop, so one such client does not hold the others.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeDir, startServer, type TestServer } from '../helpers/server.ts';
+import { clientFrame, RawWs, text } from '../helpers/raw-ws.ts';
+
+let srv: TestServer;
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+beforeAll(async () => {
+  srv = await startServer(['--ws-port', '0']);
+});
+
+afterAll(async () => {
+  await srv.stop();
+  removeDir(srv.data);
+});
+
+/** `n` continuation frames of one byte each, masked like any client's (the mask fixed: the payload does not matter here). */
+function oneByteFragments(n: number): Buffer {
+  const frame = Buffer.from([0x00, 0x81, 1, 2, 3, 4, 0x78 ^ 1]);
+  const out = Buffer.allocUnsafe(frame.length * n);
+  for (let i = 0; i < n; i++) frame.copy(out, i * frame.length);
+  return out;
+}
+
+/** Opens a WebSocket, starts a text message and sends `n` more 1-byte fragments, then a ping; resolves once its pong came (every fragment read). */
+async function unfinishedMessage(n: number, fragments: Buffer): Promise<RawWs> {
+  const ws = await RawWs.open(srv.server.wsPort!);
+  expect(ws.status).toBe(101);
+  ws.write(text('x', false));
+  ws.socket.write(fragments.subarray(0, 7 * n));
+  ws.write(clientFrame(9, 'read'));
+  await ws.until(() => ws.frames.some((f) => f.opcode === 10) || ws.closed, 60_000);
+  expect(ws.texts).toEqual(['pong read']);
+  return ws;
+}
+
+describe('a message in 1-byte fragments', () => {
+  it('holds about its own bytes, not an object per fragment, and completes intact at --max-request', async () => {
+    const n = 300_000;
+    const fragments = oneByteFragments(n);
+    const conns = 4;
+    gc();
+    const before = process.memoryUsage();
+    const held = await Promise.all(Array.from({ length: conns }, () => unfinishedMessage(n, fragments)));
+    gc();
+    const after = process.memoryUsage();
+    // a Buffer object per fragment was about 100 bytes of heap each: 120 MB here
+    expect(after.heapUsed - before.heapUsed).toBeLessThan(20 * 1024 * 1024);
+    for (const ws of held) ws.close();
+
+    // exactly --max-request (1 MiB) in 1-byte fragments is one message; one byte more is refused
+    const max = 1024 * 1024;
+    const whole = await RawWs.open(srv.server.wsPort!);
+    whole.write(text('x', false));
+    whole.socket.write(oneByteFragments(max - 2));
+    whole.write(clientFrame(0, 'x'));
+    await whole.until(() => whole.frames.length > 0, 60_000);
+    expect(whole.texts[0]).toMatch(/^error,nonfatal,command_not_found,/);
+    whole.write(text('x', false));
+    whole.socket.write(oneByteFragments(max - 1));
+    whole.write(clientFrame(0, 'x'));
+    await whole.until(() => whole.closed, 60_000);
+    expect(whole.texts.slice(1)).toEqual([expect.stringMatching(/^error,fatal,request_too_long,message of 1048577 bytes/), 'close 1008']);
+  }, 120_000);
+
+  it('is read a share per turn of the event loop: no turn is held for long', async () => {
+    const n = 300_000;
+    const fragments = oneByteFragments(n);
+    const delay = monitorEventLoopDelay({ resolution: 5 });
+    delay.enable();
+    const held = await Promise.all(Array.from({ length: 4 }, () => unfinishedMessage(n, fragments)));
+    delay.disable();
+    for (const ws of held) ws.close();
+    // before: a read of 32 chunks of 64 KiB (300,000 frames) was worked off at once, 300 ms and more per
+    // connection; now at most 1024 frames of one connection a turn
+    expect(delay.max / 1e6).toBeLessThan(150);
+  }, 120_000);
+});
