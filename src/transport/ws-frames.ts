@@ -21,6 +21,14 @@ export type WsFault = { readonly code: 1002 | 1007; readonly reason: string } | 
 type Header = { readonly fin: boolean; readonly opcode: number; readonly mask: Buffer; readonly length: number };
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * Reads shorter than this are copied into a shared block of BLOCK bytes
+ * rather than kept as they came: a frame trickled a byte per TCP segment
+ * otherwise held a Buffer and its own allocation per byte (about 70 bytes
+ * of memory per byte received: 50 such connections took 180 MB in 19 s).
+ */
+const SMALL_READ = 1024;
+const BLOCK = 16 * 1024;
 
 /** Close codes a peer may send (RFC 6455 section 7.4, and the IANA registry up to 1014). */
 export function validCloseCode(code: number): boolean {
@@ -31,6 +39,9 @@ export class WsFrameReader {
   readonly #max: number;
   #chunks: Buffer[] = [];
   #buffered = 0;
+  /** Where small reads are gathered (see SMALL_READ), and how much of it is used. */
+  #block: Buffer | undefined;
+  #blockUsed = 0;
   #header: Header | undefined;
   /**
    * The opcode of a fragmented message in progress (0: none), and its
@@ -58,8 +69,30 @@ export class WsFrameReader {
 
   push(chunk: Buffer): void {
     if (chunk.length === 0 || this.fault !== undefined) return;
-    this.#chunks.push(chunk);
     this.#buffered += chunk.length;
+    if (chunk.length >= SMALL_READ) {
+      this.#chunks.push(chunk);
+      return;
+    }
+    const chunks = this.#chunks;
+    let block = this.#block;
+    const last = chunks.at(-1);
+    // the last buffered bytes end where the block's free space starts: extend them in place
+    if (block !== undefined && last !== undefined && last.buffer === block.buffer && last.byteOffset + last.length === block.byteOffset + this.#blockUsed) {
+      if (this.#blockUsed + chunk.length <= block.length) {
+        chunk.copy(block, this.#blockUsed);
+        this.#blockUsed += chunk.length;
+        chunks[chunks.length - 1] = Buffer.from(block.buffer, last.byteOffset, last.length + chunk.length);
+        return;
+      }
+    }
+    if (block === undefined || this.#blockUsed + chunk.length > block.length) {
+      block = this.#block = Buffer.allocUnsafeSlow(BLOCK);
+      this.#blockUsed = 0;
+    }
+    chunk.copy(block, this.#blockUsed);
+    chunks.push(block.subarray(this.#blockUsed, this.#blockUsed + chunk.length));
+    this.#blockUsed += chunk.length;
   }
 
   /** True when `next()` stopped for the frame budget with whole frames maybe still buffered. */
@@ -91,6 +124,7 @@ export class WsFrameReader {
   #fail(code: 1002 | 1007, reason: string): false {
     this.fault = { code, reason };
     this.#chunks = [];
+    this.#block = undefined;
     this.#fragments = undefined;
     return false;
   }
@@ -126,6 +160,7 @@ export class WsFrameReader {
     if (opcode < 8 && this.#fragmentBytes + length > this.#max) {
       this.fault = { code: 'too_long', size: this.#fragmentBytes + length };
       this.#chunks = [];
+      this.#block = undefined;
       this.#fragments = undefined;
       return false;
     }

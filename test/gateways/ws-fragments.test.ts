@@ -1,7 +1,8 @@
 /**
- * A message in many tiny fragments (RFC 6455 allows any split): memory stays
- * the message's own bytes, and the frames are read a share per turn of the
- * event loop, so one such client does not hold the others.
+ * A frame trickled a byte per read, a message in many tiny fragments (RFC
+ * 6455 allows any split): memory stays the message's own bytes, and the
+ * frames are read a share per turn of the event loop, so one such client
+ * does not hold the others.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
@@ -9,6 +10,7 @@ import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, startServer, type TestServer } from '../helpers/server.ts';
 import { clientFrame, RawWs, text } from '../helpers/raw-ws.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 let srv: TestServer;
 
@@ -43,6 +45,32 @@ async function unfinishedMessage(n: number, fragments: Buffer): Promise<RawWs> {
   expect(ws.texts).toEqual(['pong read']);
   return ws;
 }
+
+describe('a frame trickled a byte per read', () => {
+  it('holds about its own bytes, not a Buffer per read', async () => {
+    const conns = 8;
+    const bytes = 20_000;
+    const held = await Promise.all(Array.from({ length: conns }, () => RawWs.open(srv.server.wsPort!)));
+    const counters = srv.server.core.counters;
+    const header = Buffer.from([0x81, 0x80 | 126, 0xff, 0xff, 1, 2, 3, 4]); // a 65,535-byte text frame
+    for (const ws of held) ws.socket.setNoDelay(true).write(header);
+    await eventually(() => expect(counters.bytesIn).toBeGreaterThanOrEqual(conns * header.length));
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const one = Buffer.from('a');
+    for (let i = 0; i < bytes; i++) {
+      // each byte waits for the server to have read the previous ones: one read per byte
+      const target = counters.bytesIn + conns;
+      for (const ws of held) ws.socket.write(one);
+      while (counters.bytesIn < target) await new Promise((r) => setImmediate(r));
+    }
+    gc();
+    // a Buffer per read was about 100 bytes of heap each: 16 MB here
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(4 * 1024 * 1024);
+    for (const ws of held) expect(ws.closed).toBe(false);
+    for (const ws of held) ws.close();
+  }, 120_000);
+});
 
 describe('a message in 1-byte fragments', () => {
   it('holds about its own bytes, not an object per fragment, and completes intact at --max-request', async () => {
