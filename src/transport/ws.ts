@@ -14,6 +14,7 @@ import type { OutFrame } from '../core/out-frame.ts';
 import type { Session } from '../core/session.ts';
 import { CLOSE_GRACE_MS, openSession } from '../core/sessions.ts';
 import type { ServerCore } from '../core/server-core.ts';
+import { currentTurn } from '../core/turns.ts';
 import { closeFrame, pongFrame, WsFrameReader, type WsEvent } from './ws-frames.ts';
 import { SocketOutput } from './write-batch.ts';
 
@@ -31,21 +32,6 @@ const KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
  * doing so held every other client for seconds. Like TCP's 1024 requests.
  */
 const TURN_FRAMES = 1024;
-
-/** The event loop's turn, advanced by one shared setImmediate while any link counts frames. */
-let turn = 0;
-let turnScheduled = false;
-function nextTurn(): void {
-  turn++;
-  turnScheduled = false;
-}
-function turnNow(): number {
-  if (!turnScheduled) {
-    turnScheduled = true;
-    setImmediate(nextTurn);
-  }
-  return turn;
-}
 
 /**
  * Writes its frames batched per event-loop turn into one socket write, like
@@ -146,7 +132,7 @@ class WsLink implements Link {
   #readFrames(): void {
     const reader = this.#reader;
     const session = this.#session;
-    const now = turnNow();
+    const now = currentTurn();
     if (this.#turn !== now) {
       this.#turn = now;
       reader.frameBudget = TURN_FRAMES;
