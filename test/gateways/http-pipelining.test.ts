@@ -6,7 +6,8 @@
  */
 import net from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { removeDir, startServer, type TestServer } from '../helpers/server.ts';
 import { eventually } from '../helpers/eventually.ts';
 
@@ -56,6 +57,25 @@ describe('pipelined HTTP requests', () => {
     // requests through the routes in one go, half a second and more
     expect(delay.max / 1e6).toBeLessThan(200);
   }, 90_000);
+
+  it('/metrics requests that arrive together share one rendering', async () => {
+    const n = 64;
+    const renders = vi.spyOn(Registry.prototype, 'metrics');
+    try {
+      const socket = await connect();
+      let text = '';
+      socket.setEncoding('latin1').on('data', (d: string) => (text += d));
+      socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(n));
+      await eventually(() => expect(text.split('HTTP/1.1 200').length - 1).toBe(n), 30_000, 20);
+      socket.destroy();
+      expect(text.split('textserver_connections').length).toBeGreaterThan(n);
+      // before: each rendered on its own, about 1 ms each: a client pipelining /metrics had every other
+      // client wait a millisecond per request it sent
+      expect(renders.mock.calls.length).toBeLessThanOrEqual(4);
+    } finally {
+      renders.mockRestore();
+    }
+  });
 
   it('a client that never reads is not read on while its replies wait', async () => {
     const socket = await connect();
