@@ -1,8 +1,9 @@
 /**
- * A frame trickled a byte per read, a message in many tiny fragments (RFC
- * 6455 allows any split): memory stays the message's own bytes, and the
- * frames are read a share per turn of the event loop, so one such client
- * does not hold the others.
+ * Hostile WebSocket clients. A frame trickled a byte per read, a message in
+ * many tiny fragments (RFC 6455 allows any split): memory stays the
+ * message's own bytes, and the frames are read a share per turn of the
+ * event loop, so one such client does not hold the others. Compression is
+ * never agreed, so a compressed frame (a zip bomb) is refused unread.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
@@ -113,4 +114,17 @@ describe('a message in 1-byte fragments', () => {
     // connection; now at most 1024 frames of one connection a turn
     expect(delay.max / 1e6).toBeLessThan(150);
   }, 120_000);
+});
+
+describe('permessage-deflate (RFC 7692)', () => {
+  it('is never agreed; a compressed frame sent anyway closes with 1002, unread', async () => {
+    const ws = await RawWs.open(srv.server.wsPort!, { headers: { 'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits' } });
+    expect(ws.status).toBe(101);
+    expect(ws.head.toLowerCase()).not.toContain('sec-websocket-extensions');
+    const bomb = text(Buffer.alloc(100_000)); // what deflate would make of gigabytes of zeros, in size
+    bomb[0] = bomb[0]! | 0x40; // RSV1: "compressed"
+    ws.write(bomb);
+    await ws.until(() => ws.closed, 5000);
+    expect(ws.texts).toEqual(['close 1002']);
+  });
 });
