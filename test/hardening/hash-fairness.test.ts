@@ -15,7 +15,7 @@ let srv: TestServer;
 const QUEUE = 64;
 
 beforeAll(async () => {
-  srv = await startServer(['--http-port', '0', '--hash-concurrency', '1', '--hash-queue', String(QUEUE), '--argon2-memory-kib', '2048', '--argon2-time', '2']);
+  srv = await startServer(['--http-port', '0', '--hash-concurrency', '1', '--hash-queue', String(QUEUE), '--argon2-memory-kib', '16384', '--argon2-time', '3']);
 });
 
 afterAll(async () => {
@@ -51,9 +51,10 @@ describe('a registration flood from one address', () => {
     const registered = async () =>
       Number((await srv.server.core.store.db.selectFrom('users').select((eb) => eb.fn.countAll().as('n')).where('name', 'like', 'flood%').executeTakeFirstOrThrow()).n);
     expect(await legit.ask('login', 'legit', PW)).toBe('ok');
-    // the flood's hash running when the login came, and at most one more, ahead of it; before: queued
+    // the flood's hash running when the login came, and one or two more while its reply and this count
+    // are on their way (a hash takes tens of ms here); before: queued
     // behind the 64 the flood held (or refused too_many_attempts, the queue full)
-    expect(await registered()).toBeLessThanOrEqual(3);
+    expect(await registered()).toBeLessThanOrEqual(4);
     // the rest of the flood was refused as the address's share was full, not queued
     await eventually(() => expect(answers.split('HTTP/1.1 ').length - 1).toBe(300), 60_000, 50);
     expect(answers.split('HTTP/1.1 429').length - 1).toBeGreaterThanOrEqual(200);
