@@ -7,7 +7,7 @@ export default defineModule({
   commands: {
     async register(ctx, args) {
       if (args.length !== 2) throw new CommandError('syntax', 'usage: register,<user>,<password>');
-      await ctx.server.users.register(args[0]!, args[1]!);
+      await ctx.server.users.register(args[0]!, args[1]!, ctx.session.remoteAddress);
     },
   },
 });

@@ -122,8 +122,8 @@ export interface UsersApi {
   /** Case-insensitive look-up; null when no such user. */
   find(name: string): Promise<UserRef | null>;
   byId(id: number): Promise<UserRef | null>;
-  /** Validates, hashes and commits a new account. */
-  register(name: string, password: string): Promise<UserRef>;
+  /** Validates, hashes and commits a new account; `remoteAddress` (the client's) gets its fair share of the hashing queue. */
+  register(name: string, password: string, remoteAddress?: string): Promise<UserRef>;
   /** Checks a password; throws `wrong_user_or_password` or `too_many_attempts`. */
   authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef>;
 }

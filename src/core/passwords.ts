@@ -9,45 +9,58 @@ export type HashParams = { memoryKiB: number; time: number; parallelism: number 
  * at once (each holds `memoryKiB` of memory and a libuv thread), at most
  * `queueLimit` wait; past that a request is refused with `too_many_attempts`
  * instead of letting memory and latency grow without bound.
+ *
+ * The queue is fair between client addresses: waiting hashes are started
+ * round-robin, one address's at a time, and one address may hold at most an
+ * eighth of the queue. One anonymous client pipelining 1,500 registrations
+ * over one HTTP connection had filled it in first-come order: every other
+ * login waited 19 s behind it, or was refused.
  */
 export class PasswordHasher {
   readonly params: HashParams;
   readonly #concurrency: number;
   readonly #queueLimit: number;
+  readonly #perAddress: number;
   #running = 0;
-  readonly #waiting: (() => void)[] = [];
+  /** Waiting starts by address, in round-robin order (an address goes to the back once one of its own starts). */
+  readonly #waiting = new Map<string, (() => void)[]>();
+  #waitingCount = 0;
   #dummyHash: Promise<string> | undefined;
 
   constructor(params: HashParams, concurrency: number, queueLimit: number) {
     this.params = params;
     this.#concurrency = concurrency;
     this.#queueLimit = queueLimit;
+    this.#perAddress = Math.max(1, Math.ceil(queueLimit / 8));
   }
 
   get queueLength(): number {
-    return this.#waiting.length;
+    return this.#waitingCount;
   }
 
-  hash(password: string): Promise<string> {
-    return this.#run(() =>
-      argon2.hash(password, {
-        type: argon2.argon2id,
-        memoryCost: this.params.memoryKiB,
-        timeCost: this.params.time,
-        parallelism: this.params.parallelism,
-      }),
+  /** `address`: the client's, for the fair share (hashes made for the server itself have none). */
+  hash(password: string, address = ''): Promise<string> {
+    return this.#run(
+      () =>
+        argon2.hash(password, {
+          type: argon2.argon2id,
+          memoryCost: this.params.memoryKiB,
+          timeCost: this.params.time,
+          parallelism: this.params.parallelism,
+        }),
+      address,
     );
   }
 
   /** Verifies; `hash` undefined verifies against a dummy so unknown users cost the same. */
-  async verify(hash: string | undefined, password: string): Promise<boolean> {
+  async verify(hash: string | undefined, password: string, address = ''): Promise<boolean> {
     if (hash === undefined) {
       this.#dummyHash ??= this.hash(randomBytes(16).toString('hex'));
       const dummy = await this.#dummyHash;
-      await this.#run(() => argon2.verify(dummy, password));
+      await this.#run(() => argon2.verify(dummy, password), address);
       return false;
     }
-    return this.#run(() => argon2.verify(hash, password));
+    return this.#run(() => argon2.verify(hash, password), address);
   }
 
   /** True when the hash was made under other parameters than the current ones. */
@@ -59,22 +72,39 @@ export class PasswordHasher {
     });
   }
 
-  async #run<T>(job: () => Promise<T>): Promise<T> {
+  async #run<T>(job: () => Promise<T>, address: string): Promise<T> {
     if (this.#running >= this.#concurrency) {
-      if (this.#waiting.length >= this.#queueLimit) {
+      const mine = this.#waiting.get(address);
+      if (this.#waitingCount >= this.#queueLimit || (mine?.length ?? 0) >= this.#perAddress) {
         throw new CommandError('too_many_attempts', 'the server is busy hashing passwords; try again later');
       }
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+      await new Promise<void>((resolve) => {
+        if (mine === undefined) this.#waiting.set(address, [resolve]);
+        else mine.push(resolve);
+        this.#waitingCount++;
+      });
     } else {
       this.#running++;
     }
     try {
       return await job();
     } finally {
-      const next = this.#waiting.shift();
+      const next = this.#next();
       if (next !== undefined) next();
       else this.#running--;
     }
+  }
+
+  /** The next waiting start: the first of the address whose turn it is, which then goes to the back. */
+  #next(): (() => void) | undefined {
+    const first = this.#waiting.entries().next();
+    if (first.done === true) return undefined;
+    const [address, starts] = first.value;
+    const next = starts.shift()!;
+    this.#waitingCount--;
+    this.#waiting.delete(address);
+    if (starts.length > 0) this.#waiting.set(address, starts);
+    return next;
   }
 }
 

@@ -78,11 +78,11 @@ export class Users implements UsersApi {
     return row === undefined ? null : this.#ref(row.id, row.name);
   }
 
-  async register(name: string, password: string): Promise<UserRef> {
+  async register(name: string, password: string, remoteAddress = ''): Promise<UserRef> {
     checkName(name);
     if ((await this.#store.findUser(nameKey(name))) !== undefined) fail('name_taken', `the name ${name} is taken`);
     if ([...password].length < 8) fail('password_too_short');
-    const hash = await this.hasher.hash(password);
+    const hash = await this.hasher.hash(password, remoteAddress);
     const row = await this.#store.createUser(name, nameKey(name), hash);
     if (row === undefined) fail('name_taken', `the name ${name} is taken`);
     this.#log.info({ user: name }, 'registered');
@@ -112,7 +112,7 @@ export class Users implements UsersApi {
     let ok: boolean;
     try {
       row = await this.#store.findUser(key);
-      ok = await this.hasher.verify(row?.hash, password);
+      ok = await this.hasher.verify(row?.hash, password, remoteAddress);
     } catch (err) {
       this.#byName.release(nameBucket);
       this.#byIp.release(remoteAddress);
@@ -130,7 +130,7 @@ export class Users implements UsersApi {
     this.#byName.release(nameBucket);
     this.#byName.reset(nameBucket);
     this.#trust(key, remoteAddress);
-    if (this.hasher.needsRehash(row.hash)) await this.#upgradeHash(row.id, password);
+    if (this.hasher.needsRehash(row.hash)) await this.#upgradeHash(row.id, password, remoteAddress);
     return this.#ref(row.id, row.name);
   }
 
@@ -153,9 +153,9 @@ export class Users implements UsersApi {
     if (this.#trusted.size > TRUSTED_NAMES) this.#trusted.delete(this.#trusted.keys().next().value!);
   }
 
-  async #upgradeHash(id: number, password: string): Promise<void> {
+  async #upgradeHash(id: number, password: string, remoteAddress: string): Promise<void> {
     try {
-      await this.#store.updateHash(id, await this.hasher.hash(password));
+      await this.#store.updateHash(id, await this.hasher.hash(password, remoteAddress));
     } catch (err) {
       // The login itself succeeded; the old hash stays valid.
       this.#log.warn({ err: String(err) }, 'could not upgrade a password hash');

@@ -74,7 +74,11 @@ export async function buildApp(
   app.get('/readyz', (_req, reply) =>
     isReady() ? reply.type('text/plain; charset=utf-8').send('ready') : reply.code(503).type('text/plain; charset=utf-8').send('not ready'),
   );
-  app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  // scrapes that arrive while one is being rendered share its text: rendering takes about 1 ms, so
+  // a client pipelining /metrics had every other client wait about 1 ms per request it sent
+  let rendering: Promise<string> | undefined;
+  const render = () => (rendering ??= registry.metrics().finally(() => (rendering = undefined)));
+  app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await render()));
   app.get('/api/info', () => ({
     version: core.api.version,
     protocol: core.api.protocolVersion,

@@ -19,6 +19,7 @@ import type { ServerCore } from '../core/server-core.ts';
 import { tlsServerOptions } from '../transport/tls-options.ts';
 import { pathOf, wsAcceptor, WS_PATH, type WsAcceptor } from '../transport/ws.ts';
 import { buildApp, type App, type Handler } from './app.ts';
+import { fairRequests } from './fair-requests.ts';
 import { originPolicy } from './origins.ts';
 
 export type Listener = { transport: 'ws' | 'http'; port: number };
@@ -83,7 +84,7 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
   let inFlight = 0;
   const finished = () => void inFlight--;
   const listen = async (port: number, withHttp: boolean, withWs: WsAcceptor | undefined): Promise<number> => {
-    const onRequest: Handler = (req, res) => {
+    const fair = fairRequests((req, res) => {
       inFlight++;
       res.once('close', finished); // answered, or its connection gone
       // while draining, answered requests do not keep their connection for more
@@ -91,7 +92,8 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
       if (withWs !== undefined && pathOf(req) === WS_PATH) return withWs.serveHttp(req, res);
       if (withHttp) return app.handler(req, res);
       res.writeHead(404, JSON_TYPE).end(JSON.stringify({ error: 'command_not_found', info: `this port serves only the WebSocket, on ${WS_PATH}` }));
-    };
+    });
+    const onRequest: Handler = fair.handler;
     const options: http.ServerOptions = {
       headersTimeout: requestTimeoutMs,
       requestTimeout: requestTimeoutMs,
@@ -109,7 +111,10 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
     });
     if (tls !== undefined) server.on('tlsClientError', (_err, socket) => socket.destroy());
     server.on('clientError', clientError);
-    if (withWs !== undefined) server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => withWs.handleUpgrade(req, socket, head));
+    if (withWs !== undefined) server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+        fair.release(socket);
+        withWs.handleUpgrade(req, socket, head);
+      });
     // RFC 9110 section 10.1.1: refuse an oversize body before the client sends it
     server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const length = Number(req.headers['content-length']);
