@@ -112,6 +112,21 @@ export default defineModule({
     };
     const stopTyping = (key: string) => endTyping(key, true);
     /**
+     * Ends `user`'s typing in `room` without a push, for a command about to
+     * end it (the other nodes' copies told); only a member's state counts,
+     * as the command would fail otherwise. True when there was one.
+     */
+    const endOwnTyping = (user: UserRef | null, room: string): boolean => {
+      if (user === null) return false;
+      const key = `${user.id} ${room}`;
+      const t = typing.get(key);
+      if (t === undefined || rooms()?.isMember(t.room, user.id) !== true) return false;
+      clearTimeout(t.timer);
+      typing.delete(key);
+      share(user, t.room, 'end');
+      return true;
+    };
+    /**
      * A copy another node owns: it ends without a push when the owner says so
      * (its `end` comes before its `stop` push); if the owner falls silent for
      * `ms` (killed), this node pushes the `stop` to its own members instead.
@@ -193,14 +208,7 @@ export default defineModule({
          * that make the say succeed: well-formed and from a member.
          */
         say(c, args) {
-          const user = c.session.user;
-          if (user === null || args.length !== 2) return;
-          const key = `${user.id} ${args[0]!}`;
-          const t = typing.get(key);
-          if (t === undefined || rooms()?.isMember(t.room, user.id) !== true) return;
-          clearTimeout(t.timer);
-          typing.delete(key);
-          share(user, t.room, 'end');
+          if (args.length === 2) endOwnTyping(c.session.user, args[0]!);
         },
         /**
          * A `leave` ends the leaver's typing in that room at once, with its `stop`
@@ -211,14 +219,7 @@ export default defineModule({
          */
         leave(c, args) {
           const user = c.session.user;
-          if (user === null || args.length !== 1) return;
-          const key = `${user.id} ${args[0]!}`;
-          const t = typing.get(key);
-          if (t === undefined || rooms()?.isMember(t.room, user.id) !== true) return;
-          clearTimeout(t.timer);
-          typing.delete(key);
-          share(user, t.room, 'end');
-          pushTyping(user, t.room, 'stop');
+          if (args.length === 1 && user !== null && endOwnTyping(user, args[0]!)) pushTyping(user, args[0]!, 'stop');
         },
       },
       commands: {
