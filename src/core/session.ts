@@ -5,6 +5,7 @@ import type { CommandContext, Reply, SessionApi, UserRef } from './module-api.ts
 import { EMPTY_FRAME, OK_FRAME, OutFrame } from './out-frame.ts';
 import { isFieldsFault, parseFields } from '../text/fields.ts';
 import type { ServerCore } from './server-core.ts';
+import { currentTurn } from './turns.ts';
 
 const OPEN = 0;
 const DRAINING = 1; // shutting down: finish the request in flight, then close
@@ -31,21 +32,6 @@ const EMPTY_REPLY: readonly string[] = Object.freeze([]);
  * and replies get a turn in between.
  */
 const TURN_REQUESTS = 1024;
-
-/** The event loop's turn, advanced by one shared setImmediate while anything counts turns. */
-let turn = 0;
-let turnScheduled = false;
-function nextTurn(): void {
-  turn++;
-  turnScheduled = false;
-}
-function currentTurn(): number {
-  if (!turnScheduled) {
-    turnScheduled = true;
-    setImmediate(nextTurn);
-  }
-  return turn;
-}
 
 /** Payloads up to this size are decoded in JS when ASCII: cheaper than a call into C++. */
 const SHORT_TEXT = 32;

@@ -69,8 +69,11 @@ export class WsFrameReader {
 
   push(chunk: Buffer): void {
     if (chunk.length === 0 || this.fault !== undefined) return;
+    const nothingHeld = this.#buffered === 0;
     this.#buffered += chunk.length;
-    if (chunk.length >= SMALL_READ) {
+    // a read that starts with nothing held is nearly always whole frames, read and let go at once:
+    // copying it would only cost (the common case); the bytes that trickle in after it are gathered
+    if (chunk.length >= SMALL_READ || nothingHeld) {
       this.#chunks.push(chunk);
       return;
     }
