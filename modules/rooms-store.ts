@@ -22,7 +22,15 @@ const NOBODY: ReadonlySet<number> = new Set();
 const insertMessage = prepared<{ room: number; time: number; user: string; text: string }, { id: number }>((db: Kysely<Tables>, $) =>
   db.insertInto('room_messages').values({ room_id: $('room'), time: $('time'), user: $('user'), text: $('text') }).returning('id'),
 );
-const lockRoom = prepared<{ room: number }>((db: Kysely<Tables>, $) => db.selectFrom('rooms').select('id').where('id', '=', $('room')).forUpdate());
+/**
+ * A room's appends take turns on PostgreSQL (several servers on one
+ * database): an advisory lock keyed by the room, not its row's FOR UPDATE,
+ * which would write a lock into the row (a WAL record) on every `say`.
+ */
+const ROOM_LOCKS = 7_878; // the first key of the two-key form, so no single-key lock (migrations, friends) can collide
+const lockRoom = prepared<{ room: number }>((db: Kysely<Tables>, $) =>
+  db.selectNoFrom(sql<void>`pg_advisory_xact_lock(${ROOM_LOCKS}, ${$('room')})`.as('locked')),
+);
 
 export const ROOM_MIGRATIONS: readonly Migration[] = [
   async ({ db, id }) => {
@@ -60,7 +68,7 @@ export class RoomStore {
   readonly #members = new Map<string, Set<number>>();
   readonly #byUser = new Map<number, Set<string>>();
   #lastTime = 0;
-  /** SQLite has no row locks (and needs none: one process, one writer). */
+  /** SQLite needs no lock for a room (one process, one writer); PostgreSQL takes one per append. */
   readonly #postgres: boolean;
 
   private constructor(store: StoreApi) {
@@ -166,19 +174,26 @@ export class RoomStore {
    * Stores messages in one commit, their ids in the given order; durable when
    * it returns. Times never go backwards, so id order is time order. The
    * caller runs one call per room at a time (so within this process a room's
-   * ids are taken in commit order); on PostgreSQL the room's row is locked
+   * ids are taken in commit order); on PostgreSQL the room is locked
    * too, so that holds for several processes on one database.
    */
   async append(room: string, messages: readonly { user: string; text: string }[], now: number): Promise<RoomMessage[]> {
     const roomId = await this.ensure(room, now);
     const time = (this.#lastTime = Math.max(now, this.#lastTime));
     return this.#store.transaction(async (tx: Kysely<Tables>) => {
-      if (this.#postgres) await lockRoom.execute(tx, { room: roomId });
+      // the lock is not awaited before the first INSERT: PostgreSQL's connection is pipelined, so both
+      // leave in one write and run in order (the INSERT waits for the lock there); one round trip less
+      const locked = this.#postgres ? lockRoom.execute(tx, { room: roomId }) : undefined;
+      locked?.catch(() => {}); // a failed lock fails the INSERT too, which answers for both
       const stored: RoomMessage[] = [];
-      // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
-      for (const { user, text } of messages) {
-        const row = await insertMessage.first(tx, { room: roomId, time, user, text });
-        stored.push({ id: Number(row!.id), time, user, text });
+      try {
+        // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
+        for (const { user, text } of messages) {
+          const row = await insertMessage.first(tx, { room: roomId, time, user, text });
+          stored.push({ id: Number(row!.id), time, user, text });
+        }
+      } finally {
+        await locked;
       }
       return stored;
     });

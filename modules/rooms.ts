@@ -83,7 +83,7 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
    * the request's transaction, which holds the store (all of it on SQLite)
    * until the command ends: waiting there for earlier work that needs the
    * store would never end, so the work runs at once and its effect waits
-   * for the commit instead (on PostgreSQL the room row lock still orders ids).
+   * for the commit instead (on PostgreSQL the room lock still orders ids).
    */
   const ordered = <T>(room: string, work: () => Promise<T>, effect: (result: T) => void): Promise<T> =>
     server.store.inTransaction()

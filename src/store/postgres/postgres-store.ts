@@ -27,6 +27,30 @@ const FAILURE_TEXT =
 const PROBE_MS = 2000;
 const PROBE_MAX_MS = 5000;
 
+/**
+ * node-postgres writes each message (BEGIN, a statement's parse/bind/execute)
+ * with its own system call, which on loopback cost more CPU than the rest of a
+ * small write. Held until the end of the tick, the statements a transaction
+ * issues together (BEGIN and its first statement) leave in one write.
+ */
+function holdWritesForTurn(client: pg.PoolClient): void {
+  const stream = (client as unknown as { connection: { stream: NodeJS.WritableStream & { cork(): void; uncork(): void } } }).connection.stream;
+  const write = stream.write;
+  let held = false;
+  const release = () => {
+    held = false;
+    stream.uncork();
+  };
+  stream.write = function (this: typeof stream, ...args: unknown[]) {
+    if (!held) {
+      held = true;
+      stream.cork();
+      process.nextTick(release);
+    }
+    return (write as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof stream.write;
+}
+
 export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly db: Kysely<any>;
@@ -55,7 +79,10 @@ export class PostgresStore implements Store {
     // nor one that dies while checked out (a restart in the middle of a transaction): pg-pool listens
     // for errors only on idle clients, and an 'error' with no listener is an uncaught exception. The
     // queries on it fail by themselves (answered unavailable) and the pool drops it on release.
-    this.#pool.on('connect', (client) => client.on('error', (err) => this.#failed(err)));
+    this.#pool.on('connect', (client) => {
+      client.on('error', (err) => this.#failed(err));
+      holdWritesForTurn(client);
+    });
     const dialect = new NulSafePostgresDialect({ pool: this.#pool });
     this.db = new Kysely<any>({ dialect });
     this.#driver = dialect.driver!;
