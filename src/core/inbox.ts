@@ -299,10 +299,14 @@ export class Inbox implements InboxApi {
     const entries = await this.#data.write(async (tx: Kysely<any>) => {
       const out: InboxEntry[] = [];
       const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
-      for (const part of parts) {
-        const { first } = await this.#data.reserve(tx, part.user.id, part.entries.length);
+      const reserved = await this.#data.reserveAll(
+        tx,
+        parts.map((part) => ({ userId: part.user.id, count: part.entries.length, countPending: part.limit })),
+      );
+      for (const [p, part] of parts.entries()) {
+        const { first, pending } = reserved[p]!;
         // counted under the stream's lock: exact even with concurrent sends
-        if (part.limit && (await this.#data.pendingCount(part.user.id, tx)) >= this.#settings.mailboxSize()) {
+        if (part.limit && pending >= this.#settings.mailboxSize()) {
           throw new CommandError('mailbox_full', `${part.user.name} has too many stored messages`);
         }
         batches.push({ userId: part.user.id, first, entries: part.entries });
