@@ -205,8 +205,8 @@ export class Inbox implements InboxApi {
     return ['resumed', position.epoch, String(position.head)];
   }
 
-  /** GET /api/inbox: one page of entries after `after`; the entries it returns count as received. */
-  async read(user: UserRef, after: string | undefined, limit: string | undefined, epoch = ''): Promise<InboxPage> {
+  /** GET /api/inbox: one page of entries after `after`; the entries it returns count as received (not for a HEAD, which returns none). */
+  async read(user: UserRef, after: string | undefined, limit: string | undefined, epoch = '', written = true): Promise<InboxPage> {
     const from = parseAfter(after ?? '0', 'after=<seq>');
     let n = DEFAULT_HTTP_LIMIT;
     if (limit !== undefined) {
@@ -216,7 +216,7 @@ export class Inbox implements InboxApi {
     }
     const position = await this.#position(user.id, epoch, from);
     const rows = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n));
-    for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
+    if (written) for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
     const entries = rows.map((r) => {
       const fields = parseFields(r.payload);
       return { seq: Number(r.seq), fields: isFieldsFault(fields) ? [] : fields };

@@ -114,8 +114,12 @@ export interface InboxApi {
   sync(session: SessionApi): void;
   /** `resume,<epoch>,<after>`: the reply fields (`resumed,<epoch>,<head>`); the stream starts once the reply is written. */
   resume(session: SessionApi, epoch: string, after: string): Promise<string[]>;
-  /** A page of entries with seq > after (a seq or `latest`; default 0), at most `limit` (default 100, at most 1000); they count as received. */
-  read(user: UserRef, after: string | undefined, limit: string | undefined, epoch?: string): Promise<InboxPage>;
+  /**
+   * A page of entries with seq > after (a seq or `latest`; default 0), at
+   * most `limit` (default 100, at most 1000); they count as received unless
+   * `written` is false (a HEAD request: nothing reaches the client).
+   */
+  read(user: UserRef, after: string | undefined, limit: string | undefined, epoch?: string, written?: boolean): Promise<InboxPage>;
 }
 
 export interface UsersApi {
