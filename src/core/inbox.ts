@@ -89,8 +89,13 @@ export class Inbox implements InboxApi {
   /** Received marks waiting for their batch. */
   #marks = new Map<number, number[]>();
   #flushing = false;
-  /** Users appended to since the last sweep, with the highest head seen. */
+  /**
+   * Users appended to or marked received since the last sweep, with the
+   * highest head seen (0: not known here, a mark's; the sweep reads it).
+   */
   #appended = new Map<number, number>();
+  /** Whether the sweeps have looked at every stream once since the start (entries may have left the window while the server was down). */
+  #seeded = false;
   #sweeper: NodeJS.Timeout | undefined;
   #sweeping = false;
   #lastSweep: Promise<void> = Promise.resolve();
@@ -103,6 +108,11 @@ export class Inbox implements InboxApi {
     this.#hub = hub;
     this.#log = log;
     this.#settings = settings;
+    // received entries (marked here or by a drain) may have left the window already: the next sweep looks at them,
+    // from the stream's head (a received seq says nothing of how far the head has gone since)
+    data.onReceived = (userIds) => {
+      for (const userId of userIds) if (!this.#appended.has(userId)) this.#appended.set(userId, 0);
+    };
     this.drains = new MailboxDrains(
       data,
       log,
@@ -636,12 +646,6 @@ export class Inbox implements InboxApi {
       await this.#data.markReceived(marks);
       // drains read them as pending no more (once a page read before the commit is written)
       for (const [userId, seqs] of marks) this.drains.afterPage(userId, () => this.#writtenLive.forget(userId, seqs));
-      // received entries may have left the window already: the next sweep looks at them
-      for (const [userId, seqs] of marks) {
-        let high = this.#appended.get(userId) ?? 0;
-        for (const seq of seqs) if (seq > high) high = seq;
-        this.#appended.set(userId, high);
-      }
     } catch (err) {
       // they stay pending: a version 1 login may get them again, nothing is lost
       this.#log.warn({ err: (err as Error).message }, 'could not mark inbox entries received');
@@ -708,6 +712,13 @@ export class Inbox implements InboxApi {
     this.#appended = new Map();
     try {
       const retain = this.#settings.retain();
+      // the first sweep: every stream past the window (a crash before a sweep, or a smaller --inbox-retain since)
+      if (!this.#seeded) {
+        for (const [userId, head] of await this.#data.streamsPast(retain)) dirty.set(userId, Math.max(head, dirty.get(userId) ?? 0));
+        this.#seeded = true;
+      }
+      const unknown = [...dirty].filter(([, head]) => head === 0).map(([userId]) => userId);
+      if (unknown.length > 0) for (const [userId, head] of await this.#data.heads(unknown)) dirty.set(userId, head);
       const bounds = new Map<number, number>();
       for (const [userId, head] of dirty) if (head > retain) bounds.set(userId, head - retain);
       await this.#data.trim(bounds);

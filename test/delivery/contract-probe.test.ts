@@ -4,9 +4,12 @@
  * disagreed with the document (or with what a chat client can rely on where
  * the document is silent), kept so it does not come back.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
+import { removeDir, startServer, tempDir, type TestServer } from '../helpers/server.ts';
 import { api } from '../helpers/ws.ts';
-import { PW, serverFixture } from '../helpers/users.ts';
+import { errorOf, freshUsers, loggedIn, PW, serverFixture } from '../helpers/users.ts';
+import { inboxConnection, range, waitEntries } from './helpers.ts';
 
 const f = serverFixture(['--http-port', '0', '--user-rate', '0', '--user-bytes', '0']);
 const base = () => `http://127.0.0.1:${f.srv.server.httpPort}`;
@@ -25,5 +28,74 @@ describe('HEAD /api/inbox', () => {
     const v1 = await f.open();
     v1.send('login', to!, PW);
     expect(await v1.nextN(2)).toEqual(['ok', `send,${from},kept`]);
+  });
+});
+
+/** Servers of their own (flags, restarts), stopped after the file. */
+const own: TestServer[] = [];
+afterAll(async () => {
+  for (const s of own) {
+    await s.stop();
+    removeDir(s.data);
+  }
+});
+async function server(args: string[], data?: string): Promise<TestServer> {
+  const s = await startServer(['--user-rate', '0', ...args], data);
+  own.push(s);
+  return s;
+}
+
+describe('retention of entries received late', () => {
+  // section 1: "an entry is kept while it is among the user's last --inbox-retain entries"; section 5: "Retention
+  // drops entries within a few seconds of leaving the window". An entry kept past the window only because nobody had
+  // received it must go once it is received, like any other.
+  it('drops entries past --inbox-retain once a version 1 login received them', async () => {
+    const s = await server(['--inbox-retain', '2']);
+    const [to, from] = await freshUsers(s.port, 'lrto', 'lrfrom');
+    const d = await loggedIn(s.port, from!, f.opened);
+    for (let i = 1; i <= 5; i++) expect(await d.ask('send', to!, 'n', String(i))).toBe('ok');
+    // an inbox connection from latest takes seq 6 live and leaves 1..5 for a version 1 login
+    const a = await inboxConnection(s.port, to!, '', 'latest', f.opened);
+    expect(a.head).toBe(5);
+    expect(await d.ask('send', to!, 'n', '6')).toBe('ok');
+    expect(await a.c.next()).toBe(`inbox,6,send,${from},n,6`);
+    await s.server.core.hub.inbox.sweep();
+    const v1 = await loggedIn(s.port, to!, f.opened);
+    expect(await v1.nextN(5)).toEqual(range(1, 5).map((n) => `send,${from},n,${n}`));
+    // received now, and outside the newest two: 1..4 go within a sweep or two
+    await eventually(
+      async () => {
+        await s.server.core.hub.inbox.sweep();
+        const c = await inboxConnection(s.port, to!, a.epoch, 'latest', f.opened);
+        expect(await c.c.ask('resume', a.epoch, '3')).toMatch(errorOf('stream_reset'));
+      },
+      8000,
+      200,
+    );
+    const b = await inboxConnection(s.port, to!, a.epoch, '4', f.opened);
+    expect(await b.c.nextN(2)).toEqual([`inbox,5,send,${from},n,5`, `inbox,6,send,${from},n,6`]);
+  });
+
+  it('drops entries past a --inbox-retain lowered at a restart, without waiting for a new entry', async () => {
+    const data = tempDir();
+    const first = await startServer(['--user-rate', '0'], data);
+    const [to, from] = await freshUsers(first.port, 'rrto', 'rrfrom');
+    const d = await loggedIn(first.port, from!, f.opened);
+    for (let i = 1; i <= 6; i++) expect(await d.ask('send', to!, 'n', String(i))).toBe('ok');
+    const a = await inboxConnection(first.port, to!, '', '0', f.opened);
+    await waitEntries(a.c, 6);
+    await first.stop();
+    const second = await server(['--inbox-retain', '2'], data);
+    await eventually(
+      async () => {
+        await second.server.core.hub.inbox.sweep();
+        const c = await inboxConnection(second.port, to!, a.epoch, 'latest', f.opened);
+        expect(await c.c.ask('resume', a.epoch, '3')).toMatch(errorOf('stream_reset'));
+      },
+      8000,
+      200,
+    );
+    const b = await inboxConnection(second.port, to!, a.epoch, '4', f.opened);
+    expect(await b.c.nextN(2)).toEqual([`inbox,5,send,${from},n,5`, `inbox,6,send,${from},n,6`]);
   });
 });
