@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
-import { removeDir, startServer, tempDir, type TestServer } from '../helpers/server.ts';
+import { removeDir, spawnServerRaw, startServer, tempDir, type TestServer } from '../helpers/server.ts';
 import { api } from '../helpers/ws.ts';
 import { errorOf, freshUsers, loggedIn, PW, serverFixture } from '../helpers/users.ts';
 import { inboxConnection, range, waitEntries } from './helpers.ts';
@@ -97,5 +97,20 @@ describe('retention of entries received late', () => {
     );
     const b = await inboxConnection(second.port, to!, a.epoch, '4', f.opened);
     expect(await b.c.nextN(2)).toEqual([`inbox,5,send,${from},n,5`, `inbox,6,send,${from},n,6`]);
+  });
+});
+
+describe('--once-ttl out of range', () => {
+  // README "Running the server": "A bad value stops the server with a one-line message on stderr and exit code 2";
+  // a module's flag (here the once module's) is a flag like the others
+  it('stops the server with exit code 2 and one line naming the flag', async () => {
+    const data = tempDir();
+    try {
+      const s = spawnServerRaw(['--port', '0', '--data', data, '--once-ttl', '0']);
+      expect(await s.exited).toBe(2);
+      expect(s.lines.filter((l) => l.includes('--once-ttl'))).toHaveLength(1);
+    } finally {
+      removeDir(data);
+    }
   });
 });
