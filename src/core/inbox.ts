@@ -723,7 +723,8 @@ export class Inbox implements InboxApi {
       for (const [userId, head] of dirty) if (head > retain) bounds.set(userId, head - retain);
       await this.#data.trim(bounds);
       const before = now - this.#settings.maxAgeMs();
-      for (let i = 0; i < EXPIRE_ROUNDS && (await this.#data.expire(before, EXPIRE_BATCH)) === EXPIRE_BATCH; i++);
+      // an age reaching back before 1970 drops nothing (and is no bigint PostgreSQL takes)
+      if (before > 0) for (let i = 0; i < EXPIRE_ROUNDS && (await this.#data.expire(before, EXPIRE_BATCH)) === EXPIRE_BATCH; i++);
     } catch (err) {
       for (const [userId, head] of dirty) this.#appended.set(userId, Math.max(head, this.#appended.get(userId) ?? 0));
       this.#log.warn({ err: (err as Error).message }, 'inbox retention sweep failed; will retry');

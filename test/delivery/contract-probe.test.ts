@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
-import { removeDir, spawnServerRaw, startServer, tempDir, type TestServer } from '../helpers/server.ts';
+import { removeDir, spawnServer, spawnServerRaw, startServer, tempDir, type TestServer } from '../helpers/server.ts';
 import { api } from '../helpers/ws.ts';
 import { errorOf, freshUsers, loggedIn, PW, serverFixture } from '../helpers/users.ts';
 import { inboxConnection, range, waitEntries } from './helpers.ts';
@@ -110,6 +110,39 @@ describe('--once-ttl out of range', () => {
       expect(await s.exited).toBe(2);
       expect(s.lines.filter((l) => l.includes('--once-ttl'))).toHaveLength(1);
     } finally {
+      removeDir(data);
+    }
+  });
+});
+
+describe('--inbox-max-age at its upper end', () => {
+  // section 1: "younger than --inbox-max-age days"; the flag takes any positive number of days. An age that reaches
+  // before 1970 drops nothing by age: it must not make every sweep fail (PostgreSQL refuses such a bigint)
+  it('1e300 days: the sweeps still run, and the window by count still holds', async () => {
+    const data = tempDir();
+    const s = await spawnServer(['--data', data, '--inbox-max-age', '1e300', '--inbox-retain', '1', '--user-rate', '0']);
+    try {
+      const [to, from] = await freshUsers(s.port, 'mato', 'mafrom');
+      const a = await inboxConnection(s.port, to!, '', '0', f.opened);
+      const d = await loggedIn(s.port, from!, f.opened);
+      // two sweeps seen to trim: the first one has ended by the time the second one trims
+      for (const n of [1, 2, 3, 4]) {
+        expect(await d.ask('send', to!, 'n', String(n))).toBe('ok');
+        await waitEntries(a.c, n);
+        if (n % 2 === 1) continue;
+        await eventually(
+          async () => {
+            const c = await inboxConnection(s.port, to!, a.epoch, 'latest', f.opened);
+            expect(await c.c.ask('resume', a.epoch, String(n - 2))).toMatch(errorOf('stream_reset'));
+          },
+          10_000,
+          200,
+        );
+      }
+      expect(s.lines.filter((l) => l.includes('sweep failed'))).toEqual([]);
+    } finally {
+      s.proc.kill('SIGTERM');
+      await s.exited;
       removeDir(data);
     }
   });
