@@ -31,6 +31,25 @@ describe('HEAD /api/inbox', () => {
   });
 });
 
+describe('where the document is silent (README "Delivery: the inbox")', () => {
+  it('a second sync changes nothing; a second resume restarts the stream after its own <after>; a failed login keeps it', async () => {
+    const [to, from] = await f.users('st', 'stfrom');
+    const d = await f.loggedIn(from!);
+    for (const n of ['1', '2', '3']) expect(await d.ask('send', to!, 'n', n)).toBe('ok');
+    const a = await inboxConnection(f.srv.port, to!, '', '0', f.opened);
+    expect(await a.c.nextN(3)).toEqual(['1', '2', '3'].map((n) => `inbox,${n},send,${from},n,${n}`));
+    expect(await a.c.ask('sync')).toBe('ok');
+    expect(await d.ask('send', to!, 'n', '4')).toBe('ok');
+    expect(await a.c.next()).toBe(`inbox,4,send,${from},n,4`);
+    expect(await a.c.ask('resume', a.epoch, '2')).toBe(`resumed,${a.epoch},4`);
+    expect(await a.c.nextN(2)).toEqual([`inbox,3,send,${from},n,3`, `inbox,4,send,${from},n,4`]);
+    expect(await a.c.ask('login', to!, 'not-the-password')).toMatch(errorOf('wrong_user_or_password'));
+    expect(await d.ask('send', to!, 'n', '5')).toBe('ok');
+    expect(await a.c.next()).toBe(`inbox,5,send,${from},n,5`);
+    expect(await a.c.ask('nop')).toBe('');
+  });
+});
+
 /** Servers of their own (flags, restarts), stopped after the file. */
 const own: TestServer[] = [];
 afterAll(async () => {
