@@ -30,7 +30,7 @@ export type InboxSettings = {
   window(): number;
   retain(): number;
   maxAgeMs(): number;
-  /** How long a reply may wait for its carbon to go out in order on a busy stream. */
+  /** How long a reply may wait for its carbon while the stream writes nothing and does not wait for the client either (the store away). */
   replyWaitMs(): number;
 };
 
@@ -281,8 +281,8 @@ export class Inbox implements InboxApi {
     const session = ctx.session;
     const stream = session instanceof Session ? this.#streams.get(session) : undefined;
     if (stream?.streaming && session.user?.id === sender.id) {
-      const written = stream.whenWritten(Math.max(...entries.filter((e) => e.userId === sender.id).map((e) => e.seq)));
-      (session as Session).delayReply(withTimeout(written, this.#settings.replyWaitMs()));
+      const seq = Math.max(...entries.filter((e) => e.userId === sender.id).map((e) => e.seq));
+      (session as Session).delayReply(stream.whenWritten(seq, this.#settings.replyWaitMs()));
     }
   }
 
@@ -738,15 +738,4 @@ function parseAfter(text: string, usage: string): number | 'latest' {
   if (!/^\d+$/.test(text)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
   // a whole number too big to be a seq is still one: past the head (stream_reset), not syntax
   return Math.min(Number(text), Number.MAX_SAFE_INTEGER);
-}
-
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    timer.unref();
-    void p.then(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }

@@ -7,6 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
 import { removeDir, spawnServer, spawnServerRaw, startServer, tempDir, type TestServer } from '../helpers/server.ts';
+import { RawConnection } from '../helpers/raw.ts';
 import { api } from '../helpers/ws.ts';
 import { errorOf, freshUsers, loggedIn, PW, serverFixture } from '../helpers/users.ts';
 import { inboxConnection, range, waitEntries } from './helpers.ts';
@@ -165,4 +166,36 @@ describe('--inbox-max-age at its upper end', () => {
       removeDir(data);
     }
   });
+});
+
+describe('the carbon before the reply, behind a replay the client reads slowly', () => {
+  // section 3: every inbox entry arrives on an inbox connection "including the carbon of a send made on this same
+  // connection (pushed before that send's reply, like every push a request causes)": however long the client takes
+  // to read the replay in front of it, not only for --request-timeout
+  it('holds the reply while the client does not read, past --request-timeout', async () => {
+    const s = await server(['--request-timeout', '1', '--max-outbound', '1048576', '--user-bytes', '0', '--mailbox-size', '10000']);
+    const [me, other] = await freshUsers(s.port, 'slme', 'slother');
+    const d = await loggedIn(s.port, other!, f.opened);
+    const N = 300;
+    for (let i = 0; i < N; i++) d.send('send', me!, 'n', String(i), 'x'.repeat(50_000));
+    expect(new Set(await d.nextN(N, 30_000))).toEqual(new Set(['ok']));
+    const witness = await inboxConnection(s.port, other!, '', 'latest', f.opened);
+    const c = await RawConnection.open(s.port);
+    f.opened.push(c);
+    expect(await c.ask('sync')).toBe('ok');
+    expect(await c.ask('login', me!, PW)).toBe('ok');
+    c.socket.pause(); // the phone on a slow link: the replay fills the socket and waits for it
+    c.send('resume', '', '0');
+    c.send('send', other!, 'mine');
+    // the send ran: its entry reached the other side
+    expect(await witness.c.next(10_000)).toBe(`inbox,${N + 1},send,${me},mine`);
+    // the one fixed wait here is the timeout under test: the reply must still be held once it has run out
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    c.socket.resume();
+    const frames = await c.waitFrames(2 + 1 + N + 2, 30_000);
+    const after = frames.slice(2);
+    expect(after[0]).toMatch(/^resumed,/);
+    expect(after.slice(1, 1 + N).map((e) => e.split(',')[1])).toEqual(range(1, N).map(String));
+    expect(after.slice(1 + N)).toEqual([`inbox,${N + 1},sent,${other},mine`, 'ok']);
+  }, 60_000);
 });
