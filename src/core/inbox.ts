@@ -277,20 +277,28 @@ export class Inbox implements InboxApi {
             { user: recipient, entries: [entry], limit: !live },
             { user: sender, entries: [carbon], limit: false },
           ];
-    const entries = await this.#append(parts);
-    const session = ctx.session;
-    const stream = session instanceof Session ? this.#streams.get(session) : undefined;
-    if (stream?.streaming && session.user?.id === sender.id) {
-      const seq = Math.max(...entries.filter((e) => e.userId === sender.id).map((e) => e.seq));
-      (session as Session).delayReply(stream.whenWritten(seq, this.#settings.replyWaitMs()));
-    }
+    this.#replyAfter(ctx, sender.id, await this.#append(parts));
   }
 
   /** What modules deliver through the hub (friend requests and answers): stored whatever the mailbox holds. */
-  async deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'> {
+  async deliver(user: UserRef, fields: readonly string[], cause?: CommandContext): Promise<'pushed' | 'stored'> {
     const live = this.#hasLiveConnection(user.id);
-    await this.#append([{ user, entries: [{ kind: KIND_ENTRY, pending: live ? 0 : 1, payload: formatFields(fields) }], limit: false }]);
+    const entries = await this.#append([{ user, entries: [{ kind: KIND_ENTRY, pending: live ? 0 : 1, payload: formatFields(fields) }], limit: false }]);
+    if (cause !== undefined) this.#replyAfter(cause, user.id, entries);
     return live ? 'pushed' : 'stored';
+  }
+
+  /**
+   * On the request's own streaming inbox connection, of `userId`: its reply
+   * follows that user's entries it appended, however far behind a replay
+   * they are queued (DELIVERY.md section 3: a request's pushes come first).
+   */
+  #replyAfter(ctx: CommandContext, userId: number, entries: readonly InboxEntry[]): void {
+    const session = ctx.session;
+    const stream = session instanceof Session ? this.#streams.get(session) : undefined;
+    if (!stream?.streaming || session.user?.id !== userId) return;
+    const seq = Math.max(...entries.filter((e) => e.userId === userId).map((e) => e.seq));
+    if (seq > 0) (session as Session).delayReply(stream.whenWritten(seq, this.#settings.replyWaitMs()));
   }
 
   /** A version 1 connection, or an inbox connection that streams: it will be written the entry live. */

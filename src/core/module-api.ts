@@ -83,9 +83,12 @@ export interface HubApi {
   /**
    * Appends the frame to the user's inbox (DELIVERY.md) durably, whatever
    * the mailbox holds, then pushes it to their connections; 'stored' when
-   * none was there to take it live (their next login gets it).
+   * none was there to take it live (their next login gets it). `cause`:
+   * the request that made it; when that request came on an inbox connection
+   * of `user` itself, its reply waits for the entry (a request's pushes come
+   * before its reply, even behind a replay).
    */
-  deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'>;
+  deliver(user: UserRef, fields: readonly string[], cause?: CommandContext): Promise<'pushed' | 'stored'>;
   /** Whether the user has a connection on this node (any node: cluster.isOnline). */
   isOnline(userId: number): boolean;
   /** Sessions logged in as the user on this node (read-only view). */

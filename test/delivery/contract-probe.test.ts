@@ -168,34 +168,69 @@ describe('--inbox-max-age at its upper end', () => {
   });
 });
 
+/**
+ * An inbox connection of `me` that has asked for a long replay and does not
+ * read (a phone on a slow link): the first N entries of its inbox are 50 kB
+ * each from `filler`, and the replay waits for the socket.
+ */
+async function pausedBehindReplay(port: number, me: string, filler: string, N: number): Promise<RawConnection> {
+  const d = await loggedIn(port, filler, f.opened);
+  for (let i = 0; i < N; i++) d.send('send', me, 'n', String(i), 'x'.repeat(50_000));
+  expect(new Set(await d.nextN(N, 30_000))).toEqual(new Set(['ok']));
+  const c = await RawConnection.open(port);
+  f.opened.push(c);
+  expect(await c.ask('sync')).toBe('ok');
+  expect(await c.ask('login', me, PW)).toBe('ok');
+  c.socket.pause();
+  c.send('resume', '', '0');
+  return c;
+}
+
+/** Once the request ran (its witness seen elsewhere) and --request-timeout has run out, the client reads again: its frames after resumed. */
+async function readAfterTimeout(c: RawConnection, count: number): Promise<string[]> {
+  // the one fixed wait here is the timeout under test (--request-timeout 1): the reply must still be held once it ran out
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  c.socket.resume();
+  const frames = (await c.waitFrames(2 + count, 30_000)).slice(2);
+  expect(frames[0]).toMatch(/^resumed,/);
+  return frames.slice(1);
+}
+
+const SLOW = ['--request-timeout', '1', '--max-outbound', '1048576', '--user-bytes', '0', '--mailbox-size', '10000'];
+
 describe('the carbon before the reply, behind a replay the client reads slowly', () => {
   // section 3: every inbox entry arrives on an inbox connection "including the carbon of a send made on this same
   // connection (pushed before that send's reply, like every push a request causes)": however long the client takes
   // to read the replay in front of it, not only for --request-timeout
   it('holds the reply while the client does not read, past --request-timeout', async () => {
-    const s = await server(['--request-timeout', '1', '--max-outbound', '1048576', '--user-bytes', '0', '--mailbox-size', '10000']);
+    const s = await server(SLOW);
     const [me, other] = await freshUsers(s.port, 'slme', 'slother');
-    const d = await loggedIn(s.port, other!, f.opened);
     const N = 300;
-    for (let i = 0; i < N; i++) d.send('send', me!, 'n', String(i), 'x'.repeat(50_000));
-    expect(new Set(await d.nextN(N, 30_000))).toEqual(new Set(['ok']));
+    const c = await pausedBehindReplay(s.port, me!, other!, N);
     const witness = await inboxConnection(s.port, other!, '', 'latest', f.opened);
-    const c = await RawConnection.open(s.port);
-    f.opened.push(c);
-    expect(await c.ask('sync')).toBe('ok');
-    expect(await c.ask('login', me!, PW)).toBe('ok');
-    c.socket.pause(); // the phone on a slow link: the replay fills the socket and waits for it
-    c.send('resume', '', '0');
     c.send('send', other!, 'mine');
     // the send ran: its entry reached the other side
     expect(await witness.c.next(10_000)).toBe(`inbox,${N + 1},send,${me},mine`);
-    // the one fixed wait here is the timeout under test: the reply must still be held once it has run out
-    await new Promise((resolve) => setTimeout(resolve, 2500));
-    c.socket.resume();
-    const frames = await c.waitFrames(2 + 1 + N + 2, 30_000);
-    const after = frames.slice(2);
-    expect(after[0]).toMatch(/^resumed,/);
-    expect(after.slice(1, 1 + N).map((e) => e.split(',')[1])).toEqual(range(1, N).map(String));
-    expect(after.slice(1 + N)).toEqual([`inbox,${N + 1},sent,${other},mine`, 'ok']);
+    const after = await readAfterTimeout(c, 1 + N + 2);
+    expect(after.slice(0, N).map((e) => e.split(',')[1])).toEqual(range(1, N).map(String));
+    expect(after.slice(N)).toEqual([`inbox,${N + 1},sent,${other},mine`, 'ok']);
+  }, 60_000);
+});
+
+describe("a friend push to the requester's own inbox connection, behind a replay the client reads slowly", () => {
+  // section 3: "like every push a request causes": friend_accept's own `friend,added` entry comes before its ok
+  it('holds the reply until the entry is written', async () => {
+    const s = await server(SLOW);
+    const [me, other] = await freshUsers(s.port, 'sfme', 'sfother');
+    const N = 300;
+    const o = await loggedIn(s.port, other!, f.opened);
+    expect(await o.ask('friend_request', me!)).toBe('ok');
+    const c = await pausedBehindReplay(s.port, me!, other!, N);
+    const witness = await inboxConnection(s.port, other!, '', 'latest', f.opened);
+    c.send('friend_accept', other!);
+    expect(await witness.c.next(10_000)).toMatch(new RegExp(`^inbox,\\d+,friend,added,${me}$`));
+    const after = await readAfterTimeout(c, 1 + N + 1 + 2);
+    expect(after.slice(0, N + 1).map((e) => e.split(',')[1])).toEqual(range(1, N + 1).map(String));
+    expect(after.slice(N + 1)).toEqual([`inbox,${N + 2},friend,added,${other}`, 'ok']);
   }, 60_000);
 });
