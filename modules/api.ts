@@ -283,12 +283,13 @@ const routes: HttpRoute[] = [
     },
   },
   {
-    // DELIVERY.md section 3: a page of the inbox after a seq; what it returns counts as received
+    // DELIVERY.md section 3: a page of the inbox after a seq; what it returns counts as received (a HEAD, which the
+    // gateway answers with this route but without the body, returns nothing: it marks nothing)
     method: 'GET',
     path: '/api/inbox',
     async handler(req, server) {
       const user = (await authed(req, server)).session.requireUser();
-      return { body: await server.inbox.read(user, req.query.after, req.query.limit, req.query.epoch ?? '') };
+      return { body: await server.inbox.read(user, req.query.after, req.query.limit, req.query.epoch ?? '', req.method !== 'HEAD') };
     },
   },
   {

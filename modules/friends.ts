@@ -42,18 +42,18 @@ export default defineModule({
     const store = new FriendStore(server.store);
     const friendsOnly = ctx.options['friends-only'];
 
-    /** Push, or store for the next login; a full mailbox must not undo a committed change. */
-    const notify = async (user: UserRef, fields: string[]) => {
+    /** Push, or store for the next login; a full mailbox must not undo a committed change. `c`: the request, whose reply follows its own user's push. */
+    const notify = async (c: CommandContext, user: UserRef, fields: string[]) => {
       try {
-        await server.hub.deliver(user, fields);
+        await server.hub.deliver(user, fields, c);
       } catch (err) {
         ctx.log.warn({ user: user.name, push: fields[1], err: (err as Error).message }, 'friend push not delivered');
       }
     };
     /** Told only by the call whose write made the friendship, so `added` goes out once. */
-    const added = async (me: UserRef, other: UserRef) => {
-      await notify(me, ['friend', 'added', other.name]);
-      await notify(other, ['friend', 'added', me.name]);
+    const added = async (c: CommandContext, me: UserRef, other: UserRef) => {
+      await notify(c, me, ['friend', 'added', other.name]);
+      await notify(c, other, ['friend', 'added', me.name]);
     };
     /**
      * The store decides each change in one transaction (the pair locked on PostgreSQL),
@@ -90,8 +90,8 @@ export default defineModule({
           await forPair(me, other, async () => {
             const outcome = await store.request(me.id, other.id);
             if (outcome === 'already_friends') throw new CommandError('already_friends', `you and ${other.name} are friends already`);
-            if (outcome === 'befriended') await added(me, other);
-            if (outcome === 'requested') await notify(other, ['friend', 'request', me.name]);
+            if (outcome === 'befriended') await added(c, me, other);
+            if (outcome === 'requested') await notify(c, other, ['friend', 'request', me.name]);
           });
         },
         async friend_accept(c, args) {
@@ -100,7 +100,7 @@ export default defineModule({
           await forPair(me, other, async () => {
             const made = await store.accept(other.id, me.id);
             if (made === null) throw new CommandError('no_request', `${args[0]} has not asked you`);
-            if (made) await added(me, other);
+            if (made) await added(c, me, other);
           });
         },
         async friend_deny(c, args) {
@@ -108,7 +108,7 @@ export default defineModule({
           if (other === null) throw new CommandError('no_request', `${args[0]} has not asked you`);
           await forPair(me, other, async () => {
             if (!(await store.dropRequest(other.id, me.id))) throw new CommandError('no_request', `${args[0]} has not asked you`);
-            await notify(other, ['friend', 'denied', me.name]);
+            await notify(c, other, ['friend', 'denied', me.name]);
           });
         },
         async friend_remove(c, args) {
@@ -116,8 +116,8 @@ export default defineModule({
           if (other === null) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
           await forPair(me, other, async () => {
             if (!(await store.unfriend(me.id, other.id))) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
-            await notify(me, ['friend', 'removed', other.name]);
-            await notify(other, ['friend', 'removed', me.name]);
+            await notify(c, me, ['friend', 'removed', other.name]);
+            await notify(c, other, ['friend', 'removed', me.name]);
           });
         },
         async friends(c, args) {

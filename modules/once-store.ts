@@ -64,6 +64,8 @@ export class OnceStore {
 
   /** Drops keys older than `before`; a read first, so an idle server writes nothing. */
   async expire(before: number): Promise<void> {
+    // a TTL reaching back before 1970 (--once-ttl 1e300) forgets nothing, and is no bigint PostgreSQL takes
+    if (before <= 0) return;
     const any = await (this.#store.db as Kysely<Tables>).selectFrom('once_keys').select('key').where('created_at', '<', before).limit(1).executeTakeFirst();
     if (any === undefined) return;
     await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('once_keys').where('created_at', '<', before).execute());

@@ -7,7 +7,7 @@
 import { ConfigError, coreFlagHelp, envName, parseArgv, resolveOptions, type ServerOptions } from './config.ts';
 import { abandonLog, createLogger, releaseLog } from './log.ts';
 import { createServer, packageVersion, type Server } from './server.ts';
-import { loadModules } from './core/module-loader.ts';
+import { loadModules, ModuleLoadError } from './core/module-loader.ts';
 
 /** The exit promise of the README: a stop signal ends the process within this. */
 const EXIT_LIMIT_MS = 10_000;
@@ -73,8 +73,8 @@ async function main(): Promise<void> {
   try {
     server = await createServer(options, log);
   } catch (err) {
-    // a bad flag is a usage error (2); a module that fails to load, or anything else, is 1
-    return exitWith(err instanceof ConfigError ? 2 : 1, err);
+    // a bad flag (a module's too) is a usage error (2); a module that fails to load, or anything else, is 1
+    return exitWith(err instanceof ConfigError || (err instanceof ModuleLoadError && err.usage) ? 2 : 1, err);
   }
   process.stderr.write(`${startupLine(options, server)}\n`);
   if (requested !== undefined) {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { ClusterLink } from './cluster-link.ts';
 import { Inbox, type InboxSettings } from './inbox.ts';
-import type { ClusterApi, HubApi, SessionApi, UserRef } from './module-api.ts';
+import type { ClusterApi, CommandContext, HubApi, SessionApi, UserRef } from './module-api.ts';
 import { OutFrame } from './out-frame.ts';
 import type { Session } from './session.ts';
 import { parseChannel, userChannel } from '../bus/bus.ts';
@@ -198,7 +198,7 @@ export class Hub implements HubApi {
   }
 
   /** Appends to the user's inbox (whatever the mailbox holds), then pushes to their connections. */
-  deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'> {
-    return this.inbox.deliver(user, fields);
+  deliver(user: UserRef, fields: readonly string[], cause?: CommandContext): Promise<'pushed' | 'stored'> {
+    return this.inbox.deliver(user, fields, cause);
   }
 }

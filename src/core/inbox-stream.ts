@@ -91,6 +91,9 @@ export class InboxStream {
   #unsettled = 0;
   #wake: (() => void) | undefined;
   #waiters: { seq: number; resolve: () => void }[] = [];
+  /** Entries written so far, and whether a catch-up waits for the client to read: what whenWritten's patience looks at. */
+  #writes = 0;
+  #blocked = false;
 
   constructor(session: Session, deps: StreamDeps) {
     this.session = session;
@@ -151,10 +154,29 @@ export class InboxStream {
     else void this.#fill(false);
   }
 
-  /** Resolves once every entry up to `seq` was handed to the connection (or the stream stopped). */
-  whenWritten(seq: number): Promise<void> {
+  /**
+   * Resolves once every entry up to `seq` was handed to the connection (or
+   * the stream stopped), or once the stream went `patienceMs` without
+   * writing anything while not waiting for the client to read: a stream
+   * held up by the server (the store away) does not hold a reply for ever,
+   * but a client that reads slowly gets its entries before the reply, as
+   * DELIVERY.md promises, however long it takes.
+   */
+  whenWritten(seq: number, patienceMs: number): Promise<void> {
     if (!this.#streaming || seq < this.#next) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ seq, resolve }));
+    return new Promise((resolve) => {
+      let seen = this.#writes;
+      const done = () => {
+        clearInterval(timer);
+        resolve();
+      };
+      const timer = setInterval(() => {
+        if (this.#writes === seen && !this.#blocked) done();
+        seen = this.#writes;
+      }, patienceMs);
+      timer.unref();
+      this.#waiters.push({ seq, resolve: done });
+    });
   }
 
   #write(entry: InboxEntry, written?: Written, settled?: () => void): boolean {
@@ -168,6 +190,7 @@ export class InboxStream {
       return false;
     }
     this.#next = entry.seq + 1;
+    this.#writes++;
     if (this.#waiters.length > 0) {
       const due = this.#waiters.filter((w) => w.seq < this.#next);
       this.#waiters = this.#waiters.filter((w) => w.seq >= this.#next);
@@ -180,7 +203,9 @@ export class InboxStream {
   async #writeWindowed(entry: InboxEntry, generation: number): Promise<boolean> {
     const size = entry.inboxFrame.size;
     while (this.#generation === generation && this.#unsettled > 0 && this.#unsettled + size > this.#deps.window()) {
+      this.#blocked = true;
       await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#blocked = false;
     }
     if (this.#generation !== generation || entry.seq < this.#next) return this.#generation === generation;
     this.#unsettled += size;

@@ -30,7 +30,7 @@ export type InboxSettings = {
   window(): number;
   retain(): number;
   maxAgeMs(): number;
-  /** How long a reply may wait for its carbon to go out in order on a busy stream. */
+  /** How long a reply may wait for its carbon while the stream writes nothing and does not wait for the client either (the store away). */
   replyWaitMs(): number;
 };
 
@@ -89,8 +89,13 @@ export class Inbox implements InboxApi {
   /** Received marks waiting for their batch. */
   #marks = new Map<number, number[]>();
   #flushing = false;
-  /** Users appended to since the last sweep, with the highest head seen. */
+  /**
+   * Users appended to or marked received since the last sweep, with the
+   * highest head seen (0: not known here, a mark's; the sweep reads it).
+   */
   #appended = new Map<number, number>();
+  /** Whether the sweeps have looked at every stream once since the start (entries may have left the window while the server was down). */
+  #seeded = false;
   #sweeper: NodeJS.Timeout | undefined;
   #sweeping = false;
   #lastSweep: Promise<void> = Promise.resolve();
@@ -103,6 +108,11 @@ export class Inbox implements InboxApi {
     this.#hub = hub;
     this.#log = log;
     this.#settings = settings;
+    // received entries (marked here or by a drain) may have left the window already: the next sweep looks at them,
+    // from the stream's head (a received seq says nothing of how far the head has gone since)
+    data.onReceived = (userIds) => {
+      for (const userId of userIds) if (!this.#appended.has(userId)) this.#appended.set(userId, 0);
+    };
     this.drains = new MailboxDrains(
       data,
       log,
@@ -205,8 +215,8 @@ export class Inbox implements InboxApi {
     return ['resumed', position.epoch, String(position.head)];
   }
 
-  /** GET /api/inbox: one page of entries after `after`; the entries it returns count as received. */
-  async read(user: UserRef, after: string | undefined, limit: string | undefined, epoch = ''): Promise<InboxPage> {
+  /** GET /api/inbox: one page of entries after `after`; the entries it returns count as received (not for a HEAD, which returns none). */
+  async read(user: UserRef, after: string | undefined, limit: string | undefined, epoch = '', written = true): Promise<InboxPage> {
     const from = parseAfter(after ?? '0', 'after=<seq>');
     let n = DEFAULT_HTTP_LIMIT;
     if (limit !== undefined) {
@@ -216,7 +226,7 @@ export class Inbox implements InboxApi {
     }
     const position = await this.#position(user.id, epoch, from);
     const rows = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n));
-    for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
+    if (written) for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
     const entries = rows.map((r) => {
       const fields = parseFields(r.payload);
       return { seq: Number(r.seq), fields: isFieldsFault(fields) ? [] : fields };
@@ -267,20 +277,28 @@ export class Inbox implements InboxApi {
             { user: recipient, entries: [entry], limit: !live },
             { user: sender, entries: [carbon], limit: false },
           ];
-    const entries = await this.#append(parts);
-    const session = ctx.session;
-    const stream = session instanceof Session ? this.#streams.get(session) : undefined;
-    if (stream?.streaming && session.user?.id === sender.id) {
-      const written = stream.whenWritten(Math.max(...entries.filter((e) => e.userId === sender.id).map((e) => e.seq)));
-      (session as Session).delayReply(withTimeout(written, this.#settings.replyWaitMs()));
-    }
+    this.#replyAfter(ctx, sender.id, await this.#append(parts));
   }
 
   /** What modules deliver through the hub (friend requests and answers): stored whatever the mailbox holds. */
-  async deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'> {
+  async deliver(user: UserRef, fields: readonly string[], cause?: CommandContext): Promise<'pushed' | 'stored'> {
     const live = this.#hasLiveConnection(user.id);
-    await this.#append([{ user, entries: [{ kind: KIND_ENTRY, pending: live ? 0 : 1, payload: formatFields(fields) }], limit: false }]);
+    const entries = await this.#append([{ user, entries: [{ kind: KIND_ENTRY, pending: live ? 0 : 1, payload: formatFields(fields) }], limit: false }]);
+    if (cause !== undefined) this.#replyAfter(cause, user.id, entries);
     return live ? 'pushed' : 'stored';
+  }
+
+  /**
+   * On the request's own streaming inbox connection, of `userId`: its reply
+   * follows that user's entries it appended, however far behind a replay
+   * they are queued (DELIVERY.md section 3: a request's pushes come first).
+   */
+  #replyAfter(ctx: CommandContext, userId: number, entries: readonly InboxEntry[]): void {
+    const session = ctx.session;
+    const stream = session instanceof Session ? this.#streams.get(session) : undefined;
+    if (!stream?.streaming || session.user?.id !== userId) return;
+    const seq = Math.max(...entries.filter((e) => e.userId === userId).map((e) => e.seq));
+    if (seq > 0) (session as Session).delayReply(stream.whenWritten(seq, this.#settings.replyWaitMs()));
   }
 
   /** A version 1 connection, or an inbox connection that streams: it will be written the entry live. */
@@ -640,12 +658,6 @@ export class Inbox implements InboxApi {
       await this.#data.markReceived(marks);
       // drains read them as pending no more (once a page read before the commit is written)
       for (const [userId, seqs] of marks) this.drains.afterPage(userId, () => this.#writtenLive.forget(userId, seqs));
-      // received entries may have left the window already: the next sweep looks at them
-      for (const [userId, seqs] of marks) {
-        let high = this.#appended.get(userId) ?? 0;
-        for (const seq of seqs) if (seq > high) high = seq;
-        this.#appended.set(userId, high);
-      }
     } catch (err) {
       // they stay pending: a version 1 login may get them again, nothing is lost
       this.#log.warn({ err: (err as Error).message }, 'could not mark inbox entries received');
@@ -712,11 +724,19 @@ export class Inbox implements InboxApi {
     this.#appended = new Map();
     try {
       const retain = this.#settings.retain();
+      // the first sweep: every stream past the window (a crash before a sweep, or a smaller --inbox-retain since)
+      if (!this.#seeded) {
+        for (const [userId, head] of await this.#data.streamsPast(retain)) dirty.set(userId, Math.max(head, dirty.get(userId) ?? 0));
+        this.#seeded = true;
+      }
+      const unknown = [...dirty].filter(([, head]) => head === 0).map(([userId]) => userId);
+      if (unknown.length > 0) for (const [userId, head] of await this.#data.heads(unknown)) dirty.set(userId, head);
       const bounds = new Map<number, number>();
       for (const [userId, head] of dirty) if (head > retain) bounds.set(userId, head - retain);
       await this.#data.trim(bounds);
       const before = now - this.#settings.maxAgeMs();
-      for (let i = 0; i < EXPIRE_ROUNDS && (await this.#data.expire(before, EXPIRE_BATCH)) === EXPIRE_BATCH; i++);
+      // an age reaching back before 1970 drops nothing (and is no bigint PostgreSQL takes)
+      if (before > 0) for (let i = 0; i < EXPIRE_ROUNDS && (await this.#data.expire(before, EXPIRE_BATCH)) === EXPIRE_BATCH; i++);
     } catch (err) {
       for (const [userId, head] of dirty) this.#appended.set(userId, Math.max(head, this.#appended.get(userId) ?? 0));
       this.#log.warn({ err: (err as Error).message }, 'inbox retention sweep failed; will retry');
@@ -730,15 +750,4 @@ function parseAfter(text: string, usage: string): number | 'latest' {
   if (!/^\d+$/.test(text)) throw new CommandError('syntax', `usage: ${usage} (<after> is a seq >= 0 or latest)`);
   // a whole number too big to be a seq is still one: past the head (stream_reset), not syntax
   return Math.min(Number(text), Number.MAX_SAFE_INTEGER);
-}
-
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    timer.unref();
-    void p.then(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }

@@ -83,9 +83,12 @@ export interface HubApi {
   /**
    * Appends the frame to the user's inbox (DELIVERY.md) durably, whatever
    * the mailbox holds, then pushes it to their connections; 'stored' when
-   * none was there to take it live (their next login gets it).
+   * none was there to take it live (their next login gets it). `cause`:
+   * the request that made it; when that request came on an inbox connection
+   * of `user` itself, its reply waits for the entry (a request's pushes come
+   * before its reply, even behind a replay).
    */
-  deliver(user: UserRef, fields: readonly string[]): Promise<'pushed' | 'stored'>;
+  deliver(user: UserRef, fields: readonly string[], cause?: CommandContext): Promise<'pushed' | 'stored'>;
   /** Whether the user has a connection on this node (any node: cluster.isOnline). */
   isOnline(userId: number): boolean;
   /** Sessions logged in as the user on this node (read-only view). */
@@ -114,8 +117,12 @@ export interface InboxApi {
   sync(session: SessionApi): void;
   /** `resume,<epoch>,<after>`: the reply fields (`resumed,<epoch>,<head>`); the stream starts once the reply is written. */
   resume(session: SessionApi, epoch: string, after: string): Promise<string[]>;
-  /** A page of entries with seq > after (a seq or `latest`; default 0), at most `limit` (default 100, at most 1000); they count as received. */
-  read(user: UserRef, after: string | undefined, limit: string | undefined, epoch?: string): Promise<InboxPage>;
+  /**
+   * A page of entries with seq > after (a seq or `latest`; default 0), at
+   * most `limit` (default 100, at most 1000); they count as received unless
+   * `written` is false (a HEAD request: nothing reaches the client).
+   */
+  read(user: UserRef, after: string | undefined, limit: string | undefined, epoch?: string, written?: boolean): Promise<InboxPage>;
 }
 
 export interface UsersApi {

@@ -11,8 +11,11 @@ export type ImportedModule = { readonly name: string; readonly file: string; rea
 /** A module that cannot be loaded; the message names it. */
 export class ModuleLoadError extends Error {
   readonly module: string;
-  constructor(module: string, message: string) {
+  /** A bad value of one of the module's flags: a usage error, like a core flag's (exit code 2 at start). */
+  readonly usage: boolean;
+  constructor(module: string, message: string, usage = false) {
     super(`module ${module}: ${message}`);
+    this.usage = usage;
     this.name = 'ModuleLoadError';
     this.module = module;
   }

@@ -167,7 +167,7 @@ export class ModuleSet {
         try {
           values[flag] = resolveModuleOption(this.#deps.options.raw, flag, spec);
         } catch (err) {
-          if (err instanceof ConfigError) throw new ModuleLoadError(m.name, err.message);
+          if (err instanceof ConfigError) throw new ModuleLoadError(m.name, err.message, true);
           throw err;
         }
       }

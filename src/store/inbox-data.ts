@@ -259,6 +259,26 @@ export class InboxData {
     });
   }
 
+  /** The heads of these users' streams (those that have one), read in chunks of ids. */
+  async heads(userIds: readonly number[]): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    for (let i = 0; i < userIds.length; i += 500) {
+      const rows = await this.#db
+        .selectFrom('inbox_streams')
+        .select(['user_id', 'head'])
+        .where('user_id', 'in', userIds.slice(i, i + 500))
+        .execute();
+      for (const r of rows) out.set(Number(r.user_id), Number(r.head));
+    }
+    return out;
+  }
+
+  /** The users whose stream holds more than `retain` seqs, with their heads: those a window sweep may have to trim. */
+  async streamsPast(retain: number): Promise<Map<number, number>> {
+    const rows = await this.#db.selectFrom('inbox_streams').select(['user_id', 'head']).where('head', '>', retain).execute();
+    return new Map(rows.map((r) => [Number(r.user_id), Number(r.head)]));
+  }
+
   /** How many entries with after < seq <= head are retained. */
   async countBetween(db: Kysely<any>, userId: number, after: number, head: number): Promise<number> {
     const row = await (db as Kysely<InboxTables>)
@@ -296,9 +316,22 @@ export class InboxData {
       .execute();
   }
 
+  /**
+   * Called with the users of every committed received mark (whoever made
+   * it: a drain, a replay, the HTTP API): entries kept past the window only
+   * because they were pending may go now, so the retention sweep looks at
+   * these users.
+   */
+  onReceived: (userIds: Iterable<number>) => void = () => {};
+
   /** Received: these entries (by user) no longer hold retention or mailbox room. */
   async markReceived(marks: ReadonlyMap<number, readonly number[]>): Promise<void> {
     if (marks.size === 0) return;
+    await this.#markReceived(marks);
+    this.onReceived(marks.keys());
+  }
+
+  async #markReceived(marks: ReadonlyMap<number, readonly number[]>): Promise<void> {
     await this.#store.transaction(async (tx: Kysely<InboxTables>) => {
       for (const [userId, seqs] of marks) {
         for (let i = 0; i < seqs.length; i += 500) {
