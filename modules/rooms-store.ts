@@ -140,6 +140,21 @@ export class RoomStore {
     return id;
   }
 
+  /**
+   * The room's id, or undefined when there is no such room. In a cluster a
+   * room may have been made on another node after this one read its rooms
+   * (this node hears joins, not creations), so an unknown name is looked up.
+   */
+  async #idOf(room: string): Promise<number | undefined> {
+    const known = this.#ids.get(room);
+    if (known !== undefined) return known;
+    const row = await this.#db.selectFrom('rooms').select('id').where('name', '=', room).executeTakeFirst();
+    if (row === undefined) return undefined;
+    const id = Number(row.id);
+    this.#ids.set(room, id);
+    return id;
+  }
+
   /** Stores a membership; the caller updates the index (`index`) in its turn. */
   async join(room: string, userId: number, now: number): Promise<void> {
     const roomId = await this.ensure(room, now);
@@ -157,7 +172,7 @@ export class RoomStore {
    * same user removed it first). The caller updates the index (`unindex`) in its turn.
    */
   async leave(room: string, userId: number): Promise<boolean> {
-    const id = this.#ids.get(room);
+    const id = await this.#idOf(room);
     if (id === undefined) return false;
     const result = await this.#store.transaction((tx: Kysely<Tables>) =>
       tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).executeTakeFirst(),
@@ -206,7 +221,7 @@ export class RoomStore {
    * `before`, the oldest otherwise).
    */
   async history(room: string, mode: HistoryMode, n: readonly number[], max: number, maxBytes: number): Promise<HistoryPage> {
-    const id = this.#ids.get(room);
+    const id = await this.#idOf(room);
     if (id === undefined) return { messages: [], more: false };
     let q = this.#db
       .selectFrom('room_messages')

@@ -1,0 +1,99 @@
+/**
+ * CLUSTER.md probed from outside: discrepancies an outside checker found
+ * with three nodes on one PostgreSQL database and one Redis, each kept as a
+ * test (what test/cluster/cross-node.test.ts and contract-cluster.test.ts
+ * already check is not repeated). The parties of every check are on
+ * different nodes, and each node serves only what the check needs, so a
+ * node has not seen a room or a user before unless the check says so.
+ * Postgres project only.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RawConnection } from '../helpers/raw.ts';
+import { removeDir, startServer, storeArgs, tempDir, type TestServer } from '../helpers/server.ts';
+import { freshUsers, PW } from '../helpers/users.ts';
+import { api } from '../helpers/ws.ts';
+import { eventually } from '../helpers/eventually.ts';
+import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
+
+const nodes: TestServer[] = [];
+const opened: RawConnection[] = [];
+let redis: Redis | undefined;
+
+let roomCount = 0;
+const freshRoom = (p: string) => `${p}${process.pid % 10000}x${++roomCount}x${Date.now() % 100000}`;
+
+describe.skipIf(redisBin() === undefined)('CLUSTER.md probed from outside', () => {
+  beforeAll(async () => {
+    redis = await startRedis();
+    const store = await storeArgs(tempDir('textserver-probe-db-'));
+    for (let i = 1; i <= 3; i++) {
+      nodes.push(await startServer([...store, '--bus', redis.url, '--node-id', `pr${process.pid}n${i}`, '--ws-port', '0', '--presence-ttl', '2']));
+    }
+  });
+
+  afterEach(() => {
+    for (const c of opened.splice(0)) c.close();
+  });
+
+  afterAll(async () => {
+    for (const n of nodes) await n.stop();
+    for (const n of nodes) removeDir(n.data);
+    await redis?.stop();
+  });
+
+  const port = (node: number) => nodes[node - 1]!.port;
+  const http = (node: number) => `http://127.0.0.1:${nodes[node - 1]!.server.httpPort}`;
+  const users = (...prefixes: string[]) => freshUsers(port(1), ...prefixes);
+
+  async function on(node: number, user: string): Promise<RawConnection> {
+    const c = await RawConnection.open(port(node));
+    opened.push(c);
+    expect(await c.ask('login', user, PW)).toBe('ok');
+    return c;
+  }
+
+  async function token(node: number, user: string): Promise<string> {
+    const res = await api(http(node), 'POST', '/api/login', { user, password: PW });
+    expect(res.status).toBe(200);
+    return res.json.token as string;
+  }
+
+  describe('rooms made on one node, used on another (rule 2)', () => {
+    // each node knew a room's id only once it had joined or said there itself: the node's room index
+    // (which hears every join) let the request through, and the missing id made it find nothing
+    it('history said on node 1 reads the same on a node that never saw the room, over TCP and HTTP', async () => {
+      const [a] = await users('hist');
+      const room = freshRoom('hist');
+      const c1 = await on(1, a!);
+      c1.send('join', room);
+      expect(await c1.nextN(2)).toEqual([`room,${room},joined,${a}`, 'ok']);
+      c1.send('say', room, 'kept');
+      const [pushed, reply] = await c1.nextN(2);
+      const said = reply!.split(',');
+      expect(said[0]).toBe('said');
+      expect(pushed).toBe(`room,${room},msg,${said[2]},${said[3]},${a},kept`);
+      const line = `history,${room},1,${said[2]},${said[3]},${a},kept`;
+      // node 2 hears the join (the user's connection there sees the joined push), never the room's creation
+      const c2 = await on(2, a!);
+      await eventually(async () => expect(await c2.ask('members', room)).toBe(`members,${room},${a}`));
+      expect(await c2.ask('history', room, 'last', '5')).toBe(line);
+      const res = await api(http(3), 'GET', `/api/rooms/${room}/messages?last=5`, undefined, await token(3, a!));
+      expect(res.json).toEqual({ room, messages: [{ id: Number(said[2]), time: Number(said[3]), user: a, text: 'kept' }] });
+    });
+
+    it('a member leaves on a node that never saw the room: left, not not_in_room', async () => {
+      const [a] = await users('lv');
+      const room = freshRoom('lv');
+      const c1 = await on(1, a!);
+      c1.send('join', room);
+      expect(await c1.nextN(2)).toEqual([`room,${room},joined,${a}`, 'ok']);
+      const c2 = await on(2, a!);
+      await eventually(async () => expect(await c2.ask('rooms')).toBe(`rooms,${room}`));
+      c2.send('leave', room);
+      expect(await c2.next()).toBe(`room,${room},left,${a}`);
+      expect(await c2.next()).toBe('ok');
+      expect(await c1.next()).toBe(`room,${room},left,${a}`);
+      expect(await c1.ask('rooms')).toBe('rooms');
+    });
+  });
+});
