@@ -7,6 +7,7 @@
  * node has not seen a room or a user before unless the check says so.
  * Postgres project only.
  */
+import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { removeDir, startServer, storeArgs, tempDir, type TestServer } from '../helpers/server.ts';
@@ -94,6 +95,30 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md probed from outside', () =
       expect(await c2.next()).toBe('ok');
       expect(await c1.next()).toBe(`room,${room},left,${a}`);
       expect(await c1.ask('rooms')).toBe('rooms');
+    });
+  });
+
+  describe('login throttling across nodes', () => {
+    /** A connection from another address of this machine (127.0.0.2): a stranger to the owner's 127.0.0.1. */
+    async function fromElsewhere(node: number): Promise<RawConnection> {
+      const socket = await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect({ port: port(node), host: '127.0.0.1', localAddress: '127.0.0.2' }, () => resolve(s));
+        s.once('error', reject);
+      });
+      const c = RawConnection.fromSocket(socket);
+      opened.push(c);
+      return c;
+    }
+
+    // README, "Security and limits": the last addresses a name logged in from count its failures
+    // apart, so strangers cannot lock the owner out; each node remembered only its own logins
+    it("strangers' guesses on one node do not lock the owner out of the nodes it did not log in on", async () => {
+      const [owner] = await users('own');
+      (await on(1, owner!)).close();
+      const stranger = await fromElsewhere(2);
+      for (let i = 0; i < 5; i++) expect(await stranger.ask('login', owner!, 'wrong-password')).toMatch(/^error,nonfatal,wrong_user_or_password/);
+      expect(await stranger.ask('login', owner!, PW)).toMatch(/^error,nonfatal,too_many_attempts/);
+      for (const node of [1, 2, 3]) (await on(node, owner!)).close();
     });
   });
 });
