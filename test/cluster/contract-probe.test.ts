@@ -121,4 +121,37 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md probed from outside', () =
       for (const node of [1, 2, 3]) (await on(node, owner!)).close();
     });
   });
+
+  // last: it freezes this file's Redis
+  describe('Redis frozen (no answer, connections open: a lost network)', () => {
+    // rule 6 and README: /readyz says 503 within 5 s and each node then counts logins alone; the command
+    // connection, kept busy by heartbeats, was never idle long enough for its socket timeout, so every
+    // login waited on the throttle's script until Redis answered again
+    // the bound: 5 s to tell Redis is gone (rule 6), and at most 2 s more that a login waits for its subscription
+    it('logins on every node still answer within 7 s, and all is well once Redis answers again', async () => {
+      const [a, b] = await users('fza', 'fzb');
+      redis!.pause();
+      try {
+        const sent = performance.now();
+        const early = await RawConnection.open(port(2));
+        opened.push(early);
+        early.send('login', a!, PW);
+        expect(await early.next(15_000)).toBe('ok');
+        expect(performance.now() - sent).toBeLessThan(7000);
+        const later = await RawConnection.open(port(3));
+        opened.push(later);
+        const again = performance.now();
+        later.send('login', b!, PW);
+        expect(await later.next(15_000)).toBe('ok');
+        expect(performance.now() - again).toBeLessThan(7000);
+      } finally {
+        redis!.resume();
+      }
+      for (const node of [1, 2, 3]) await eventually(async () => expect((await fetch(`${http(node)}/readyz`)).status).toBe(200), 15_000, 50);
+      const cb = await on(3, b!);
+      const ca = await on(1, a!);
+      expect(await ca.ask('send', b!, 'msg', 'after the freeze')).toBe('ok');
+      expect(await cb.next()).toBe(`send,${a},msg,after the freeze`);
+    }, 60_000);
+  });
 });
