@@ -15,6 +15,7 @@ import { freshUsers, PW } from '../helpers/users.ts';
 import { api } from '../helpers/ws.ts';
 import { eventually } from '../helpers/eventually.ts';
 import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
+import { createDatabase, startPostgres } from '../../tools/postgres.ts';
 
 const nodes: TestServer[] = [];
 const opened: RawConnection[] = [];
@@ -122,7 +123,38 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md probed from outside', () =
     });
   });
 
-  // last: it freezes this file's Redis
+  describe('PostgreSQL frozen (no answer, connections open: a lost network)', () => {
+    // rule 6: /readyz answers 503 within 5 s of PostgreSQL becoming unreachable. The readiness probe
+    // waited for its SELECT 1 without a bound, so a frozen server left /readyz at 200 for as long as it lasted
+    it('/readyz answers 503 within 5 s, and 200 again with writes working once it answers', async () => {
+      const own = await startPostgres();
+      let node: TestServer | undefined;
+      try {
+        const url = await createDatabase(own.url, 'frozen');
+        node = await startServer(['--store', url, '--bus', redis!.url, '--node-id', `pr${process.pid}pg`, '--ws-port', '0', '--presence-ttl', '2']);
+        const ready = async () => (await fetch(`http://127.0.0.1:${node!.server.httpPort}/readyz`)).status;
+        expect(await ready()).toBe(200);
+        own.pause();
+        try {
+          const frozen = performance.now();
+          await eventually(async () => expect(await ready()).toBe(503), 10_000, 50);
+          expect(performance.now() - frozen).toBeLessThan(5000);
+        } finally {
+          own.resume();
+        }
+        await eventually(async () => expect(await ready()).toBe(200), 10_000, 50);
+        const c = await RawConnection.open(node.port);
+        opened.push(c);
+        expect(await c.ask('register', `thawed${process.pid % 1000}`, PW)).toBe('ok');
+      } finally {
+        own.resume();
+        await node?.stop();
+        if (node !== undefined) removeDir(node.data);
+        await own.stop();
+      }
+    }, 60_000);
+  });
+
   describe('Redis frozen (no answer, connections open: a lost network)', () => {
     // rule 6 and README: /readyz says 503 within 5 s and each node then counts logins alone; the command
     // connection, kept busy by heartbeats, was never idle long enough for its socket timeout, so every
