@@ -23,6 +23,24 @@ const insertMessage = prepared<{ room: number; time: number; user: string; text:
   db.insertInto('room_messages').values({ room_id: $('room'), time: $('time'), user: $('user'), text: $('text') }).returning('id'),
 );
 /**
+ * PostgreSQL: the time is taken under the room's lock, never before the
+ * room's newest message, so times never go backwards in id order when
+ * several servers append to one room (each took its clock's time before
+ * waiting for the lock, and a later commit could carry an earlier time).
+ */
+const insertMessageInOrder = prepared<{ room: number; time: number; user: string; text: string }, { id: number; time: number }>(
+  (db: Kysely<Tables>, $) =>
+    db
+      .insertInto('room_messages')
+      .values({
+        room_id: $('room'),
+        time: sql<number>`GREATEST(${$('time')}::bigint, COALESCE((SELECT m.time FROM room_messages m WHERE m.room_id = ${$('room')} ORDER BY m.id DESC LIMIT 1), 0))`,
+        user: $('user'),
+        text: $('text'),
+      })
+      .returning(['id', 'time']),
+);
+/**
  * A room's appends take turns on PostgreSQL (several servers on one
  * database): an advisory lock keyed by the room, not its row's FOR UPDATE,
  * which would write a lock into the row (a WAL record) on every `say`.
@@ -204,8 +222,15 @@ export class RoomStore {
       try {
         // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
         for (const { user, text } of messages) {
-          const row = await insertMessage.first(tx, { room: roomId, time, user, text });
-          stored.push({ id: Number(row!.id), time, user, text });
+          if (this.#postgres) {
+            const row = await insertMessageInOrder.first(tx, { room: roomId, time, user, text });
+            const at = Number(row!.time);
+            this.#lastTime = Math.max(this.#lastTime, at);
+            stored.push({ id: Number(row!.id), time: at, user, text });
+          } else {
+            const row = await insertMessage.first(tx, { room: roomId, time, user, text });
+            stored.push({ id: Number(row!.id), time, user, text });
+          }
         }
       } finally {
         await locked;
