@@ -23,6 +23,24 @@ const insertMessage = prepared<{ room: number; time: number; user: string; text:
   db.insertInto('room_messages').values({ room_id: $('room'), time: $('time'), user: $('user'), text: $('text') }).returning('id'),
 );
 /**
+ * PostgreSQL: the time is taken under the room's lock, never before the
+ * room's newest message, so times never go backwards in id order when
+ * several servers append to one room (each took its clock's time before
+ * waiting for the lock, and a later commit could carry an earlier time).
+ */
+const insertMessageInOrder = prepared<{ room: number; time: number; user: string; text: string }, { id: number; time: number }>(
+  (db: Kysely<Tables>, $) =>
+    db
+      .insertInto('room_messages')
+      .values({
+        room_id: $('room'),
+        time: sql<number>`GREATEST(${$('time')}::bigint, COALESCE((SELECT m.time FROM room_messages m WHERE m.room_id = ${$('room')} ORDER BY m.id DESC LIMIT 1), 0))`,
+        user: $('user'),
+        text: $('text'),
+      })
+      .returning(['id', 'time']),
+);
+/**
  * A room's appends take turns on PostgreSQL (several servers on one
  * database): an advisory lock keyed by the room, not its row's FOR UPDATE,
  * which would write a lock into the row (a WAL record) on every `say`.
@@ -140,6 +158,21 @@ export class RoomStore {
     return id;
   }
 
+  /**
+   * The room's id, or undefined when there is no such room. In a cluster a
+   * room may have been made on another node after this one read its rooms
+   * (this node hears joins, not creations), so an unknown name is looked up.
+   */
+  async #idOf(room: string): Promise<number | undefined> {
+    const known = this.#ids.get(room);
+    if (known !== undefined) return known;
+    const row = await this.#db.selectFrom('rooms').select('id').where('name', '=', room).executeTakeFirst();
+    if (row === undefined) return undefined;
+    const id = Number(row.id);
+    this.#ids.set(room, id);
+    return id;
+  }
+
   /** Stores a membership; the caller updates the index (`index`) in its turn. */
   async join(room: string, userId: number, now: number): Promise<void> {
     const roomId = await this.ensure(room, now);
@@ -157,7 +190,7 @@ export class RoomStore {
    * same user removed it first). The caller updates the index (`unindex`) in its turn.
    */
   async leave(room: string, userId: number): Promise<boolean> {
-    const id = this.#ids.get(room);
+    const id = await this.#idOf(room);
     if (id === undefined) return false;
     const result = await this.#store.transaction((tx: Kysely<Tables>) =>
       tx.deleteFrom('room_members').where('room_id', '=', id).where('user_id', '=', userId).executeTakeFirst(),
@@ -189,8 +222,15 @@ export class RoomStore {
       try {
         // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
         for (const { user, text } of messages) {
-          const row = await insertMessage.first(tx, { room: roomId, time, user, text });
-          stored.push({ id: Number(row!.id), time, user, text });
+          if (this.#postgres) {
+            const row = await insertMessageInOrder.first(tx, { room: roomId, time, user, text });
+            const at = Number(row!.time);
+            this.#lastTime = Math.max(this.#lastTime, at);
+            stored.push({ id: Number(row!.id), time: at, user, text });
+          } else {
+            const row = await insertMessage.first(tx, { room: roomId, time, user, text });
+            stored.push({ id: Number(row!.id), time, user, text });
+          }
         }
       } finally {
         await locked;
@@ -206,7 +246,7 @@ export class RoomStore {
    * `before`, the oldest otherwise).
    */
   async history(room: string, mode: HistoryMode, n: readonly number[], max: number, maxBytes: number): Promise<HistoryPage> {
-    const id = this.#ids.get(room);
+    const id = await this.#idOf(room);
     if (id === undefined) return { messages: [], more: false };
     let q = this.#db
       .selectFrom('room_messages')

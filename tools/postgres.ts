@@ -27,6 +27,10 @@ export type Postgres = {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts it again after `kill()`, on the same port. */
   start(): Promise<void>;
+  /** Freezes the server and its backends (SIGSTOP): connections stay open and answer nothing, as behind a lost network. */
+  pause(): void;
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void;
 };
 
 /** The directory holding initdb and pg_ctl, or undefined when PostgreSQL is not installed. */
@@ -75,9 +79,29 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
     await exited;
     proc = undefined;
   };
+  /** The postmaster first (it forks no more backends), then its children. */
+  const signalAll = (signal: NodeJS.Signals) => {
+    const pid = proc?.pid;
+    if (pid === undefined) return;
+    let children: number[] = [];
+    try {
+      children = execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number);
+    } catch {
+      // pgrep exits 1 when there is none
+    }
+    for (const p of [pid, ...children]) {
+      try {
+        process.kill(p, signal);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  };
   await start();
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    pause: () => signalAll('SIGSTOP'),
+    resume: () => signalAll('SIGCONT'),
     port,
     dir,
     restart: async () => {

@@ -25,6 +25,10 @@ export type Redis = {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts it again after `kill()`, on the same port. */
   start(): Promise<void>;
+  /** Freezes the server (SIGSTOP): its connections stay open and answer nothing, as behind a lost network. */
+  pause(): void;
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void;
 };
 
 /** The redis-server program, or undefined when the Debian package redis-server is not installed. */
@@ -85,6 +89,8 @@ export async function startRedis(options: { persist?: boolean } = {}): Promise<R
     dir,
     start,
     kill: (signal = 'SIGKILL') => stopWith(signal),
+    pause: () => void proc?.kill('SIGSTOP'),
+    resume: () => void proc?.kill('SIGCONT'),
     restart: async () => {
       await stopWith('SIGTERM');
       await start();

@@ -11,6 +11,10 @@ import { PresenceRegistry } from './presence-registry.ts';
 import { RedisBus } from './redis-bus.ts';
 import { refuseLiveNodeId } from './node-id-check.ts';
 import { SharedFailureCounter, type LoginThrottle } from './shared-throttle.ts';
+import { SharedTrustedAddresses, type TrustedAddresses } from './shared-trust.ts';
+
+/** How long a name's addresses are remembered after its last login (in memory they last as long as the process). */
+const TRUST_TTL_MS = 30 * 24 * 3600 * 1000;
 
 export type ClusterOptions = { bus: string | undefined; nodeId: string; presenceTtlMs: number };
 
@@ -20,6 +24,8 @@ export type Cluster = {
   readonly presence: PresenceRegistry | undefined;
   /** A login failure counter shared by the nodes (`scope`: `name` or `ip`); undefined without --bus. */
   loginThrottle(scope: string, limit: number, windowMs: number): LoginThrottle | undefined;
+  /** The addresses names last logged in from, shared by the nodes (`keep` per name); undefined without --bus. */
+  trustedAddresses(keep: number): TrustedAddresses | undefined;
   /** SIGTERM, first thing: this node's users offline for everyone at once (rule 4), while its requests in flight finish. */
   depart(): Promise<void>;
   /** SIGTERM, last thing: departs if not yet, then the connections closed. */
@@ -29,7 +35,7 @@ export type Cluster = {
 export async function openCluster(options: ClusterOptions, log: Logger): Promise<Cluster> {
   if (options.bus === undefined) {
     const bus = new LocalBus(options.nodeId);
-    return { bus, presence: undefined, loginThrottle: () => undefined, depart: async () => {}, close: () => bus.close() };
+    return { bus, presence: undefined, loginThrottle: () => undefined, trustedAddresses: () => undefined, depart: async () => {}, close: () => bus.close() };
   }
   const bus = await RedisBus.start({ url: options.bus, nodeId: options.nodeId, log });
   try {
@@ -45,6 +51,7 @@ export async function openCluster(options: ClusterOptions, log: Logger): Promise
     bus,
     presence,
     loginThrottle: (scope, limit, windowMs) => new SharedFailureCounter({ redis: bus.redis, scope, limit, windowMs, log }),
+    trustedAddresses: (keep) => new SharedTrustedAddresses({ redis: bus.redis, keep, ttlMs: TRUST_TTL_MS, log }),
     depart: () => presence.stop(),
     close: async () => {
       await presence.stop();

@@ -4,12 +4,21 @@
  * come back (one log line each, not one per retry), and notice a silent
  * network within seconds (a PING every second, the socket closed after 3 s
  * without a byte) so /readyz answers 503 within the 5 s of CLUSTER.md.
+ * The socket's timeout counts writes as activity too, so a command
+ * connection kept busy (heartbeats, logins) would never time out: its
+ * commands would wait for a frozen Redis for ever. It is also dropped and
+ * made again when its PING goes unanswered for 3 s, which fails what waits
+ * on it (the callers fall back to this node alone) and what is asked until
+ * Redis answers again.
  */
 import { createClient, type RedisClientType } from 'redis';
 import type { Logger } from 'pino';
 import { createHash } from 'node:crypto';
 
 export type RedisClient = RedisClientType;
+
+/** A connection whose PING has gone unanswered this long is taken as lost (as the socket timeout takes an idle one). */
+const SILENT_MS = 3000;
 
 /** Back-off between reconnection attempts: 50 ms doubling to 2 s, with jitter so nodes do not retry in step. */
 export function reconnectDelay(retries: number): number {
@@ -53,7 +62,27 @@ export function newRedisClient(url: string, options: ClientOptions, log: Logger)
     down = false;
     everReady = true;
   });
+  // the subscriber only writes its PINGs and (un)subscriptions: its socket timeout sees it fall silent
+  if (options.failWhileDown) dropWhenSilent(client, options.role, log);
   return client;
+}
+
+/** Drops and makes again a connection that is open but answers nothing (Redis frozen, a network lost without a reset). */
+function dropWhenSilent(client: RedisClient, role: string, log: Logger): void {
+  let answered = performance.now();
+  client.on('ping-interval', () => (answered = performance.now()));
+  client.on('ready', () => (answered = performance.now()));
+  const timer = setInterval(() => {
+    if (!client.isOpen) {
+      clearInterval(timer); // closed for good (destroy() and connect() below run in one go)
+      return;
+    }
+    if (!client.isReady || performance.now() - answered <= SILENT_MS) return;
+    log.warn({ role }, 'redis silent; reconnecting');
+    client.destroy();
+    client.connect().catch(() => {}); // only when closed before it connected
+  }, 500);
+  timer.unref();
 }
 
 /**

@@ -9,7 +9,7 @@ import { PasswordHasher } from './passwords.ts';
 import { Router } from './router.ts';
 import type { Session } from './session.ts';
 import { detachedContext, SessionRegistry } from './sessions.ts';
-import { Users } from './users.ts';
+import { TRUSTED_PER_NAME, Users } from './users.ts';
 import type { ServerOptions } from '../config.ts';
 import { CoreData } from '../store/core-data.ts';
 import { InboxData } from '../store/inbox-data.ts';
@@ -51,7 +51,7 @@ export class ServerCore {
     const byName = cluster?.loginThrottle('name', options.loginFailLimit, options.loginFailWindowMs);
     const byIp = cluster?.loginThrottle('ip', options.loginFailLimitIp, options.loginFailWindowMs);
     // in a cluster the failure counters are the cluster's (Redis), so the limits hold for all nodes together
-    this.users = new Users(data, hasher, options, log, byName !== undefined && byIp !== undefined ? { byName, byIp } : undefined);
+    this.users = new Users(data, hasher, options, log, byName !== undefined && byIp !== undefined ? { byName, byIp } : undefined, cluster?.trustedAddresses(TRUSTED_PER_NAME));
     this.router = new Router(log, (err) => store.isFailure(err));
     const modules = new ModuleSet({ options, store, log, router: this.router, api: () => this.api });
     this.moduleSet = modules;

@@ -5,6 +5,7 @@ import { nameKey } from '../store/store.ts';
 import type { CoreData, UserRecord } from '../store/core-data.ts';
 import { ThrottledLog } from './throttled-log.ts';
 import type { LoginThrottle } from '../bus/shared-throttle.ts';
+import type { TrustedAddresses } from '../bus/shared-trust.ts';
 import { UserBudget, type BudgetOptions } from './user-budget.ts';
 import type { Logger } from 'pino';
 
@@ -20,7 +21,7 @@ export type UsersOptions = BudgetOptions & {
 };
 
 /** Addresses remembered per name, and names remembered, for the owner's own throttling bucket. */
-const TRUSTED_PER_NAME = 3;
+export const TRUSTED_PER_NAME = 3;
 const TRUSTED_NAMES = 100_000;
 /** At most one `login failed` line per this interval; the others are counted in the next one. */
 const FAILED_LOG_INTERVAL_MS = 1000;
@@ -41,11 +42,21 @@ export class Users implements UsersApi {
   readonly budget: UserBudget;
   /** Name key to the addresses it last logged in from, most recent first. */
   readonly #trusted = new Map<string, string[]>();
+  /** In a cluster, the same for every node's logins (shared-trust.ts). */
+  readonly #sharedTrust: TrustedAddresses | undefined;
   readonly #failedLog: ThrottledLog;
 
   /** `throttles`: counters shared by the nodes of a cluster (shared-throttle.ts); in memory otherwise. */
-  constructor(store: CoreData, hasher: PasswordHasher, options: UsersOptions, log: Logger, throttles?: { byName: LoginThrottle; byIp: LoginThrottle }) {
+  constructor(
+    store: CoreData,
+    hasher: PasswordHasher,
+    options: UsersOptions,
+    log: Logger,
+    throttles?: { byName: LoginThrottle; byIp: LoginThrottle },
+    sharedTrust?: TrustedAddresses,
+  ) {
     this.#store = store;
+    this.#sharedTrust = sharedTrust;
     this.hasher = hasher;
     this.#log = log;
     this.#byName = throttles?.byName ?? new FailureCounter(options.loginFailLimit, options.loginFailWindowMs);
@@ -99,8 +110,14 @@ export class Users implements UsersApi {
    */
   async authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef> {
     const key = nameKey(name);
-    const nameBucket = key.length > MAX_NAME_LENGTH ? IMPOSSIBLE_NAME : this.#isTrusted(key, remoteAddress) ? `${key}\n${remoteAddress}` : key;
-    const ipTaken = await this.#byIp.reserve(remoteAddress, Date.now());
+    const possible = key.length <= MAX_NAME_LENGTH;
+    const trustedHere = possible && this.#isTrusted(key, remoteAddress);
+    // in a cluster the owner may have last logged in on another node: asked while the address's attempt is reserved
+    const [ipTaken, trusted] = await Promise.all([
+      this.#byIp.reserve(remoteAddress, Date.now()),
+      trustedHere || !possible || this.#sharedTrust === undefined ? trustedHere : this.#sharedTrust.has(key, remoteAddress),
+    ]);
+    const nameBucket = !possible ? IMPOSSIBLE_NAME : trusted ? `${key}\n${remoteAddress}` : key;
     const nameTaken = ipTaken && (await this.#byName.reserve(nameBucket, Date.now()));
     if (!nameTaken) {
       if (ipTaken) this.#byIp.release(remoteAddress);
@@ -147,6 +164,7 @@ export class Users implements UsersApi {
 
   /** Remembers the address of a successful login: the latest few per name, for a bounded number of names. */
   #trust(key: string, address: string): void {
+    this.#sharedTrust?.add(key, address);
     const list = this.#trusted.get(key) ?? [];
     this.#trusted.delete(key); // re-inserted last: the map's order is least recently used first
     this.#trusted.set(key, [address, ...list.filter((a) => a !== address)].slice(0, TRUSTED_PER_NAME));

@@ -26,6 +26,12 @@ const FAILURE_TEXT =
 
 const PROBE_MS = 2000;
 const PROBE_MAX_MS = 5000;
+/**
+ * A probe not answered in this long says PostgreSQL is unreachable: a frozen
+ * server, or a network lost without a reset, keeps its connections open and
+ * answers nothing, and /readyz must say 503 within 5 s (CLUSTER.md rule 6).
+ */
+const PROBE_TIMEOUT_MS = 2500;
 
 /**
  * node-postgres writes each message (BEGIN, a statement's parse/bind/execute)
@@ -60,6 +66,8 @@ export class PostgresStore implements Store {
   readonly #log: Logger;
   #up = true;
   #probe: NodeJS.Timeout | undefined;
+  /** A probe waits for its answer: the next one is scheduled when it has one (no pile of hung probes). */
+  #probing = false;
   #closed = false;
 
   private constructor(url: string, log: Logger) {
@@ -158,16 +166,27 @@ export class PostgresStore implements Store {
 
   /** Probes the server: every PROBE_MS while up, with back-off while down. */
   #schedule(ms: number): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#probing) return;
     clearTimeout(this.#probe);
     this.#probe = setTimeout(() => {
+      this.#probing = true;
+      const silent = setTimeout(() => {
+        if (this.#up) this.#failed(new Error(`no answer to a probe within ${PROBE_TIMEOUT_MS} ms`));
+      }, PROBE_TIMEOUT_MS);
+      silent.unref();
+      const settled = () => {
+        clearTimeout(silent);
+        this.#probing = false;
+      };
       sql`SELECT 1`.execute(this.db).then(
         () => {
+          settled();
           if (!this.#up) this.#log.info('PostgreSQL reachable again');
           this.#up = true;
           this.#schedule(PROBE_MS);
         },
         (err: unknown) => {
+          settled();
           if (this.#up) this.#failed(err as Error);
           this.#schedule(Math.min(PROBE_MAX_MS, ms * 2));
         },
