@@ -135,7 +135,7 @@ export type Reserved = { readonly first: number; readonly epoch: string; readonl
 
 export class InboxData {
   readonly #store: Store;
-  /** Users whose stream row this process has seen: rows are never deleted, so they exist. */
+  /** Users whose stream row this process has seen committed: rows are never deleted, so they exist. */
   readonly #existing = new Set<number>();
 
   constructor(store: Store) {
@@ -207,8 +207,11 @@ export class InboxData {
     for (const w of wants) {
       const { first, epoch } = await this.reserve(tx, w.userId, w.count);
       out.push({ first, epoch, pending: w.countPending ? await this.pendingCount(w.userId, tx) : 0 });
-      this.#existing.add(w.userId);
     }
+    // known to exist once committed: a row this transaction made is gone if it rolls back
+    this.#store.afterCommit(() => {
+      for (const w of wants) this.#existing.add(w.userId);
+    });
     return out;
   }
 
