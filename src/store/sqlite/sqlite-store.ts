@@ -123,10 +123,11 @@ export class SqliteStore implements Store {
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
     if (this.#poisoned !== undefined) return Promise.reject(this.#poisoned);
+    // success here does not set `up`: a transaction that wrote nothing (a login) commits on a full
+    // disk too; only the probe's write says the disk takes writes again
     return runTransaction(this.db, this.#driver, fn, async (committed) => {
       await committed;
       await this.#sync.durable();
-      this.#up = true;
     });
   }
 
@@ -184,7 +185,10 @@ export class SqliteStore implements Store {
       this.#probe = undefined;
       if (this.#up || this.#closed) return;
       this.transaction((tx) => sql`UPDATE schema_versions SET version = version WHERE owner = 'core'`.execute(tx)).then(
-        () => this.#log.info('storage writes again'),
+        () => {
+          this.#up = true;
+          this.#log.info('storage writes again');
+        },
         () => this.#probeSoon(),
       );
     }, 1000);

@@ -1,0 +1,150 @@
+/**
+ * STORAGE.md section 3.5 from the outside, with real faults instead of a
+ * patched `transaction`: a full disk (a 2 MiB tmpfs under a SQLite --data)
+ * and a PostgreSQL that stops answering without closing its sockets (every
+ * process of it SIGSTOPped: what a network partition or a hung host looks
+ * like). Each client must get an answer (`unavailable`, HTTP 503), /readyz
+ * must say 503 for as long as the store is down, and once the fault is gone
+ * the same connections write again and nothing that was refused shows up.
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
+import { RawConnection } from '../helpers/raw.ts';
+import { removeDir, startServer, tempDir, testPostgres, type TestServer } from '../helpers/server.ts';
+import { api } from '../helpers/ws.ts';
+import { errorOf, expectNoMoreFrames, PW } from '../helpers/users.ts';
+import { createDatabase, startPostgres } from '../../tools/postgres.ts';
+
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+const isRoot = process.getuid?.() === 0;
+
+async function started(args: string[], data?: string): Promise<{ srv: TestServer; base: string; ready(): Promise<number> }> {
+  const srv = await startServer(['--http-port', '0', '--user-rate', '0', ...args], data);
+  cleanup.push(() => srv.stop());
+  const base = `http://127.0.0.1:${srv.server.httpPort}`;
+  return { srv, base, ready: async () => (await fetch(`${base}/readyz`)).status };
+}
+
+async function open(port: number): Promise<RawConnection> {
+  const c = await RawConnection.open(port);
+  cleanup.push(() => c.close());
+  return c;
+}
+
+describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk (a 2 MiB tmpfs)', () => {
+  it('refuses every kind of write with unavailable, keeps /readyz at 503 until the disk has room, then writes again', { timeout: 30_000 }, async () => {
+    const mnt = tempDir('textserver-full-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+    cleanup.push(() => {
+      execFileSync('umount', [mnt]);
+      removeDir(mnt);
+    });
+    const data = join(mnt, 'data');
+    mkdirSync(data);
+    const { srv, base, ready } = await started([], data);
+    const c = await open(srv.port);
+    for (const u of ['fulla', 'fullb', 'fullc']) expect(await c.ask('register', u, PW)).toBe('ok');
+    const a = await open(srv.port);
+    expect(await a.ask('login', 'fulla', PW)).toBe('ok');
+    a.send('join', 'fullroom');
+    expect(await a.nextN(2)).toEqual(['room,fullroom,joined,fulla', 'ok']);
+    a.send('say', 'fullroom', 'kept');
+    expect((await a.nextN(2))[1]).toMatch(/^said,fullroom,/);
+    const token = (await api(base, 'POST', '/api/login', { user: 'fullb', password: PW })).json.token as string;
+    expect(await ready()).toBe(200);
+
+    // fill what is left of the disk
+    const fill = join(mnt, 'fill');
+    const fd = openSync(fill, 'w');
+    const block = Buffer.alloc(4096, 1);
+    try {
+      for (;;) writeSync(fd, block);
+    } catch (err) {
+      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    } finally {
+      closeSync(fd);
+    }
+    const big = 'x'.repeat(8000); // more than a page: it cannot fit in what SQLite has already allocated
+    expect(await a.ask('say', 'fullroom', big)).toMatch(errorOf('unavailable'));
+    expect(await a.ask('join', 'fullroom2')).toMatch(errorOf('unavailable'));
+    expect(await a.ask('register', 'fulld', PW)).toMatch(errorOf('unavailable'));
+    expect(await a.ask('send', 'fullc', 'msg', big)).toMatch(errorOf('unavailable'));
+    expect(await a.ask('once', 'fullkey', 'send', 'fullc', 'msg', big)).toMatch(errorOf('unavailable'));
+    expect(await a.ask('friend_request', 'fullb')).toMatch(errorOf('unavailable'));
+    const refused = await api(base, 'POST', '/api/rooms/fullroom3/join', undefined, token);
+    expect(refused).toMatchObject({ status: 503, json: { error: 'unavailable' } });
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(await ready()).toBe(503);
+
+    // a request whose transaction writes nothing succeeds on a full disk: that does not make the store writable again
+    const b = await open(srv.port);
+    expect(await b.ask('login', 'fullb', PW)).toBe('ok');
+    expect(await b.ask('whoami')).toBe('user,fullb');
+    expect(await ready()).toBe(503);
+
+    rmSync(fill);
+    await eventually(async () => expect(await ready()).toBe(200), 10_000, 50);
+    expect(await a.ask('history', 'fullroom', 'last', '10')).toMatch(/^history,fullroom,1,\d+,\d+,fulla,kept$/);
+    expect(await a.ask('rooms')).toBe('rooms,fullroom');
+    expect(await b.ask('friend_requests')).toBe('friend_requests');
+    // the once key was not recorded: it runs now
+    expect(await a.ask('once', 'fullkey', 'send', 'fullc', 'msg', 'after')).toBe('ok');
+    const cc = await open(srv.port);
+    expect(await cc.ask('login', 'fullc', PW)).toBe('ok');
+    expect(await cc.next()).toBe('send,fulla,msg,after');
+    await expectNoMoreFrames(cc);
+    expect(await a.ask('register', 'fulld', PW)).toBe('ok');
+    expect(await api(base, 'POST', '/api/rooms/fullroom3/join', undefined, token)).toMatchObject({ status: 204 });
+  });
+});
+
+/** The process ids of a PostgreSQL cluster: the postmaster and its children. */
+function postgresPids(dir: string): string[] {
+  const postmaster = readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]!.trim();
+  return [postmaster, ...execFileSync('pgrep', ['-P', postmaster]).toString().trim().split(/\s+/)];
+}
+
+describe.skipIf(testPostgres() === undefined)('PostgreSQL that stops answering (SIGSTOP: a hung host, a partition)', () => {
+  it('answers a write waiting on it with unavailable, /readyz 503 within 5 s, and recovers once it answers again', { timeout: 60_000 }, async () => {
+    const cluster = await startPostgres();
+    cleanup.push(() => cluster.stop());
+    const { srv, ready } = await started(['--store', await createDatabase(cluster.url, 'frozen')]);
+    const c = await open(srv.port);
+    for (const u of ['froza', 'frozb']) expect(await c.ask('register', u, PW)).toBe('ok');
+    const a = await open(srv.port);
+    expect(await a.ask('login', 'froza', PW)).toBe('ok');
+    expect(await ready()).toBe(200);
+
+    const pids = postgresPids(cluster.dir);
+    execFileSync('kill', ['-STOP', ...pids]);
+    let resumed = false;
+    const resume = () => {
+      if (!resumed) execFileSync('kill', ['-CONT', ...pids]);
+      resumed = true;
+    };
+    cleanup.push(resume);
+    const frozenAt = performance.now();
+    a.send('send', 'frozb', 'msg', 'frozen');
+    // CLUSTER.md rule 6: 503 within 5 s of PostgreSQL becoming unreachable (1 s of slack for a loaded machine)
+    await eventually(async () => expect(await ready()).toBe(503), 6000, 100);
+    // every request gets an answer: the pool's own bounds are 10 s, a loaded machine gets 5 s more
+    expect(await a.next(15_000)).toMatch(errorOf('unavailable'));
+    expect(performance.now() - frozenAt).toBeLessThan(15_000);
+    expect(await a.ask('whoami')).toBe('user,froza');
+
+    resume();
+    await eventually(async () => expect(await ready()).toBe(200), 10_000, 100);
+    await eventually(async () => expect(await a.ask('send', 'frozb', 'msg', 'after')).toBe('ok'), 10_000, 100);
+    const b = await open(srv.port);
+    expect(await b.ask('login', 'frozb', PW)).toBe('ok');
+    expect(await b.next()).toBe('send,froza,msg,after');
+    await expectNoMoreFrames(b);
+  });
+});
