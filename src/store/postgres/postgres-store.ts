@@ -22,10 +22,20 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 const FAILURE_STATES = /^(08|53|57P|58|XX)/;
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const FAILURE_TEXT =
-  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i;
+  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Query read timeout/i;
 
 const PROBE_MS = 2000;
 const PROBE_MAX_MS = 5000;
+/**
+ * A server that stops answering without closing its sockets (a hung host, a
+ * network partition) would leave a query, and the client connection whose
+ * request waits on it, waiting forever: no query waits longer than this for
+ * its answer (node-postgres then cuts the pipelined connection), and the
+ * request answers `unavailable`. Far above any query's time on a live server.
+ */
+const QUERY_TIMEOUT_MS = 10_000;
+/** The probe's own bound, connecting included: /readyz says 503 within 5 s of the server going silent (CLUSTER.md rule 6). */
+const PROBE_TIMEOUT_MS = 2500;
 
 /**
  * node-postgres writes each message (BEGIN, a statement's parse/bind/execute)
@@ -55,6 +65,9 @@ export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly db: Kysely<any>;
   readonly #pool: pg.Pool;
+  readonly #url: string;
+  /** The probe's own connection: a pool busy with slow requests is not a server that is down. */
+  #probeClient: pg.Client | undefined;
   /** Initialized by the first query, which `open` runs before anything can start a transaction. */
   readonly #driver: AmbientDriver;
   readonly #log: Logger;
@@ -64,10 +77,12 @@ export class PostgresStore implements Store {
 
   private constructor(url: string, log: Logger) {
     this.#log = log;
+    this.#url = url;
     this.#pool = new pg.Pool({
       connectionString: url,
       max: 16,
       connectionTimeoutMillis: 10_000, // includes waiting for a free pooled connection under load
+      query_timeout: QUERY_TIMEOUT_MS,
       idleTimeoutMillis: 30_000,
       options: '-c synchronous_commit=on',
       application_name: 'textserver',
@@ -161,7 +176,7 @@ export class PostgresStore implements Store {
     if (this.#closed) return;
     clearTimeout(this.#probe);
     this.#probe = setTimeout(() => {
-      sql`SELECT 1`.execute(this.db).then(
+      this.#ping().then(
         () => {
           if (!this.#up) this.#log.info('PostgreSQL reachable again');
           this.#up = true;
@@ -176,10 +191,50 @@ export class PostgresStore implements Store {
     this.#probe.unref();
   }
 
+  /** `SELECT 1` on the probe's connection, made again after any failure; rejects within PROBE_TIMEOUT_MS. */
+  async #ping(): Promise<void> {
+    let client = this.#probeClient;
+    try {
+      if (client === undefined) {
+        const made = new pg.Client({
+          connectionString: this.#url,
+          connectionTimeoutMillis: PROBE_TIMEOUT_MS,
+          query_timeout: PROBE_TIMEOUT_MS,
+          application_name: 'textserver',
+        });
+        // a connection closed while idle (a restart, idle_session_timeout) is replaced by the next ping, not counted as down
+        const dead = () => {
+          if (this.#probeClient === made) this.#probeClient = undefined;
+        };
+        made.on('error', dead);
+        made.on('end', dead);
+        this.#probeClient = client = made;
+        await made.connect();
+      }
+      await client.query('SELECT 1');
+      if (this.#closed) this.#dropProbeClient();
+    } catch (err) {
+      if (this.#probeClient === client) this.#probeClient = undefined;
+      endQuietly(client);
+      throw err;
+    }
+  }
+
+  #dropProbeClient(): void {
+    endQuietly(this.#probeClient);
+    this.#probeClient = undefined;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#probe);
+    this.#dropProbeClient();
     await this.db.destroy().catch(() => {});
   }
+}
+
+/** Not awaited: ending a connection to a server that does not answer waits for nothing useful. */
+function endQuietly(client: pg.Client | undefined): void {
+  client?.end().catch(() => {});
 }
