@@ -38,17 +38,40 @@ async function open(port: number): Promise<RawConnection> {
   return c;
 }
 
+/** A 2 MiB tmpfs with a --data directory in it, unmounted after the test; `fill` takes what is left of it. */
+function smallDisk(): { data: string; fill(): void; free(): void } {
+  const mnt = tempDir('textserver-full-');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+  cleanup.push(() => {
+    execFileSync('umount', [mnt]);
+    removeDir(mnt);
+  });
+  const data = join(mnt, 'data');
+  mkdirSync(data);
+  const filler = join(mnt, 'fill');
+  return {
+    data,
+    fill() {
+      const fd = openSync(filler, 'w');
+      const block = Buffer.alloc(4096, 1);
+      try {
+        for (;;) writeSync(fd, block);
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      } finally {
+        closeSync(fd);
+      }
+    },
+    free() {
+      rmSync(filler);
+    },
+  };
+}
+
 describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk (a 2 MiB tmpfs)', () => {
   it('refuses every kind of write with unavailable, keeps /readyz at 503 until the disk has room, then writes again', { timeout: 30_000 }, async () => {
-    const mnt = tempDir('textserver-full-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-    cleanup.push(() => {
-      execFileSync('umount', [mnt]);
-      removeDir(mnt);
-    });
-    const data = join(mnt, 'data');
-    mkdirSync(data);
-    const { srv, base, ready } = await started([], data);
+    const disk = smallDisk();
+    const { srv, base, ready } = await started([], disk.data);
     const c = await open(srv.port);
     for (const u of ['fulla', 'fullb', 'fullc']) expect(await c.ask('register', u, PW)).toBe('ok');
     const a = await open(srv.port);
@@ -60,17 +83,7 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     const token = (await api(base, 'POST', '/api/login', { user: 'fullb', password: PW })).json.token as string;
     expect(await ready()).toBe(200);
 
-    // fill what is left of the disk
-    const fill = join(mnt, 'fill');
-    const fd = openSync(fill, 'w');
-    const block = Buffer.alloc(4096, 1);
-    try {
-      for (;;) writeSync(fd, block);
-    } catch (err) {
-      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
-    } finally {
-      closeSync(fd);
-    }
+    disk.fill();
     const big = 'x'.repeat(8000); // more than a page: it cannot fit in what SQLite has already allocated
     expect(await a.ask('say', 'fullroom', big)).toMatch(errorOf('unavailable'));
     expect(await a.ask('join', 'fullroom2')).toMatch(errorOf('unavailable'));
@@ -89,7 +102,7 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     expect(await b.ask('whoami')).toBe('user,fullb');
     expect(await ready()).toBe(503);
 
-    rmSync(fill);
+    disk.free();
     await eventually(async () => expect(await ready()).toBe(200), 10_000, 50);
     expect(await a.ask('history', 'fullroom', 'last', '10')).toMatch(/^history,fullroom,1,\d+,\d+,fulla,kept$/);
     expect(await a.ask('rooms')).toBe('rooms,fullroom');
@@ -102,6 +115,24 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     await expectNoMoreFrames(cc);
     expect(await a.ask('register', 'fulld', PW)).toBe('ok');
     expect(await api(base, 'POST', '/api/rooms/fullroom3/join', undefined, token)).toMatchObject({ status: 204 });
+  });
+
+  it('a write that fails in the background (the stored messages of a login, which cannot be deleted) also says 503, and they follow once the disk has room', { timeout: 30_000 }, async () => {
+    const disk = smallDisk();
+    const { srv, ready } = await started([], disk.data);
+    const c = await open(srv.port);
+    for (const u of ['drainfa', 'drainfb']) expect(await c.ask('register', u, PW)).toBe('ok');
+    expect(await c.ask('login', 'drainfa', PW)).toBe('ok');
+    for (let i = 0; i < 5; i++) expect(await c.ask('send', 'drainfb', 'msg', `m${i}`)).toBe('ok');
+    disk.fill();
+    const b = await open(srv.port);
+    expect(await b.ask('login', 'drainfb', PW)).toBe('ok');
+    // nothing else writes: the drain's own failure is the only sign that the disk is full
+    await eventually(async () => expect(await ready()).toBe(503), 5000, 50);
+    disk.free();
+    await eventually(async () => expect(await ready()).toBe(200), 10_000, 50);
+    expect(await b.nextN(5, 10_000)).toEqual([0, 1, 2, 3, 4].map((i) => `send,drainfa,msg,m${i}`));
+    await expectNoMoreFrames(b);
   });
 });
 

@@ -121,9 +121,12 @@ export class PostgresStore implements Store {
   }
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    return runTransaction(this.db, this.#driver, fn, async () => {
+    const done = runTransaction(this.db, this.#driver, fn, async () => {
       this.#up = true;
     });
+    // a failure in work no request waits on (a mailbox drain, a sweep) marks the store down too (readiness)
+    done.catch((err: unknown) => this.isFailure(err));
+    return done;
   }
 
   afterCommit(fn: () => void): void {

@@ -125,10 +125,13 @@ export class SqliteStore implements Store {
     if (this.#poisoned !== undefined) return Promise.reject(this.#poisoned);
     // success here does not set `up`: a transaction that wrote nothing (a login) commits on a full
     // disk too; only the probe's write says the disk takes writes again
-    return runTransaction(this.db, this.#driver, fn, async (committed) => {
+    const done = runTransaction(this.db, this.#driver, fn, async (committed) => {
       await committed;
       await this.#sync.durable();
     });
+    // a failure in work no request waits on (a mailbox drain, a sweep) marks the store down too (readiness)
+    done.catch((err: unknown) => this.isFailure(err));
+    return done;
   }
 
   afterCommit(fn: () => void): void {
