@@ -134,6 +134,38 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     expect(await b.nextN(5, 10_000)).toEqual([0, 1, 2, 3, 4].map((i) => `send,drainfa,msg,m${i}`));
     await expectNoMoreFrames(b);
   });
+  it('a read never shows a write whose commit then fails: a history taken while a say is refused does not hold it', { timeout: 30_000 }, async () => {
+    const disk = smallDisk();
+    const { srv } = await started([], disk.data);
+    const c = await open(srv.port);
+    for (const u of ['ghosta', 'ghostb']) expect(await c.ask('register', u, PW)).toBe('ok');
+    const a = await open(srv.port);
+    const b = await open(srv.port);
+    expect(await a.ask('login', 'ghosta', PW)).toBe('ok');
+    expect(await b.ask('login', 'ghostb', PW)).toBe('ok');
+    a.send('join', 'ghostroom');
+    expect(await a.nextN(2)).toEqual(['room,ghostroom,joined,ghosta', 'ok']);
+    b.send('join', 'ghostroom');
+    expect(await b.nextN(2)).toEqual(['room,ghostroom,joined,ghostb', 'ok']);
+    expect(await a.next()).toBe('room,ghostroom,joined,ghostb');
+    disk.fill();
+    // the say and the history reach the server together, so both run before the end of the turn's batch
+    for (let i = 0; i < 40; i++) {
+      const text = `ghost${i}:${'g'.repeat(6000)}`;
+      a.socket.cork();
+      b.socket.cork();
+      a.send('say', 'ghostroom', text);
+      b.send('history', 'ghostroom', 'last', '5');
+      a.socket.uncork();
+      b.socket.uncork();
+      const said = await a.next();
+      const history = await b.next();
+      if (said.startsWith('said,')) continue; // the disk had room for this one after all
+      expect(said).toMatch(errorOf('unavailable'));
+      expect(history).not.toContain(`ghost${i}:`);
+    }
+    disk.free();
+  });
 });
 
 /** The process ids of a PostgreSQL cluster: the postmaster and its children. */
