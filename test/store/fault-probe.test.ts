@@ -73,7 +73,12 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     const disk = smallDisk();
     const { srv, base, ready } = await started([], disk.data);
     const c = await open(srv.port);
-    for (const u of ['fulla', 'fullb', 'fullc']) expect(await c.ask('register', u, PW)).toBe('ok');
+    for (const u of ['fulla', 'fullb', 'fullc', 'fulli']) expect(await c.ask('register', u, PW)).toBe('ok');
+    // an inbox client (DELIVERY.md), online: a send to it is an inbox entry
+    const inbox = await open(srv.port);
+    expect(await inbox.ask('sync')).toBe('ok');
+    expect(await inbox.ask('login', 'fulli', PW)).toBe('ok');
+    expect(await inbox.ask('resume', '', '0')).toMatch(/^resumed,[A-Za-z0-9]+,0$/);
     const a = await open(srv.port);
     expect(await a.ask('login', 'fulla', PW)).toBe('ok');
     a.send('join', 'fullroom');
@@ -91,9 +96,15 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     expect(await a.ask('send', 'fullc', 'msg', big)).toMatch(errorOf('unavailable'));
     expect(await a.ask('once', 'fullkey', 'send', 'fullc', 'msg', big)).toMatch(errorOf('unavailable'));
     expect(await a.ask('friend_request', 'fullb')).toMatch(errorOf('unavailable'));
+    expect(await a.ask('send', 'fulli', 'msg', big)).toMatch(errorOf('unavailable'));
     const refused = await api(base, 'POST', '/api/rooms/fullroom3/join', undefined, token);
     expect(refused).toMatchObject({ status: 503, json: { error: 'unavailable' } });
     expect(refused.headers.get('retry-after')).toBe('1');
+    const unavailable = { status: 503, json: { error: 'unavailable' } };
+    expect(await api(base, 'POST', '/api/register', { user: 'fulle', password: PW })).toMatchObject(unavailable);
+    expect(await api(base, 'POST', '/api/login', { user: 'fullb', password: PW })).toMatchObject(unavailable);
+    expect(await api(base, 'POST', '/api/send/fullc', { command: 'msg', args: [big] }, token)).toMatchObject(unavailable);
+    expect(await api(base, 'POST', '/messages/post', { user: 'kfcr', content: big })).toMatchObject(unavailable);
     expect(await ready()).toBe(503);
 
     // a request whose transaction writes nothing succeeds on a full disk: that does not make the store writable again
@@ -109,6 +120,10 @@ describe.skipIf(testPostgres() !== undefined || !isRoot)('SQLite on a full disk 
     expect(await b.ask('friend_requests')).toBe('friend_requests');
     // the once key was not recorded: it runs now
     expect(await a.ask('once', 'fullkey', 'send', 'fullc', 'msg', 'after')).toBe('ok');
+    await expectNoMoreFrames(inbox);
+    expect(await a.ask('send', 'fulli', 'msg', 'after')).toBe('ok');
+    expect(await inbox.next()).toBe('inbox,1,send,fulla,msg,after');
+    expect(await api(base, 'POST', '/api/register', { user: 'fulle', password: PW })).toMatchObject({ status: 201 });
     const cc = await open(srv.port);
     expect(await cc.ask('login', 'fullc', PW)).toBe('ok');
     expect(await cc.next()).toBe('send,fulla,msg,after');
