@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
 import { RawConnection } from '../helpers/raw.ts';
-import { removeDir, startServer, tempDir, testPostgres, type TestServer } from '../helpers/server.ts';
+import { removeDir, spawnServer, startServer, tempDir, testPostgres, type TestServer } from '../helpers/server.ts';
 import { api } from '../helpers/ws.ts';
 import { errorOf, expectNoMoreFrames, PW } from '../helpers/users.ts';
 import { createDatabase, startPostgres } from '../../tools/postgres.ts';
@@ -224,5 +224,78 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL that stops answering (
     expect(await b.ask('login', 'frozb', PW)).toBe('ok');
     expect(await b.next()).toBe('send,froza,msg,after');
     await expectNoMoreFrames(b);
+  });
+});
+
+describe('SIGKILL right after acknowledgements', () => {
+  it('keeps every acknowledged say, join, friend request, inbox entry, once send and HTTP post', { timeout: 60_000 }, async () => {
+    const data = tempDir('textserver-kill-');
+    cleanup.push(() => removeDir(data));
+    const spawnIt = async () => {
+      const s = await spawnServer(['--data', data, '--http-port', '0', '--user-rate', '0']);
+      cleanup.push(() => s.proc.kill('SIGKILL'));
+      const http = (JSON.parse(await s.waitForLine(/"transport":"http"/)) as { port: number }).port;
+      return { ...s, base: `http://127.0.0.1:${http}` };
+    };
+    const s = await spawnIt();
+    const c = await open(s.port);
+    const friends = Array.from({ length: 20 }, (_, i) => `killf${i}`);
+    for (const u of ['killa', 'killi', ...friends]) expect(await c.ask('register', u, PW)).toBe('ok');
+    const inbox = await open(s.port);
+    expect(await inbox.ask('sync')).toBe('ok');
+    expect(await inbox.ask('login', 'killi', PW)).toBe('ok');
+    expect(await inbox.ask('resume', '', '0')).toMatch(/^resumed,/);
+    inbox.close();
+    const token = (await api(s.base, 'POST', '/api/login', { user: 'killi', password: PW })).json.token as string;
+    expect(await api(s.base, 'POST', '/api/rooms/killhttp/join', undefined, token)).toMatchObject({ status: 204 });
+    const a = await open(s.port);
+    expect(await a.ask('login', 'killa', PW)).toBe('ok');
+    a.send('join', 'killroom');
+    expect(await a.nextN(2)).toEqual(['room,killroom,joined,killa', 'ok']);
+
+    // pipelined, with an HTTP post beside each: the kill comes right after the last acknowledgement
+    const posted: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      a.send('req', `s${i}`, 'say', 'killroom', `said${i}`);
+      a.send('req', `j${i}`, 'join', `killjoin${i}`);
+      a.send('req', `f${i}`, 'friend_request', friends[i]!);
+      a.send('req', `i${i}`, 'send', 'killi', 'msg', `entry${i}`);
+      a.send('req', `o${i}`, 'once', `killkey${i}`, 'send', 'killi', 'msg', `once${i}`);
+      const post = await api(s.base, 'POST', '/api/rooms/killhttp/messages', { text: `post${i}` }, token);
+      expect(post.status).toBe(201);
+      posted.push(post.json.id as number);
+    }
+    // per round: the say and the join each with its push, three plain replies
+    const replies = (await a.nextN(140, 20_000)).filter((f) => f.startsWith('req,'));
+    expect(replies).toHaveLength(100);
+    for (const r of replies) expect(r).toMatch(/^req,[sjfio]\d+,(said,killroom,\d+,\d+|ok)$/);
+    s.proc.kill('SIGKILL');
+    await s.exited;
+
+    const t = await spawnIt();
+    const b = await open(t.port);
+    expect(await b.ask('login', 'killa', PW)).toBe('ok');
+    const history = await b.ask('history', 'killroom', 'last', '50');
+    expect(history.split(',').filter((f) => f.startsWith('said'))).toEqual(Array.from({ length: 20 }, (_, i) => `said${i}`));
+    expect((await b.ask('rooms')).split(',').filter((r) => r.startsWith('killjoin'))).toHaveLength(20);
+    for (const f of friends) {
+      const fc = await open(t.port);
+      expect(await fc.ask('sync')).toBe('ok'); // the request's stored push stays in the inbox: only the list is read here
+      expect(await fc.ask('login', f, PW)).toBe('ok');
+      expect(await fc.ask('friend_requests')).toBe('friend_requests,killa');
+      fc.close();
+    }
+    const i2 = await open(t.port);
+    expect(await i2.ask('sync')).toBe('ok');
+    expect(await i2.ask('login', 'killi', PW)).toBe('ok');
+    expect(await i2.ask('resume', '', '0')).toMatch(/^resumed,[A-Za-z0-9]+,40$/);
+    const entries = (await i2.nextN(40)).map((f) => f.split(',').slice(2).join(','));
+    expect(entries.filter((e) => e.includes('entry'))).toEqual(Array.from({ length: 20 }, (_, i) => `send,killa,msg,entry${i}`));
+    expect(entries.filter((e) => e.includes(',once'))).toEqual(Array.from({ length: 20 }, (_, i) => `send,killa,msg,once${i}`));
+    // a repeated once key is answered from what was recorded, not run again
+    expect(await b.ask('once', 'killkey0', 'send', 'killi', 'msg', 'again')).toBe('ok');
+    await expectNoMoreFrames(i2);
+    const messages = await api(t.base, 'GET', '/api/rooms/killhttp/messages?last=50', undefined, token);
+    expect((messages.json.messages as { id: number; text: string }[]).map((m) => [m.id, m.text])).toEqual(posted.map((id, i) => [id, `post${i}`]));
   });
 });
