@@ -110,9 +110,12 @@ class Borrowed implements DatabaseConnection {
 }
 
 /** Wraps a backend's driver so that queries in a transaction's call chain use its connection. */
+/** A backend whose connection may hold writes not yet committed asks to know which acquisitions are reads outside a transaction. */
+type InnerDriver = Driver & { acquireReadConnection?(): Promise<DatabaseConnection> };
+
 export class AmbientDriver implements Driver {
-  readonly #inner: Driver;
-  constructor(inner: Driver) {
+  readonly #inner: InnerDriver;
+  constructor(inner: InnerDriver) {
     this.#inner = inner;
   }
   init(): Promise<void> {
@@ -121,7 +124,7 @@ export class AmbientDriver implements Driver {
   async acquireConnection(): Promise<DatabaseConnection> {
     const a = open();
     if (a?.conn !== undefined) return new Borrowed(a.conn);
-    return this.#inner.acquireConnection();
+    return this.#inner.acquireReadConnection !== undefined ? this.#inner.acquireReadConnection() : this.#inner.acquireConnection();
   }
   /**
    * What Kysely's `db.transaction().execute(fn)` does, without building a

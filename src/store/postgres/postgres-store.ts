@@ -22,15 +22,19 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 const FAILURE_STATES = /^(08|53|57P|58|XX)/;
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const FAILURE_TEXT =
-  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i;
+  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Query read timeout/i;
 
 const PROBE_MS = 2000;
 const PROBE_MAX_MS = 5000;
 /**
- * A probe not answered in this long says PostgreSQL is unreachable: a frozen
- * server, or a network lost without a reset, keeps its connections open and
- * answers nothing, and /readyz must say 503 within 5 s (CLUSTER.md rule 6).
+ * A server that stops answering without closing its sockets (a hung host, a
+ * network partition) would leave a query, and the client connection whose
+ * request waits on it, waiting forever: no query waits longer than this for
+ * its answer (node-postgres then cuts the pipelined connection), and the
+ * request answers `unavailable`. Far above any query's time on a live server.
  */
+const QUERY_TIMEOUT_MS = 10_000;
+/** The probe's own bound, connecting included: /readyz says 503 within 5 s of the server going silent (CLUSTER.md rule 6). */
 const PROBE_TIMEOUT_MS = 2500;
 
 /**
@@ -61,21 +65,24 @@ export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly db: Kysely<any>;
   readonly #pool: pg.Pool;
+  readonly #url: string;
+  /** The probe's own connection: a pool busy with slow requests is not a server that is down. */
+  #probeClient: pg.Client | undefined;
   /** Initialized by the first query, which `open` runs before anything can start a transaction. */
   readonly #driver: AmbientDriver;
   readonly #log: Logger;
   #up = true;
   #probe: NodeJS.Timeout | undefined;
-  /** A probe waits for its answer: the next one is scheduled when it has one (no pile of hung probes). */
-  #probing = false;
   #closed = false;
 
   private constructor(url: string, log: Logger) {
     this.#log = log;
+    this.#url = url;
     this.#pool = new pg.Pool({
       connectionString: url,
       max: 16,
       connectionTimeoutMillis: 10_000, // includes waiting for a free pooled connection under load
+      query_timeout: QUERY_TIMEOUT_MS,
       idleTimeoutMillis: 30_000,
       options: '-c synchronous_commit=on',
       application_name: 'textserver',
@@ -114,9 +121,12 @@ export class PostgresStore implements Store {
   }
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
-    return runTransaction(this.db, this.#driver, fn, async () => {
+    const done = runTransaction(this.db, this.#driver, fn, async () => {
       this.#up = true;
     });
+    // a failure in work no request waits on (a mailbox drain, a sweep) marks the store down too (readiness)
+    done.catch((err: unknown) => this.isFailure(err));
+    return done;
   }
 
   afterCommit(fn: () => void): void {
@@ -166,27 +176,16 @@ export class PostgresStore implements Store {
 
   /** Probes the server: every PROBE_MS while up, with back-off while down. */
   #schedule(ms: number): void {
-    if (this.#closed || this.#probing) return;
+    if (this.#closed) return;
     clearTimeout(this.#probe);
     this.#probe = setTimeout(() => {
-      this.#probing = true;
-      const silent = setTimeout(() => {
-        if (this.#up) this.#failed(new Error(`no answer to a probe within ${PROBE_TIMEOUT_MS} ms`));
-      }, PROBE_TIMEOUT_MS);
-      silent.unref();
-      const settled = () => {
-        clearTimeout(silent);
-        this.#probing = false;
-      };
-      sql`SELECT 1`.execute(this.db).then(
+      this.#ping().then(
         () => {
-          settled();
           if (!this.#up) this.#log.info('PostgreSQL reachable again');
           this.#up = true;
           this.#schedule(PROBE_MS);
         },
         (err: unknown) => {
-          settled();
           if (this.#up) this.#failed(err as Error);
           this.#schedule(Math.min(PROBE_MAX_MS, ms * 2));
         },
@@ -195,10 +194,50 @@ export class PostgresStore implements Store {
     this.#probe.unref();
   }
 
+  /** `SELECT 1` on the probe's connection, made again after any failure; rejects within PROBE_TIMEOUT_MS. */
+  async #ping(): Promise<void> {
+    let client = this.#probeClient;
+    try {
+      if (client === undefined) {
+        const made = new pg.Client({
+          connectionString: this.#url,
+          connectionTimeoutMillis: PROBE_TIMEOUT_MS,
+          query_timeout: PROBE_TIMEOUT_MS,
+          application_name: 'textserver',
+        });
+        // a connection closed while idle (a restart, idle_session_timeout) is replaced by the next ping, not counted as down
+        const dead = () => {
+          if (this.#probeClient === made) this.#probeClient = undefined;
+        };
+        made.on('error', dead);
+        made.on('end', dead);
+        this.#probeClient = client = made;
+        await made.connect();
+      }
+      await client.query('SELECT 1');
+      if (this.#closed) this.#dropProbeClient();
+    } catch (err) {
+      if (this.#probeClient === client) this.#probeClient = undefined;
+      endQuietly(client);
+      throw err;
+    }
+  }
+
+  #dropProbeClient(): void {
+    endQuietly(this.#probeClient);
+    this.#probeClient = undefined;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#probe);
+    this.#dropProbeClient();
     await this.db.destroy().catch(() => {});
   }
+}
+
+/** Not awaited: ending a connection to a server that does not answer waits for nothing useful. */
+function endQuietly(client: pg.Client | undefined): void {
+  client?.end().catch(() => {});
 }

@@ -152,6 +152,20 @@ class SqliteDriver implements Driver {
     return this.#connection;
   }
 
+  /**
+   * For a read outside any transaction. The turn's batch is still open
+   * (its transactions released, its COMMIT not yet run) and the connection
+   * would show its writes; if that COMMIT then failed (a full disk) the
+   * reader would have answered with rows that were never stored and whose
+   * writers get `unavailable`. So the read commits the batch first, and
+   * reads only what SQLite committed.
+   */
+  async acquireReadConnection(): Promise<DatabaseConnection> {
+    await this.#mutex.lock();
+    if (this.#batch !== undefined) this.#commitHeld(this.#batch);
+    return this.#connection;
+  }
+
   async beginTransaction(): Promise<void> {
     if (this.#batch === undefined) {
       // IMMEDIATE: take the write lock now, not at the first write, so a
@@ -193,21 +207,26 @@ class SqliteDriver implements Driver {
   async #commit(batch: Batch): Promise<void> {
     await this.#mutex.lock();
     try {
-      if (this.#batch !== batch) return;
-      this.#batch = undefined;
-      try {
-        this.#connection.exec('COMMIT');
-      } catch (err) {
-        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-        batch.reject(err as Error);
-        return;
-      }
-      // a batch of reads only (a replay's pages) waits for no fsync of its own
-      if (this.#connection.totalChanges() !== batch.changesBefore) this.#onCommit();
-      batch.resolve();
+      // already committed by a read that came first
+      if (this.#batch === batch) this.#commitHeld(batch);
     } finally {
       this.#mutex.unlock();
     }
+  }
+
+  /** COMMITs the open batch; the caller holds the mutex. */
+  #commitHeld(batch: Batch): void {
+    this.#batch = undefined;
+    try {
+      this.#connection.exec('COMMIT');
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      batch.reject(err as Error);
+      return;
+    }
+    // a batch of reads only (a replay's pages) waits for no fsync of its own
+    if (this.#connection.totalChanges() !== batch.changesBefore) this.#onCommit();
+    batch.resolve();
   }
 
   /** Settles once the open batch (if any) has committed. */

@@ -123,11 +123,15 @@ export class SqliteStore implements Store {
 
   transaction<R>(fn: (tx: Kysely<any>) => Promise<R>): Promise<R> {
     if (this.#poisoned !== undefined) return Promise.reject(this.#poisoned);
-    return runTransaction(this.db, this.#driver, fn, async (committed) => {
+    // success here does not set `up`: a transaction that wrote nothing (a login) commits on a full
+    // disk too; only the probe's write says the disk takes writes again
+    const done = runTransaction(this.db, this.#driver, fn, async (committed) => {
       await committed;
       await this.#sync.durable();
-      this.#up = true;
     });
+    // a failure in work no request waits on (a mailbox drain, a sweep) marks the store down too (readiness)
+    done.catch((err: unknown) => this.isFailure(err));
+    return done;
   }
 
   afterCommit(fn: () => void): void {
@@ -184,7 +188,10 @@ export class SqliteStore implements Store {
       this.#probe = undefined;
       if (this.#up || this.#closed) return;
       this.transaction((tx) => sql`UPDATE schema_versions SET version = version WHERE owner = 'core'`.execute(tx)).then(
-        () => this.#log.info('storage writes again'),
+        () => {
+          this.#up = true;
+          this.#log.info('storage writes again');
+        },
         () => this.#probeSoon(),
       );
     }, 1000);
