@@ -222,7 +222,7 @@ export default defineModule({
   },
   migrations: ROOM_MIGRATIONS,
   async setup(ctx) {
-    const store = await RoomStore.open(ctx.server.store);
+    const store = await RoomStore.open(ctx.server.store, ctx.server.hub.cluster !== undefined);
     const service = roomsService(ctx.server, store, ctx.options['history-max-bytes']);
     const cluster = ctx.server.hub.cluster;
     const leaveCluster = cluster === undefined ? () => {} : await joinCluster(ctx.server, cluster, store);
