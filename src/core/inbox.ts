@@ -82,6 +82,8 @@ export class Inbox implements InboxApi {
   readonly #heard = new HeardSeqs();
   /** In a cluster: the stream head when each version 1 connection logged in (a live entry lost meanwhile goes to the connections that were logged in at its commit). */
   readonly #since = new WeakMap<Session, number>();
+  /** A version 1 login's head, read before its reply (prepareLogin), until the login completes. */
+  readonly #prepared = new WeakMap<Session, { userId: number; head: Promise<number | undefined> }>();
   /** Users whose recovery runs. */
   readonly #recovering = new Map<number, Recovery>();
   /** Inbox connections (those that sent `sync`), streaming or not. */
@@ -142,31 +144,47 @@ export class Inbox implements InboxApi {
   }
 
   /**
-   * In a cluster: reads the user's stream head for a version 1 login (its
-   * subscription is active by now, rule 5), so that a recovery knows from
-   * where this node may have missed entries (heard-seqs.ts) and which of
-   * its connections a lost live entry was for (one committed after the
-   * head it read). Tried again while the store refuses, as long as the
-   * connection is the user's. An entry committed while that read runs and
-   * lost too (Redis went away in that instant) would not reach it.
+   * In a cluster, before a version 1 login's reply (its subscription is
+   * active by then, rule 5): reads the user's stream head, so that a
+   * recovery knows from where this node may have missed entries
+   * (heard-seqs.ts) and which of its connections a lost live entry was for
+   * (one committed after the head it read). Read before the reply, so an
+   * entry sent once the client has its `ok` always counts as after. Bounded
+   * by the reply wait; a read that fails is made again after the login.
    */
+  prepareLogin(session: Session, userId: number): Promise<unknown> | undefined {
+    if (this.#hub.bus === undefined || this.#streams.has(session) || session.user?.id === userId) return undefined;
+    const head = this.#readHead(() => false, userId);
+    this.#prepared.set(session, { userId, head });
+    return Promise.race([head, new Promise((resolve) => setTimeout(resolve, this.#settings.replyWaitMs()).unref())]);
+  }
+
+  /** After a version 1 login: the head read before its reply (or read now), for the recovery's bookkeeping. */
   #baseline(session: Session, userId: number): void {
     if (this.#hub.bus === undefined) return;
-    const read = async (): Promise<number | undefined> => {
-      for (let wait = BASE_RETRY_MS; ; wait = Math.min(2000, wait * 2)) {
-        try {
-          const row = await this.#data.durableRead((db) => this.#data.stream(db, userId));
-          const head = row === undefined ? 0 : Number(row.head);
-          if (session.user?.id === userId) this.#since.set(session, head);
-          return head;
-        } catch (err) {
-          if (wait === BASE_RETRY_MS) this.#log.warn({ err: (err as Error).message, user: userId }, 'inbox head unreadable at login; trying again');
-          await new Promise((resolve) => setTimeout(resolve, wait).unref());
-          if (this.#closed || session.user?.id !== userId) return undefined;
-        }
+    const prepared = this.#prepared.get(session);
+    this.#prepared.delete(session);
+    const isUser = () => !this.#closed && session.user?.id === userId;
+    const head = (prepared?.userId === userId ? prepared.head : Promise.resolve(undefined)).then((h) => h ?? this.#readHead(isUser, userId));
+    const based = head.then((h) => {
+      if (h !== undefined && session.user?.id === userId) this.#since.set(session, h);
+      return h;
+    });
+    this.#heard.track(userId, this.#track(based));
+  }
+
+  /** The user's stream head (0 for none yet), tried again while the store refuses and `keepTrying()` holds; undefined once it does not. */
+  async #readHead(keepTrying: () => boolean, userId: number): Promise<number | undefined> {
+    for (let wait = BASE_RETRY_MS; ; wait = Math.min(2000, wait * 2)) {
+      try {
+        const row = await this.#data.durableRead((db) => this.#data.stream(db, userId));
+        return row === undefined ? 0 : Number(row.head);
+      } catch (err) {
+        if (wait === BASE_RETRY_MS) this.#log.warn({ err: (err as Error).message, user: userId }, 'inbox head unreadable at login; trying again');
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        if (!keepTrying()) return undefined;
       }
-    };
-    this.#heard.track(userId, this.#track(read()));
+    }
   }
 
   /** The connection stopped being its user (closed, logged out, or logged in as another). */

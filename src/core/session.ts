@@ -149,7 +149,8 @@ export class Session implements SessionApi {
     if (ready === undefined) return;
     this.#releaseLoginHold();
     this.#loginHold = user.id;
-    this.delayReply(ready);
+    // and a version 1 login's inbox head is read once that subscription is active, before the reply
+    this.delayReply(ready.then(() => this.#core.hub.inbox.prepareLogin(this, user.id)));
   }
 
   #releaseLoginHold(): void {
