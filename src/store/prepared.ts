@@ -57,13 +57,26 @@ export function prepared<A extends Record<string, unknown>, O = unknown>(
   };
 }
 
+/**
+ * The SQL of every prepared query, each with a short name: a backend that
+ * can keep a statement parsed and planned on its connection (PostgreSQL's
+ * named statements) does so for these, and for nothing built each time
+ * (whose texts vary without bound).
+ */
+const names = new Map<string, string>();
+
+/** The name of a prepared query's SQL, or undefined for any other text. */
+export function preparedName(sql: string): string | undefined {
+  return names.get(sql);
+}
+
 function compile<A extends Record<string, unknown>, O>(
   db: Kysely<any>,
   build: (db: Kysely<any>, $: <K extends keyof A & string>(name: K) => A[K]) => Compilable<O>,
 ): Compiled<A> {
-  const names = new Set<string>();
+  const placeholders = new Set<string>();
   const template = build(db, (name) => {
-    names.add(name);
+    placeholders.add(name);
     return `${MARK}${name}` as never;
   }).compile();
   const seen = new Set<string>();
@@ -73,6 +86,7 @@ function compile<A extends Record<string, unknown>, O>(
     seen.add(arg);
     return { arg };
   });
-  for (const name of names) if (!seen.has(name)) throw new Error(`prepared query: placeholder ${name} is not a parameter of the SQL`);
+  for (const name of placeholders) if (!seen.has(name)) throw new Error(`prepared query: placeholder ${name} is not a parameter of the SQL`);
+  if (!names.has(template.sql)) names.set(template.sql, `textserver_${names.size + 1}`);
   return { template, slots };
 }

@@ -13,6 +13,7 @@ import { migrate } from '../migrations.ts';
 import { redactUrl } from '../../redact-url.ts';
 import { ConfigError } from '../../config.ts';
 import { NulSafePostgresDialect } from './nul-safe.ts';
+import { preparedName } from '../prepared.ts';
 import type { Migration, Store } from '../store.ts';
 
 // int8 (ids, times, counts) as numbers: they stay far below 2^53
@@ -61,6 +62,21 @@ function holdWritesForTurn(client: pg.PoolClient): void {
   } as typeof stream.write;
 }
 
+/**
+ * Kysely sends every query unnamed, so PostgreSQL parses and plans it each
+ * time. The hot ones (prepared.ts: a room message, an inbox head and entry)
+ * go as named statements instead: parsed and planned once per connection,
+ * then only bound and executed.
+ */
+function nameHotStatements(client: pg.PoolClient): void {
+  const query = client.query as (...args: unknown[]) => unknown;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.PoolClient, config: unknown, values?: unknown, callback?: unknown) {
+    const name = typeof config === 'string' && Array.isArray(values) ? preparedName(config) : undefined;
+    if (name === undefined) return query.call(this, config, values, callback);
+    return query.call(this, { name, text: config, values }, callback);
+  };
+}
+
 export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly db: Kysely<any>;
@@ -97,6 +113,7 @@ export class PostgresStore implements Store {
     this.#pool.on('connect', (client) => {
       client.on('error', (err) => this.#failed(err));
       holdWritesForTurn(client);
+      nameHotStatements(client);
     });
     const dialect = new NulSafePostgresDialect({ pool: this.#pool });
     this.db = new Kysely<any>({ dialect });
