@@ -46,6 +46,16 @@ async function befriend(ca: RawConnection, a: string, cb: RawConnection, b: stri
   expect(await next(ca)).toBe(`friend,added,${b}`);
 }
 
+/**
+ * The next frame other than `skip`. A friend's `presence,<b>,online` comes
+ * through Redis and the `friend,added` through the inbox, so it may arrive
+ * after everything `befriend` read.
+ */
+async function nextBut(c: RawConnection, skip: string): Promise<string> {
+  const f = await c.next();
+  return f === skip ? c.next() : f;
+}
+
 describe.skipIf(redisBin() === undefined)('faults', () => {
   it('a node killed with SIGKILL takes its users offline for the others within the TTL plus 2 s', { timeout: 40_000 }, async () => {
     const redisUrl = (await ownRedis()).url;
@@ -121,7 +131,7 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
     await befriend(ca, a!, cb, b!);
     const stopping = go.stop();
     const started = performance.now();
-    expect(await ca.next()).toBe(`presence,${b},offline`);
+    expect(await nextBut(ca, `presence,${b},online`)).toBe(`presence,${b},offline`);
     expect(performance.now() - started).toBeLessThan(1000);
     await stopping;
   });
@@ -147,7 +157,7 @@ describe.skipIf(redisBin() === undefined)('faults', () => {
       await eventually(async () => expect((await db.query<{ n: number }>(waiting)).rows[0]!.n).toBeGreaterThan(0));
       const stopping = go.stop();
       const started = performance.now();
-      expect(await ca.next()).toBe(`presence,${b},offline`);
+      expect(await nextBut(ca, `presence,${b},online`)).toBe(`presence,${b},offline`);
       expect(performance.now() - started).toBeLessThan(1000);
       await db.query('ROLLBACK');
       // nothing acknowledged lost: the send finishes, is answered, and reaches a
