@@ -5,6 +5,7 @@
  */
 import { PostgresAdapter, sql, type Generated, type Kysely } from 'kysely';
 import { prepared, type Migration, type StoreApi } from '../src/core/module-api.ts';
+import { TurnBatch } from './turn-batch.ts';
 
 export type RoomMessage = { id: number; time: number; user: string; text: string };
 /** A history page: `more` when it stopped at the byte bound before the query's end. */
@@ -43,12 +44,20 @@ const insertMessageInOrder = prepared<{ room: number; time: number; user: string
 /**
  * A room's appends take turns on PostgreSQL (several servers on one
  * database): an advisory lock keyed by the room, not its row's FOR UPDATE,
- * which would write a lock into the row (a WAL record) on every `say`.
+ * which would write a lock into the row (a WAL record) on every `say`. One
+ * transaction holds the rooms of a whole turn's appends: it takes their
+ * locks in ascending order, so two such transactions (here or on another
+ * server) can wait for each other only one way, never in a cycle.
  */
 const ROOM_LOCKS = 7_878; // the first key of the two-key form, so no single-key lock (migrations, friends) can collide
-const lockRoom = prepared<{ room: number }>((db: Kysely<Tables>, $) =>
-  db.selectNoFrom(sql<void>`pg_advisory_xact_lock(${ROOM_LOCKS}, ${$('room')})`.as('locked')),
+const lockRooms = prepared<{ rooms: number[] }>((db: Kysely<Tables>, $) =>
+  db
+    .selectFrom(sql<{ room: number }>`(SELECT unnest(${$('rooms')}::int4[]) AS room ORDER BY 1)`.as('r'))
+    .select(sql<void>`pg_advisory_xact_lock(${ROOM_LOCKS}, r.room)`.as('locked')),
 );
+
+/** One room's part of a turn's appends. */
+type Append = { roomId: number; messages: readonly { user: string; text: string }[]; time: number };
 
 export const ROOM_MIGRATIONS: readonly Migration[] = [
   async ({ db, id }) => {
@@ -217,35 +226,49 @@ export class RoomStore {
    * it returns. Times never go backwards, so id order is time order. The
    * caller runs one call per room at a time (so within this process a room's
    * ids are taken in commit order); on PostgreSQL the room is locked
-   * too, so that holds for several processes on one database.
+   * too, so that holds for several processes on one database. There, calls
+   * made in one turn share a transaction (`#appendAll`), except under
+   * `once`, whose own transaction this one joins.
    */
   async append(room: string, messages: readonly { user: string; text: string }[], now: number): Promise<RoomMessage[]> {
     const roomId = await this.ensure(room, now);
     const time = (this.#lastTime = Math.max(now, this.#lastTime));
+    const append = { roomId, messages, time };
+    // SQLite already commits a turn's transactions together, and gains nothing from one of its own
+    if (!this.#postgres || this.#store.inTransaction()) return (await this.#appendAll([append]))[0]!;
+    return this.#turn.add(append);
+  }
+
+  readonly #turn = new TurnBatch<Append, RoomMessage[]>((appends) => this.#appendAll(appends));
+
+  #appendAll(appends: readonly Append[]): Promise<RoomMessage[][]> {
     return this.#store.transaction(async (tx: Kysely<Tables>) => {
-      // the lock is not awaited before the first INSERT: PostgreSQL's connection is pipelined, so both
-      // leave in one write and run in order (the INSERT waits for the lock there); one round trip less
-      const locked = this.#postgres ? lockRoom.execute(tx, { room: roomId }) : undefined;
-      locked?.catch(() => {}); // a failed lock fails the INSERT too, which answers for both
-      const stored: RoomMessage[] = [];
-      try {
-        // one statement each: a multi-row INSERT ... RETURNING does not promise its rows' order
-        for (const { user, text } of messages) {
-          if (this.#shared) {
-            const row = await insertMessageInOrder.first(tx, { room: roomId, time, user, text });
-            const at = Number(row!.time);
-            this.#lastTime = Math.max(this.#lastTime, at);
-            stored.push({ id: Number(row!.id), time: at, user, text });
-          } else {
-            const row = await insertMessage.first(tx, { room: roomId, time, user, text });
-            stored.push({ id: Number(row!.id), time, user, text });
-          }
-        }
-      } finally {
-        await locked;
-      }
-      return stored;
+      // nothing is awaited before the last INSERT: PostgreSQL's connection is pipelined, so the
+      // locks and every INSERT leave in one write and run in order (an INSERT waits for its
+      // room's lock there); one round trip in all. One statement per message: a multi-row
+      // INSERT ... RETURNING does not promise its rows' order
+      const rooms = [...new Set(appends.map((a) => a.roomId))].sort((a, b) => a - b);
+      const locked = this.#postgres ? lockRooms.execute(tx, { rooms }) : Promise.resolve([]);
+      const rows = appends.map(({ roomId, messages, time }) =>
+        messages.map(({ user, text }) => this.#insert(tx, roomId, time, user, text)),
+      );
+      // every statement settles before the transaction ends (its rollback must not overtake them)
+      const all = await Promise.allSettled([locked, ...rows.flat()]);
+      const failed = all.find((r) => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      return Promise.all(rows.map((stored) => Promise.all(stored)));
     });
+  }
+
+  async #insert(tx: Kysely<Tables>, room: number, time: number, user: string, text: string): Promise<RoomMessage> {
+    if (!this.#shared) {
+      const row = await insertMessage.first(tx, { room, time, user, text });
+      return { id: Number(row!.id), time, user, text };
+    }
+    const row = await insertMessageInOrder.first(tx, { room, time, user, text });
+    const at = Number(row!.time);
+    this.#lastTime = Math.max(this.#lastTime, at);
+    return { id: Number(row!.id), time: at, user, text };
   }
 
   /**

@@ -74,6 +74,61 @@ describe('rooms: concurrent say', () => {
   });
 });
 
+describe('rooms: says into many rooms at once', () => {
+  // on PostgreSQL one turn's appends to many rooms share a transaction that locks them all
+  it('every room keeps its own order: said ids ascend per room, and history holds exactly what was acknowledged', async () => {
+    const USERS = 10;
+    const EACH = 6;
+    const shared = room();
+    const names = await fx.users(...Array.from({ length: USERS }, (_, i) => `m${i}_`));
+    const conns = await Promise.all(names.map((n) => fx.loggedIn(n)));
+    await joinAll(shared, conns);
+    const own = conns.map(() => room());
+    for (const [i, c] of conns.entries()) {
+      c.send('join', own[i]!);
+      await c.nextN(2);
+    }
+    // each connection pipelines says into its own room and the shared one, interleaved
+    for (const [i, c] of conns.entries())
+      for (let k = 0; k < EACH; k++) {
+        c.send('say', own[i]!, `own${i}-${k}`);
+        c.send('say', shared, `sh${i}-${k}`);
+      }
+    const said = new Map<string, { id: number; text: string }[]>();
+    await Promise.all(
+      conns.map(async (c, i) => {
+        let replies = 0;
+        while (replies < 2 * EACH) {
+          const f = (await c.next(20_000)).split(',');
+          if (f[0] === 'room') continue; // pushes of the rooms, in whatever order they interleave with replies
+          expect(f[0]).toBe('said');
+          const r = f[1]!;
+          const k = r === shared ? replies >> 1 : replies >> 1;
+          const text = r === shared ? `sh${i}-${k}` : `own${i}-${k}`;
+          said.set(r, [...(said.get(r) ?? []), { id: Number(f[2]), text }]);
+          replies++;
+        }
+      }),
+    );
+    const reader = conns[0]!;
+    for (const r of [shared, own[0]!]) {
+      const mine = said.get(r)!.sort((a, b) => a.id - b.id);
+      reader.send('history', r, 'last', String(mine.length + 5));
+      let reply = await reader.next();
+      while (reply.startsWith('room,')) reply = await reader.next();
+      const f = reply.split(',');
+      expect(Number(f[2])).toBe(mine.length);
+      const stored = Array.from({ length: mine.length }, (_, j) => ({ id: Number(f[3 + j * 4]), text: f[6 + j * 4]! }));
+      expect(stored).toEqual(mine);
+    }
+    // one sender's says into the shared room took ids in the order it sent them
+    for (let i = 0; i < USERS; i++) {
+      const ids = said.get(shared)!.filter((m) => m.text.startsWith(`sh${i}-`));
+      expect(ids.map((m) => m.text)).toEqual(Array.from({ length: EACH }, (_, k) => `sh${i}-${k}`));
+    }
+  });
+});
+
 describe('rooms: concurrent leave', () => {
   it('two connections of one user leaving at once: left pushed once to everyone, one ok and one not_in_room', async () => {
     const ROOMS = 6;
