@@ -50,11 +50,18 @@ export default defineModule({
         ctx.log.warn({ user: user.name, push: fields[1], err: (err as Error).message }, 'friend push not delivered');
       }
     };
-    /** Told only by the call whose write made the friendship, so `added` goes out once. */
-    const added = async (c: CommandContext, me: UserRef, other: UserRef) => {
-      await notify(c, me, ['friend', 'added', other.name]);
-      await notify(c, other, ['friend', 'added', me.name]);
+    /**
+     * Both users told, the lower user id first: under `once` both pushes join one
+     * transaction, and each locks its user's inbox stream, which every other
+     * transaction locks in ascending id order too (no wait in a cycle).
+     */
+    const both = async (c: CommandContext, me: UserRef, other: UserRef, word: string) => {
+      const [first, second] = me.id < other.id ? [me, other] : [other, me];
+      await notify(c, first, ['friend', word, (first === me ? other : me).name]);
+      await notify(c, second, ['friend', word, (second === me ? other : me).name]);
     };
+    /** Told only by the call whose write made the friendship, so `added` goes out once. */
+    const added = (c: CommandContext, me: UserRef, other: UserRef) => both(c, me, other, 'added');
     /**
      * The store decides each change in one transaction (the pair locked on PostgreSQL),
      * so nodes sharing a database agree. On this node a pair's changes also run one at a
@@ -116,8 +123,7 @@ export default defineModule({
           if (other === null) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
           await forPair(me, other, async () => {
             if (!(await store.unfriend(me.id, other.id))) throw new CommandError('not_friends', `you are not friends with ${args[0]}`);
-            await notify(c, me, ['friend', 'removed', other.name]);
-            await notify(c, other, ['friend', 'removed', me.name]);
+            await both(c, me, other, 'removed');
           });
         },
         async friends(c, args) {

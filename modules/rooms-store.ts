@@ -4,8 +4,7 @@
  * with committed writes).
  */
 import { PostgresAdapter, sql, type Generated, type Kysely } from 'kysely';
-import { prepared, type Migration, type StoreApi } from '../src/core/module-api.ts';
-import { TurnBatch } from './turn-batch.ts';
+import { prepared, TurnBatch, type Migration, type StoreApi } from '../src/core/module-api.ts';
 
 export type RoomMessage = { id: number; time: number; user: string; text: string };
 /** A history page: `more` when it stopped at the byte bound before the query's end. */

@@ -14,12 +14,13 @@
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { CommandError } from './errors.ts';
+import { TurnBatch } from './turn-batch.ts';
 import { InboxEntry, InboxStream } from './inbox-stream.ts';
 import { MailboxDrains } from './mailbox-drain.ts';
 import type { CommandContext, InboxApi, InboxPage, SessionApi, UserRef } from './module-api.ts';
 import { Session } from './session.ts';
 import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
-import { KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
+import { isDeadlock, KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
 import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
 import { HeardSeqs } from './heard-seqs.ts';
@@ -331,27 +332,19 @@ export class Inbox implements InboxApi {
   async #append(parts: Part[]): Promise<InboxEntry[]> {
     // stream rows are locked in user id order, so two appends never wait on each other
     parts.sort((a, b) => a.user.id - b.user.id);
-    const now = Date.now();
-    const entries = await this.#data.write(async (tx: Kysely<any>) => {
-      const out: InboxEntry[] = [];
-      const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
-      const reserved = await this.#data.reserveAll(
-        tx,
-        parts.map((part) => ({ userId: part.user.id, count: part.entries.length, countPending: part.limit })),
-      );
-      for (const [p, part] of parts.entries()) {
-        const { first, pending } = reserved[p]!;
-        // counted under the stream's lock: exact even with concurrent sends
-        if (part.limit && pending >= this.#settings.mailboxSize()) {
-          throw new CommandError('mailbox_full', `${part.user.name} has too many stored messages`);
-        }
-        batches.push({ userId: part.user.id, first, entries: part.entries });
-        for (const [i, e] of part.entries.entries()) out.push(new InboxEntry(part.user.id, { seq: first + i, ...e }));
-      }
-      // the entry and the carbon in one statement
-      await this.#data.insert(tx, batches, now);
-      return out;
-    });
+    let entries: InboxEntry[];
+    if (this.#data.canShare(parts.map((p) => p.user.id))) {
+      const appended = await this.#appends.add(parts);
+      if (appended instanceof CommandError) throw appended;
+      entries = appended;
+    } else {
+      entries = await this.#data.write(async (tx: Kysely<any>) => {
+        const [appended] = await this.#appendAll(tx, [parts]);
+        // thrown inside the transaction: its reservation rolls back with it
+        if (appended instanceof CommandError) throw appended;
+        return appended!;
+      });
+    }
     for (const e of entries) {
       if (e.holdsMailbox) this.#hub.stats.stored++;
       this.#appended.set(e.userId, Math.max(e.seq, this.#appended.get(e.userId) ?? 0));
@@ -360,6 +353,63 @@ export class Inbox implements InboxApi {
       for (const e of entries) this.#publish(e);
     });
     return entries;
+  }
+
+  /**
+   * The appends of one turn, in one transaction (see `#appendAll`). Its own
+   * locks are taken in order, but a transaction elsewhere that appends twice
+   * (a friend change under `once`: one user's push, then the other's) takes
+   * two streams in its own order, and PostgreSQL may end a wait between the
+   * two as a deadlock. The batch is then run again, once: it changed nothing
+   * yet, and its requests did nothing wrong.
+   */
+  readonly #appends = new TurnBatch<Part[], InboxEntry[] | CommandError>(async (appends) => {
+    const run = () => this.#data.write((tx: Kysely<any>) => this.#appendAll(tx, appends));
+    return run().catch((err: unknown) => {
+      if (!isDeadlock(err)) throw err;
+      return run();
+    });
+  });
+
+  /**
+   * Within `tx`: each append's entries (or its `mailbox_full`), in the
+   * order given, as if they ran one after another. Every stream's seqs are
+   * taken in one step, in ascending user id order (no two transactions can
+   * then wait on each other in a cycle); an append that does not fit gives
+   * its seqs back, so seqs stay dense.
+   */
+  async #appendAll(tx: Kysely<any>, appends: readonly Part[][]): Promise<(InboxEntry[] | CommandError)[]> {
+    const wants = new Map<number, { userId: number; count: number; countPending: boolean }>();
+    for (const part of appends.flat()) {
+      const want = wants.get(part.user.id) ?? { userId: part.user.id, count: 0, countPending: false };
+      want.count += part.entries.length;
+      want.countPending ||= part.limit;
+      wants.set(part.user.id, want);
+    }
+    const ordered = [...wants.values()].sort((a, b) => a.userId - b.userId);
+    const reserved = await this.#data.reserveAll(tx, ordered);
+    const streams = new Map(ordered.map((w, i) => [w.userId, { next: reserved[i]!.first, pending: reserved[i]!.pending, last: reserved[i]!.first + w.count - 1 }]));
+    const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
+    const results = appends.map((parts): InboxEntry[] | CommandError => {
+      // counted under the stream's lock, with what this transaction stored before: exact even with concurrent sends
+      const full = parts.find((part) => part.limit && streams.get(part.user.id)!.pending >= this.#settings.mailboxSize());
+      if (full !== undefined) return new CommandError('mailbox_full', `${full.user.name} has too many stored messages`);
+      const out: InboxEntry[] = [];
+      for (const part of parts) {
+        const stream = streams.get(part.user.id)!;
+        batches.push({ userId: part.user.id, first: stream.next, entries: part.entries });
+        for (const [i, e] of part.entries.entries()) {
+          out.push(new InboxEntry(part.user.id, { seq: stream.next + i, ...e }));
+          stream.pending += e.pending;
+        }
+        stream.next += part.entries.length;
+      }
+      return out;
+    });
+    for (const [userId, stream] of streams) if (stream.next - 1 < stream.last) await this.#data.giveBack(tx, userId, stream.next - 1);
+    // every entry of every append in one statement (a few for many)
+    await this.#data.insert(tx, batches, Date.now());
+    return results;
   }
 
   /**

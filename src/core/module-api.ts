@@ -315,6 +315,7 @@ export function defineModule<const O extends OptionSpecs = Record<never, OptionS
 import { CommandError } from './errors.ts';
 export { CommandError, fail } from './errors.ts';
 export { prepared, type Prepared } from '../store/prepared.ts';
+export { TurnBatch } from './turn-batch.ts';
 
 /** Throws `syntax` (with the usage text) unless there are exactly `count` arguments. */
 export function expectArgs(args: readonly string[], count: number, usage: string): void {

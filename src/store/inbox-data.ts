@@ -21,6 +21,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
+import { inAmbientTransaction } from './ambient.ts';
 import { prepared, type Prepared } from './prepared.ts';
 import type { Migration, Store } from './store.ts';
 
@@ -119,6 +120,9 @@ function insertOf(rows: number): Prepared<EntryArgs, unknown> {
   }
   return p;
 }
+const setHead = prepared<{ user: number; head: number }>((db: Kysely<InboxTables>, $) =>
+  db.updateTable('inbox_streams').set({ head: $('head') }).where('user_id', '=', $('user')),
+);
 /** Rows per INSERT statement. */
 const INSERT_ROWS = 200;
 const countPending = prepared<{ user: number }, { n: number }>((db: Kysely<InboxTables>, $) =>
@@ -132,6 +136,11 @@ const countPending = prepared<{ user: number }, { n: number }>((db: Kysely<Inbox
 /** What `reserveAll` takes and gives per stream. */
 export type Want = { readonly userId: number; readonly count: number; readonly countPending: boolean };
 export type Reserved = { readonly first: number; readonly epoch: string; readonly pending: number };
+
+/** PostgreSQL ended a lock wait that closed a cycle (SQLSTATE 40P01): the transaction rolled back, and may run again. */
+export function isDeadlock(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === '40P01';
+}
 
 export class InboxData {
   readonly #store: Store;
@@ -213,6 +222,21 @@ export class InboxData {
       for (const w of wants) this.#existing.add(w.userId);
     });
     return out;
+  }
+
+  /**
+   * Appends of several requests may share one transaction (PostgreSQL: one
+   * commit and one round trip for a turn's sends) when no transaction is
+   * open in this call chain and every stream is known to exist, so that
+   * `reserveAll` takes their locks in one pipelined, ordered step.
+   */
+  canShare(userIds: readonly number[]): boolean {
+    return this.#store.dialect === 'postgres' && !inAmbientTransaction() && userIds.every((id) => this.#existing.has(id));
+  }
+
+  /** Within `tx`, holding the stream's lock: seqs above `head` that `reserveAll` took were not used after all. */
+  async giveBack(tx: Kysely<any>, userId: number, head: number): Promise<void> {
+    await setHead.execute(tx, { user: userId, head });
   }
 
   /** Within `tx`: each user's entries at seqs first, first + 1, ... (what `reserve` gave). */

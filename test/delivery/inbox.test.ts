@@ -173,6 +173,35 @@ describe('inbox connections', () => {
     await expect.poll(async () => d.ask('send', to!, 'n', 'room again'), { timeout: 5000 }).toBe('ok');
   });
 
+  it('sends at once to an offline user: exactly --mailbox-size are stored, the others mailbox_full, seqs dense', async () => {
+    // on PostgreSQL the sends of one turn share a transaction once both streams exist (the warm-up)
+    const SENDERS = 8;
+    const [to, ...from] = await f.users('burstto', ...Array.from({ length: SENDERS }, (_, i) => `burst${i}_`));
+    const live = await inbox(to!);
+    const senders = await Promise.all(from.map((u) => f.loggedIn(u)));
+    for (const s of senders) expect(await s.ask('send', to!, 'warm')).toBe('ok');
+    await waitEntries(live.c, SENDERS);
+    live.c.close();
+    await live.c.closedPromise;
+    await eventually(async () => expect(f.srv.server.core.hub.sessionsOf((await f.srv.server.core.users.find(to!))!.id)).toHaveLength(0));
+    for (const [i, s] of senders.entries()) s.send('send', to!, 'burst', String(i));
+    const replies = await Promise.all(senders.map((s) => s.next()));
+    const stored = replies.flatMap((r, i) => (r === 'ok' ? [i] : []));
+    expect(stored).toHaveLength(5);
+    for (const r of replies) if (r !== 'ok') expect(r).toMatch(errorOf('mailbox_full'));
+    const back = await inbox(to!, live.epoch, String(SENDERS));
+    expect(back.head).toBe(SENDERS + 5);
+    const burst = await waitEntries(back.c, 5);
+    expect(burst.map(seqOf)).toEqual(range(SENDERS + 1, SENDERS + 5));
+    expect(burst.map((e) => Number(e.split(',').at(-1))).sort()).toEqual(stored);
+    // a refused send left no carbon: each sender's stream holds its warm-up carbon, and the burst's only if stored
+    for (const [i, u] of from.entries()) {
+      const mine = await inbox(u!, '', '0');
+      expect(mine.head).toBe(stored.includes(i) ? 2 : 1);
+      mine.c.close();
+    }
+  });
+
   it('recovers the 500 messages a dropped connection was written but never read', async () => {
     const [to, from] = await f.users('bigto', 'bigfrom');
     const a = await inbox(to!);

@@ -1,9 +1,10 @@
 /**
  * Everything added during one event-loop turn, run together once the turn's
  * reads are done (`setImmediate`: after every socket that was readable in
- * the turn has been read). Rooms use it for the appends of many rooms: one
- * transaction, and on PostgreSQL one commit and one round trip, for what a
- * turn's clients said, instead of one each.
+ * the turn has been read). On PostgreSQL, room messages and inbox appends
+ * use it: one transaction, one commit and one round trip for what a turn's
+ * clients said or sent, instead of one each. (SQLite's store already
+ * commits a turn's transactions together.)
  */
 type Waiting<I, R> = { item: I; resolve(result: R): void; reject(err: unknown): void };
 
