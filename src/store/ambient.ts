@@ -27,6 +27,16 @@ function open(): Open | undefined {
   return a?.conn === undefined ? undefined : a;
 }
 
+/**
+ * The connection of the open transaction of this call chain, for a query
+ * already compiled (prepared.ts) to run on directly: Kysely's executor adds
+ * several promise hops per query (connection provider, driver, result
+ * transform) that cost more than a small INSERT takes SQLite to run.
+ */
+export function transactionConnection(): DatabaseConnection | undefined {
+  return open()?.conn;
+}
+
 /** For a backend whose commit completes after the transaction's own code (SQLite's batches). */
 export function noteCommit(committed: Promise<void>): void {
   const a = current.getStore();

@@ -16,6 +16,7 @@
  * `in`, a number of rows) is built each time instead.
  */
 import type { CompiledQuery, Compilable, Kysely } from 'kysely';
+import { transactionConnection } from './ambient.ts';
 
 /** A placeholder's stand-in while the query is compiled: no real value looks like it. */
 const MARK = '\u0001prepared\u0001';
@@ -48,7 +49,9 @@ export function prepared<A extends Record<string, unknown>, O = unknown>(
     const { template, slots } = compiledFor(db);
     const parameters = slots.map((s) => ('arg' in s ? args[s.arg] : s.value));
     const query: CompiledQuery = { ...template, parameters };
-    return db.executeQuery<O>(query);
+    // no plugin transforms queries or results (stores build Kysely without plugins), so inside a
+    // transaction the query can go to its connection straight away
+    return transactionConnection()?.executeQuery<O>(query) ?? db.executeQuery<O>(query);
   };
   return {
     execute: async (db, args) => (await run(db, args)).rows,
