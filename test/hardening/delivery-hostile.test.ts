@@ -135,3 +135,22 @@ describe('inbox pages are bounded in bytes, not only in entries', () => {
     expect(entries(c)[0]).toMatch(/^inbox,1,send,/);
   });
 });
+
+describe('once', () => {
+  it('refuses login and register (a password hash would hold the store meanwhile), records nothing, and leaves the connection as it was', async () => {
+    const s = await server([]);
+    const [u, other] = await freshUsers(s.port, 'oncelogin', 'onceother');
+    const c = await loggedIn(s.port, u!, opened);
+    const refused = /^error,nonfatal,syntax,login cannot be run by once/;
+    expect(await c.ask('once', 'k1', 'login', other!, PW)).toMatch(refused);
+    expect(await c.ask('once', 'k1', 'login', other!, PW)).toMatch(refused);
+    expect(await c.ask('req', '7', 'once', 'k2', 'login', other!, 'wrong-password')).toMatch(/^req,7,error,nonfatal,syntax,login cannot be run by once/);
+    expect(await c.ask('whoami')).toBe(`user,${u}`);
+    expect(await c.ask('once', 'k3', 'register', `${u}x`, PW)).toMatch(/^error,nonfatal,syntax,register cannot be run by once/);
+    expect(await c.ask('register', `${u}x`, PW)).toBe('ok');
+    // the failed attempt was not counted against the name: the limit is 5 and nothing else failed
+    expect(await c.ask('login', other!, PW)).toBe('ok');
+    expect(await c.ask('once', 'k1', 'whoami')).toBe(`user,${other}`);
+  });
+
+});
