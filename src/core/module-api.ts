@@ -133,6 +133,12 @@ export interface UsersApi {
   register(name: string, password: string, remoteAddress?: string): Promise<UserRef>;
   /** Checks a password; throws `wrong_user_or_password` or `too_many_attempts`. */
   authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef>;
+  /**
+   * Charges bytes a request makes the server keep, beyond its own payload,
+   * to the user's byte budget (`--user-bytes`), without refusing it: the
+   * user's next requests are `rate_limited` until the budget has refilled.
+   */
+  chargeBytes(userId: number, bytes: number): void;
 }
 
 /**

@@ -154,6 +154,10 @@ export class Users implements UsersApi {
     return this.#ref(row.id, row.name);
   }
 
+  chargeBytes(userId: number, bytes: number): void {
+    this.budget.chargeBytes(userId, bytes);
+  }
+
   sweep(now: number): void {
     this.#byName.sweep(now);
     this.#byIp.sweep(now);

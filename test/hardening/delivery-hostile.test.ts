@@ -153,4 +153,20 @@ describe('once', () => {
     expect(await c.ask('once', 'k1', 'whoami')).toBe(`user,${other}`);
   });
 
+  it('pays a recorded reply from the user byte budget: tiny once requests cannot store big replies at the speed of the disk', async () => {
+    const s = await server(['--user-bytes', '100000', '--user-bytes-burst', '200000']);
+    const [u] = await freshUsers(s.port, 'oncebig');
+    const c = await loggedIn(s.port, u!, opened);
+    c.send('join', 'oncebig');
+    c.send('say', 'oncebig', 'h'.repeat(50_000));
+    // the join's push and ok, the say's push and reply
+    expect((await c.nextN(4)).at(-1)).toMatch(/^said,oncebig,/);
+    const replies: string[] = [];
+    for (let i = 0; i < 20 && !replies.some((r) => r.includes('rate_limited')); i++)
+      replies.push(await c.ask('once', `h${i}`, 'history', 'oncebig', 'last', '1'));
+    expect(replies.at(-1)).toMatch(/^error,nonfatal,rate_limited,/);
+    // 200 KB of burst, 50 KB of them for the say: about three 50 KB replies recorded, not twenty
+    expect(replies.length).toBeLessThanOrEqual(6);
+    expect(replies[0]).toMatch(/^history,oncebig,1,/);
+  });
 });
