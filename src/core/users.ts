@@ -154,6 +154,10 @@ export class Users implements UsersApi {
     return this.#ref(row.id, row.name);
   }
 
+  charge(userId: number, bytes: number): void {
+    this.budget.charge(userId, bytes);
+  }
+
   chargeBytes(userId: number, bytes: number): void {
     this.budget.chargeBytes(userId, bytes);
   }

@@ -170,3 +170,28 @@ describe('once', () => {
     expect(replies[0]).toMatch(/^history,oncebig,1,/);
   });
 });
+
+describe('GET /api/inbox', () => {
+  it('pays the user request budget like every other route', async () => {
+    const s = await server(['--http-port', '0', '--user-rate', '5', '--user-rate-burst', '5']);
+    const [u] = await freshUsers(s.port, 'inboxrate');
+    const base = `http://127.0.0.1:${s.server.httpPort}`;
+    const login = await fetch(`${base}/api/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user: u, password: PW }),
+    });
+    const { token } = (await login.json()) as { token: string };
+    const statuses: number[] = [];
+    let refused: unknown;
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(`${base}/api/inbox?after=0`, { headers: { authorization: `Bearer ${token}` } });
+      statuses.push(res.status);
+      const body = await res.json();
+      if (res.status === 429) refused = body;
+    }
+    expect(statuses.filter((code) => code === 200).length).toBeLessThanOrEqual(6);
+    expect(statuses.at(-1)).toBe(429);
+    expect(refused).toMatchObject({ error: 'rate_limited' });
+  });
+});
