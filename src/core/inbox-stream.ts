@@ -61,10 +61,10 @@ export class InboxEntry {
 }
 
 export type StreamDeps = {
-  /** Durable read of the user's retained entries with seq > after, oldest first: at most `limit` and about window() bytes; `more` when it stopped at a bound. */
+  /** Durable read of the user's retained entries with seq > after, oldest first: at most `limit` and a bounded number of bytes (pageBytes); `more` when it stopped at a bound. */
   read(userId: number, after: number, limit: number): Promise<EntryPage>;
   /** A pending entry was written to this connection. */
-  received(entry: InboxEntry): void;
+  received(userId: number, seq: number): void;
   /** Unread bytes a catch-up may leave queued at a time. */
   window(): number;
   log: Logger;
@@ -180,8 +180,11 @@ export class InboxStream {
   }
 
   #write(entry: InboxEntry, written?: Written, settled?: () => void): boolean {
+    // the callback keeps only what it needs: holding the entry would keep its payload and formatted frame
+    // alive next to the encoded bytes, three copies of every unread byte a replay leaves queued
+    const mailbox = entry.holdsMailbox ? { userId: entry.userId, seq: entry.seq } : undefined;
     const ok = this.session.pushFrame(entry.inboxFrame, (err) => {
-      if (!err && entry.holdsMailbox) this.#deps.received(entry);
+      if (!err && mailbox !== undefined) this.#deps.received(mailbox.userId, mailbox.seq);
       settled?.();
       written?.(err);
     });

@@ -211,7 +211,7 @@ export class Inbox implements InboxApi {
       stream = new InboxStream(session, {
         read: (userId, after, limit) =>
           this.#track(this.#data.durableRead((db) => this.#data.after(db, userId, after, limit, pageBytes(this.#settings.window())))),
-        received: (entry) => this.#received(entry.userId, entry.seq),
+        received: (userId, seq) => this.#received(userId, seq),
         window: this.#settings.window,
         log: this.#log,
       });
