@@ -154,7 +154,7 @@ describe('once', () => {
   });
 
   it('pays a recorded reply from the user byte budget: tiny once requests cannot store big replies at the speed of the disk', async () => {
-    const s = await server(['--user-bytes', '100000', '--user-bytes-burst', '200000']);
+    const s = await server(['--user-bytes', '20000', '--user-bytes-burst', '200000']);
     const [u] = await freshUsers(s.port, 'oncebig');
     const c = await loggedIn(s.port, u!, opened);
     c.send('join', 'oncebig');
