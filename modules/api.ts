@@ -289,6 +289,8 @@ const routes: HttpRoute[] = [
     path: '/api/inbox',
     async handler(req, server) {
       const user = (await authed(req, server)).session.requireUser();
+      // no command runs it (invoke would charge it): the user's budget is paid here, like every other route's
+      server.users.charge(user.id, req.url.length);
       return { body: await server.inbox.read(user, req.query.after, req.query.limit, req.query.epoch ?? '', req.method !== 'HEAD') };
     },
   },

@@ -52,14 +52,9 @@ export class OnceStore {
     return true;
   }
 
-  /** Within `tx`: the outcome of the claimed key's run. */
-  async record(tx: Kysely<any>, userId: number, key: string, outcome: Outcome): Promise<void> {
-    await (tx as Kysely<Tables>)
-      .updateTable('once_keys')
-      .set({ reply: JSON.stringify(outcome) })
-      .where('user_id', '=', userId)
-      .where('key', '=', key)
-      .execute();
+  /** Within `tx`: the outcome of the claimed key's run, as JSON. */
+  async record(tx: Kysely<any>, userId: number, key: string, outcome: string): Promise<void> {
+    await (tx as Kysely<Tables>).updateTable('once_keys').set({ reply: outcome }).where('user_id', '=', userId).where('key', '=', key).execute();
   }
 
   /** Drops keys older than `before`; a read first, so an idle server writes nothing. */

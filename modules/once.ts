@@ -63,7 +63,11 @@ export default defineModule({
           if (e.fatal || NOT_RECORDED.has(e.type)) throw new Unrecorded(e);
           outcome = { error: e.type, info: e.info };
         }
-        await store.record(tx, userId, key, outcome);
+        const recorded = JSON.stringify(outcome);
+        // kept for --once-ttl: a big reply (a history page) costs the user's byte budget like a payload it sent,
+        // or a stream of tiny `once,<new key>,history,...` requests would fill the disk at the speed of its writes
+        c.server.users.chargeBytes(userId, recorded.length);
+        await store.record(tx, userId, key, recorded);
         return outcome;
       });
 

@@ -15,9 +15,9 @@
 import type { Logger } from 'pino';
 import { OutFrame } from './out-frame.ts';
 import type { Session } from './session.ts';
-import { KIND_ENTRY, type InboxRow } from '../store/inbox-data.ts';
+import { KIND_ENTRY, type EntryPage, type InboxRow } from '../store/inbox-data.ts';
 
-/** Entries read from the store at a time while a stream catches up. */
+/** Entries read from the store at a time while a stream catches up (and at most about window() bytes of them). */
 const PAGE = 256;
 /** How long a gap in live entries may wait for its missing publication before the store is asked. */
 const GAP_WAIT_MS = 5;
@@ -61,10 +61,10 @@ export class InboxEntry {
 }
 
 export type StreamDeps = {
-  /** Durable read of the user's retained entries with seq > after, oldest first. */
-  read(userId: number, after: number, limit: number): Promise<InboxRow[]>;
+  /** Durable read of the user's retained entries with seq > after, oldest first: at most `limit` and a bounded number of bytes (pageBytes); `more` when it stopped at a bound. */
+  read(userId: number, after: number, limit: number): Promise<EntryPage>;
   /** A pending entry was written to this connection. */
-  received(entry: InboxEntry): void;
+  received(userId: number, seq: number): void;
   /** Unread bytes a catch-up may leave queued at a time. */
   window(): number;
   log: Logger;
@@ -180,8 +180,11 @@ export class InboxStream {
   }
 
   #write(entry: InboxEntry, written?: Written, settled?: () => void): boolean {
+    // the callback keeps only what it needs: holding the entry would keep its payload and formatted frame
+    // alive next to the encoded bytes, three copies of every unread byte a replay leaves queued
+    const mailbox = entry.holdsMailbox ? { userId: entry.userId, seq: entry.seq } : undefined;
     const ok = this.session.pushFrame(entry.inboxFrame, (err) => {
-      if (!err && entry.holdsMailbox) this.#deps.received(entry);
+      if (!err && mailbox !== undefined) this.#deps.received(mailbox.userId, mailbox.seq);
       settled?.();
       written?.(err);
     });
@@ -259,15 +262,15 @@ export class InboxStream {
         // Every seq below a published one is committed too (seqs follow commit
         // order), so what the store lacks below `known` was dropped by retention.
         const known = this.#lowestBuffered();
-        const rows = await this.#read(alive);
-        if (rows === undefined || !alive()) return;
-        for (const row of rows) {
+        const page = await this.#read(alive);
+        if (page === undefined || !alive()) return;
+        for (const row of page.rows) {
           const entry = new InboxEntry(this.#userId, row);
           if (entry.seq < this.#next) continue;
           if (entry.seq > this.#next) this.#skipped(entry.seq);
           if (!(await this.#writeWindowed(entry, generation))) return;
         }
-        readToEnd = rows.length === PAGE;
+        readToEnd = page.more;
         if (known !== Infinity && this.#next < known && !readToEnd) this.#skipped(known);
       }
     } catch (err) {
@@ -287,7 +290,7 @@ export class InboxStream {
    * Live entries meanwhile wait in the bounded buffer. Undefined once the
    * stream stopped.
    */
-  async #read(alive: () => boolean): Promise<InboxRow[] | undefined> {
+  async #read(alive: () => boolean): Promise<EntryPage | undefined> {
     for (let wait = RETRY_MIN_MS; ; wait = Math.min(RETRY_MAX_MS, wait * 2)) {
       try {
         return await this.#deps.read(this.#userId, this.#next - 1, PAGE);

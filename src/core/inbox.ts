@@ -20,7 +20,7 @@ import { MailboxDrains } from './mailbox-drain.ts';
 import type { CommandContext, InboxApi, InboxPage, SessionApi, UserRef } from './module-api.ts';
 import { Session } from './session.ts';
 import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
-import { isDeadlock, KIND_CARBON, KIND_ENTRY, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
+import { isDeadlock, KIND_CARBON, KIND_ENTRY, pageBytes, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
 import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
 import { HeardSeqs } from './heard-seqs.ts';
@@ -210,8 +210,9 @@ export class Inbox implements InboxApi {
     if (stream === undefined) {
       this.drains.stop(session); // stored frames in version 1 form stop here; another version 1 connection takes over
       stream = new InboxStream(session, {
-        read: (userId, after, limit) => this.#track(this.#data.durableRead((db) => this.#data.after(db, userId, after, limit))),
-        received: (entry) => this.#received(entry.userId, entry.seq),
+        read: (userId, after, limit) =>
+          this.#track(this.#data.durableRead((db) => this.#data.after(db, userId, after, limit, pageBytes(this.#settings.window())))),
+        received: (userId, seq) => this.#received(userId, seq),
         window: this.#settings.window,
         log: this.#log,
       });
@@ -244,7 +245,7 @@ export class Inbox implements InboxApi {
       n = Number(limit);
     }
     const position = await this.#position(user.id, epoch, from);
-    const rows = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n));
+    const { rows } = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n, pageBytes(this.#settings.window())));
     if (written) for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
     const entries = rows.map((r) => {
       const fields = parseFields(r.payload);
@@ -595,8 +596,9 @@ export class Inbox implements InboxApi {
         for (;;) {
           this.drains.openPage(userId);
           let rows: InboxRow[];
+          let more: boolean;
           try {
-            rows = await this.#data.durableRead((db) => this.#data.after(db, userId, after!, RECOVER_PAGE));
+            ({ rows, more } = await this.#data.durableRead((db) => this.#data.after(db, userId, after!, RECOVER_PAGE, pageBytes(this.#settings.window()))));
           } catch (err) {
             this.drains.closePage(userId);
             // the store is away too: try again (the entries are committed, so they are there once it is back)
@@ -619,7 +621,7 @@ export class Inbox implements InboxApi {
           after = Number(rows.at(-1)!.seq);
           // every seq up to the last read is dealt with: those the store lacks left the retention window
           this.#heard.settle(userId, after);
-          if (rows.length < RECOVER_PAGE) break;
+          if (!more) break;
         }
       }
     } catch (err) {

@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { InboxEntry } from './inbox-stream.ts';
 import type { UserRef } from './module-api.ts';
 import type { Session } from './session.ts';
-import type { InboxData } from '../store/inbox-data.ts';
+import { pageBytes, type InboxData } from '../store/inbox-data.ts';
 import type { WrittenLive } from './written-live.ts';
 import type { Lease } from '../bus/bus.ts';
 
@@ -212,7 +212,11 @@ export class MailboxDrains {
           pageOpen = true;
           this.openPage(user.id);
         }
-        const read = await this.#retrying(() => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE)), user, () => stopped);
+        const read = await this.#retrying(
+          () => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE, pageBytes(this.#window()))),
+          user,
+          () => stopped,
+        );
         if (read === undefined) break;
         const rows = read.value;
         if (rows.length === 0) {

@@ -133,6 +133,19 @@ export interface UsersApi {
   register(name: string, password: string, remoteAddress?: string): Promise<UserRef>;
   /** Checks a password; throws `wrong_user_or_password` or `too_many_attempts`. */
   authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef>;
+  /**
+   * Charges one request of `bytes` payload bytes to the user's budget
+   * (`--user-rate`, `--user-bytes`); throws `rate_limited` when it is spent.
+   * Commands pay through their connection or `invoke`: this is for a route
+   * that answers without invoking a command.
+   */
+  charge(userId: number, bytes: number): void;
+  /**
+   * Charges bytes a request makes the server keep, beyond its own payload,
+   * to the user's byte budget (`--user-bytes`), without refusing it: the
+   * user's next requests are `rate_limited` until the budget has refilled.
+   */
+  chargeBytes(userId: number, bytes: number): void;
 }
 
 /**

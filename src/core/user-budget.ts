@@ -44,6 +44,28 @@ export class UserBudget {
   /** Charges one request of `bytes` payload bytes to the user; throws `rate_limited` when a bucket is empty. */
   charge(userId: number, bytes: number, now = performance.now()): void {
     if (!this.enabled) return;
+    const b = this.#refilled(userId, now);
+    if (this.#rate > 0 && b.requests < 1) {
+      this.refused++;
+      throw new CommandError('rate_limited', `over ${this.#rate * 1000} requests a second; retry in ${Math.ceil((1 - b.requests) / this.#rate)} ms`);
+    }
+    if (this.#bytes > 0 && b.bytes <= 0) {
+      this.refused++;
+      throw new CommandError('rate_limited', `over ${this.#bytes * 1000} bytes a second; retry in ${Math.ceil((1 - b.bytes) / this.#bytes)} ms`);
+    }
+    b.requests -= 1;
+    b.bytes -= bytes;
+  }
+
+  /** Takes `bytes` from the user's byte bucket, below zero if need be, refusing nothing (what the next requests pay back). */
+  chargeBytes(userId: number, bytes: number, now = performance.now()): void {
+    if (this.#bytes <= 0) return;
+    const b = this.#refilled(userId, now);
+    b.bytes -= bytes;
+  }
+
+  /** The user's bucket, refilled for the time since it was last charged (a new one is full). */
+  #refilled(userId: number, now: number): Bucket {
     let b = this.#buckets.get(userId);
     if (b === undefined) {
       if (this.#buckets.size >= MAX_USERS) {
@@ -58,16 +80,7 @@ export class UserBudget {
       b.requests = Math.min(this.#rateBurst, b.requests + dt * this.#rate);
       b.bytes = Math.min(this.#bytesBurst, b.bytes + dt * this.#bytes);
     }
-    if (this.#rate > 0 && b.requests < 1) {
-      this.refused++;
-      throw new CommandError('rate_limited', `over ${this.#rate * 1000} requests a second; retry in ${Math.ceil((1 - b.requests) / this.#rate)} ms`);
-    }
-    if (this.#bytes > 0 && b.bytes <= 0) {
-      this.refused++;
-      throw new CommandError('rate_limited', `over ${this.#bytes * 1000} bytes a second; retry in ${Math.ceil((1 - b.bytes) / this.#bytes)} ms`);
-    }
-    b.requests -= 1;
-    b.bytes -= bytes;
+    return b;
   }
 
   /** Drops the buckets that are full again: an absent bucket is a full one. */

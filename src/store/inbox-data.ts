@@ -31,6 +31,17 @@ export const KIND_CARBON = 1;
 export type InboxRow = { readonly seq: number; readonly kind: number; readonly pending: number; readonly payload: string };
 export type StreamRow = { readonly epoch: string; readonly head: number };
 export type NewEntry = { readonly kind: number; readonly pending: number; readonly payload: string };
+/**
+ * Payload bytes one page of entries holds at most (one entry at least),
+ * and never more than the unsent bytes a drain or replay may leave on a
+ * connection (`window`): what a page costs in memory, whatever the entries.
+ */
+export function pageBytes(window: number): number {
+  return Math.min(window, 1024 * 1024);
+}
+
+/** A page of entries, and whether it stopped at a bound (more may follow). */
+export type EntryPage = { readonly rows: InboxRow[]; readonly more: boolean };
 
 type InboxTables = {
   inbox_streams: { user_id: number; epoch: string; head: number };
@@ -318,29 +329,56 @@ export class InboxData {
     return Number(row.n);
   }
 
-  /** Retained entries with seq > after, oldest first. */
-  after(db: Kysely<any>, userId: number, after: number, limit: number): Promise<InboxRow[]> {
-    return (db as Kysely<InboxTables>)
-      .selectFrom('inbox')
-      .select(['seq', 'kind', 'pending', 'payload'])
-      .where('user_id', '=', userId)
-      .where('seq', '>', after)
-      .orderBy('seq')
-      .limit(limit)
-      .execute();
+  /**
+   * Retained entries with seq > after, oldest first: at most `limit`, and
+   * no more than about `maxBytes` of payload (one entry at least). `more`:
+   * the page stopped at a bound, so entries may follow.
+   */
+  after(db: Kysely<any>, userId: number, after: number, limit: number, maxBytes: number): Promise<EntryPage> {
+    return this.#page(db, userId, after, limit, maxBytes, false);
   }
 
-  /** Pending (not yet received) entries with seq > after, oldest first: a version 1 drain's page. */
-  pendingAfter(db: Kysely<any>, userId: number, after: number, limit: number): Promise<InboxRow[]> {
-    return (db as Kysely<InboxTables>)
+  /** Pending (not yet received) entries with seq > after, oldest first, bounded as `after`: a version 1 drain's page. */
+  async pendingAfter(db: Kysely<any>, userId: number, after: number, limit: number, maxBytes: number): Promise<InboxRow[]> {
+    return (await this.#page(db, userId, after, limit, maxBytes, true)).rows;
+  }
+
+  /**
+   * A page bounded in rows and bytes. Entries may be as big as a request
+   * (1 MiB), so a page of `limit` of them could hold hundreds of MB, all
+   * read at once (on SQLite, on the event loop). Payloads are read only
+   * when small (at most maxBytes / limit each, so that read is bounded
+   * too); sizes come with them, and the big ones that fit are read
+   * afterwards. One query for the usual page of small entries.
+   */
+  async #page(db: Kysely<any>, userId: number, after: number, limit: number, maxBytes: number, pendingOnly: boolean): Promise<EntryPage> {
+    const t = db as Kysely<InboxTables>;
+    const size = sql<number>`octet_length(${sql.ref('payload')})`;
+    const small = Math.max(1, Math.floor(maxBytes / limit));
+    let q = t
       .selectFrom('inbox')
-      .select(['seq', 'kind', 'pending', 'payload'])
+      .select(['seq', 'kind', 'pending', size.as('size'), sql<string | null>`CASE WHEN ${size} <= ${small} THEN ${sql.ref('payload')} END`.as('payload')])
       .where('user_id', '=', userId)
-      .where(IS_PENDING)
-      .where('seq', '>', after)
-      .orderBy('seq')
-      .limit(limit)
-      .execute();
+      .where('seq', '>', after);
+    if (pendingOnly) q = q.where(IS_PENDING);
+    const found = await q.orderBy('seq').limit(limit).execute();
+    const rows: { seq: number; kind: number; pending: number; payload: string | null }[] = [];
+    let bytes = 0;
+    for (const r of found) {
+      if (rows.length > 0 && bytes + Number(r.size) > maxBytes) break;
+      bytes += Number(r.size);
+      rows.push(r);
+    }
+    const big = rows.filter((r) => r.payload === null).map((r) => r.seq);
+    if (big.length > 0) {
+      const payloads = new Map<number, string>();
+      for (const r of await t.selectFrom('inbox').select(['seq', 'payload']).where('user_id', '=', userId).where('seq', 'in', big).execute())
+        payloads.set(Number(r.seq), r.payload);
+      for (const r of rows) if (r.payload === null) r.payload = payloads.get(Number(r.seq)) ?? null;
+    }
+    // an entry dropped by retention between the two reads (PostgreSQL) is left out, as if read a moment later
+    const complete = rows.filter((r): r is InboxRow & { payload: string } => r.payload !== null);
+    return { rows: complete, more: rows.length < found.length || found.length === limit };
   }
 
   /**
