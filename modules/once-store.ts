@@ -52,6 +52,17 @@ export class OnceStore {
     return true;
   }
 
+  /** The outcome recorded for the key within the TTL, if any (a read; claims nothing). */
+  async recorded(userId: number, key: string, now: number, ttlMs: number): Promise<Outcome | undefined> {
+    const row = await (this.#store.db as Kysely<Tables>)
+      .selectFrom('once_keys')
+      .select(['reply', 'created_at'])
+      .where('user_id', '=', userId)
+      .where('key', '=', key)
+      .executeTakeFirst();
+    return row !== undefined && row.reply !== '' && Number(row.created_at) > now - ttlMs ? (JSON.parse(row.reply) as Outcome) : undefined;
+  }
+
   /** Within `tx`: the outcome of the claimed key's run, as JSON. */
   async record(tx: Kysely<any>, userId: number, key: string, outcome: string): Promise<void> {
     await (tx as Kysely<Tables>).updateTable('once_keys').set({ reply: outcome }).where('user_id', '=', userId).where('key', '=', key).execute();

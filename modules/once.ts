@@ -19,6 +19,19 @@ import { CommandError, defineModule, type CommandContext, type Reply } from '../
 import { ONCE_MIGRATIONS, OnceStore, type Outcome } from './once-store.ts';
 
 const MAX_KEY = 64;
+/**
+ * Commands that check a password: argon2 on the hash threads for tens of
+ * milliseconds, longer behind the hash queue. Run inside the key's
+ * transaction they would hold the store (SQLite's one connection) that long
+ * from every other user: one user pipelining them stalled everyone's
+ * writes (2.1 s). They run before the key's transaction instead, and the
+ * key is recorded in a commit of its own right after. `login` writes
+ * nothing the key must commit with; a crash between `register`'s commit and
+ * its key's leaves the account, and a retry then answers `name_taken`, as a
+ * retried plain `register` whose reply was lost does.
+ */
+const CHECKS_PASSWORD = new Set(['login', 'register']);
+
 /** Errors that say nothing lasting about the command: a retry may do better. */
 const NOT_RECORDED = new Set(['syntax', 'unavailable', 'unhandled', 'rate_limited', 'too_many_attempts', 'not_logged_in']);
 const SWEEP_MS = 60_000;
@@ -50,26 +63,40 @@ export default defineModule({
     }, SWEEP_MS);
     sweeper.unref();
 
-    const run = (c: CommandContext, userId: number, key: string, fields: string[]): Promise<Outcome> =>
+    /** Runs the command: the outcome to record, or a thrown Unrecorded. */
+    const outcomeOf = async (c: CommandContext, fields: string[]): Promise<Outcome> => {
+      try {
+        const reply: Reply = await c.server.invoke(c, fields);
+        return { reply: reply === undefined ? null : [...reply] };
+      } catch (err) {
+        const e = err instanceof CommandError ? err : new CommandError('unhandled');
+        if (e.fatal || NOT_RECORDED.has(e.type)) throw new Unrecorded(e);
+        return { error: e.type, info: e.info };
+      }
+    };
+
+    /** In a transaction: claims the key and records `outcome`, or returns what a run elsewhere recorded first. */
+    const claimAndRecord = (c: CommandContext, userId: number, key: string, outcome: () => Promise<Outcome>): Promise<Outcome> =>
       ctx.server.store.transaction(async (tx) => {
         const claimed = await store.claim(tx, userId, key, Date.now(), ttlMs);
         if (claimed !== true) return claimed;
-        let outcome: Outcome;
-        try {
-          const reply: Reply = await c.server.invoke(c, fields);
-          outcome = { reply: reply === undefined ? null : [...reply] };
-        } catch (err) {
-          const e = err instanceof CommandError ? err : new CommandError('unhandled');
-          if (e.fatal || NOT_RECORDED.has(e.type)) throw new Unrecorded(e);
-          outcome = { error: e.type, info: e.info };
-        }
-        const recorded = JSON.stringify(outcome);
+        const result = await outcome();
+        const recorded = JSON.stringify(result);
         // kept for --once-ttl: a big reply (a history page) costs the user's byte budget like a payload it sent,
         // or a stream of tiny `once,<new key>,history,...` requests would fill the disk at the speed of its writes
         c.server.users.chargeBytes(userId, recorded.length);
         await store.record(tx, userId, key, recorded);
-        return outcome;
+        return result;
       });
+
+    const run = async (c: CommandContext, userId: number, key: string, fields: string[]): Promise<Outcome> => {
+      if (!CHECKS_PASSWORD.has(fields[0]!)) return claimAndRecord(c, userId, key, () => outcomeOf(c, fields));
+      // run before the key's transaction (see CHECKS_PASSWORD); a run elsewhere that recorded first wins
+      const earlier = await store.recorded(userId, key, Date.now(), ttlMs);
+      if (earlier !== undefined) return earlier;
+      const outcome = await outcomeOf(c, fields);
+      return claimAndRecord(c, userId, key, async () => outcome);
+    };
 
     return {
       dispose() {

@@ -2,7 +2,6 @@ import { CommandError, fail } from './errors.ts';
 import type { UserRef, UsersApi } from './module-api.ts';
 import { FailureCounter, type PasswordHasher } from './passwords.ts';
 import { nameKey } from '../store/store.ts';
-import { inAmbientTransaction } from '../store/ambient.ts';
 import type { CoreData, UserRecord } from '../store/core-data.ts';
 import { ThrottledLog } from './throttled-log.ts';
 import type { LoginThrottle } from '../bus/shared-throttle.ts';
@@ -91,7 +90,6 @@ export class Users implements UsersApi {
   }
 
   async register(name: string, password: string, remoteAddress = ''): Promise<UserRef> {
-    outsideTransaction('register');
     checkName(name);
     if ((await this.#store.findUser(nameKey(name))) !== undefined) fail('name_taken', `the name ${name} is taken`);
     if ([...password].length < 8) fail('password_too_short');
@@ -111,7 +109,6 @@ export class Users implements UsersApi {
    * owner out of it.
    */
   async authenticate(name: string, password: string, remoteAddress: string): Promise<UserRef> {
-    outsideTransaction('login');
     const key = nameKey(name);
     const possible = key.length <= MAX_NAME_LENGTH;
     const trustedHere = possible && this.#isTrusted(key, remoteAddress);
@@ -206,15 +203,4 @@ export class Users implements UsersApi {
 export function checkName(name: string): void {
   if ([...name].length < 3) fail('name_too_short');
   if (name.length > MAX_NAME_LENGTH || !NAME_CHARS.test(name)) fail('invalid_name');
-}
-
-/**
- * A password hash keeps the thread pool busy for tens of milliseconds: run
- * inside a store transaction (a command under `once`) it would hold the
- * store (SQLite's one connection, a PostgreSQL pool connection) from
- * everyone else meanwhile, and a user pipelining such commands would stall
- * every other user's writes. Refused before anything is counted or hashed.
- */
-function outsideTransaction(command: string): void {
-  if (inAmbientTransaction()) throw new CommandError('syntax', `${command} cannot be run by once (a password check must not hold the store)`);
 }
