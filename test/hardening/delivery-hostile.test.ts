@@ -28,6 +28,18 @@ async function server(args: string[]): Promise<TestServer> {
   return s;
 }
 
+/** The server's HTTP base URL and a bearer token of `user`. */
+async function httpLogin(s: TestServer, user: string): Promise<{ base: string; token: string }> {
+  const base = `http://127.0.0.1:${s.server.httpPort}`;
+  const login = await fetch(`${base}/api/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user, password: PW }),
+  });
+  const { token } = (await login.json()) as { token: string };
+  return { base, token };
+}
+
 /** Payload bytes of the entries each store read of `method` returned, recorded as the server reads. */
 function pagesOf(method: 'after' | 'pendingAfter'): number[] {
   const pages: number[] = [];
@@ -103,13 +115,7 @@ describe('inbox pages are bounded in bytes, not only in entries', () => {
     const [u] = await freshUsers(s.port, 'bighttp');
     const filler = await loggedIn(s.port, u!, opened);
     await sendAll(filler, u!, bigTexts(20, BIG));
-    const base = `http://127.0.0.1:${s.server.httpPort}`;
-    const login = await fetch(`${base}/api/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ user: u, password: PW }),
-    });
-    const { token } = (await login.json()) as { token: string };
+    const { base, token } = await httpLogin(s, u!);
     const seqs: number[] = [];
     for (let after = 0, pages = 0; after < 40; pages++) {
       expect(pages).toBeLessThan(40);
@@ -183,13 +189,7 @@ describe('GET /api/inbox', () => {
   it('pays the user request budget like every other route', async () => {
     const s = await server(['--http-port', '0', '--user-rate', '5', '--user-rate-burst', '5']);
     const [u] = await freshUsers(s.port, 'inboxrate');
-    const base = `http://127.0.0.1:${s.server.httpPort}`;
-    const login = await fetch(`${base}/api/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ user: u, password: PW }),
-    });
-    const { token } = (await login.json()) as { token: string };
+    const { base, token } = await httpLogin(s, u!);
     const statuses: number[] = [];
     let refused: unknown;
     for (let i = 0; i < 10; i++) {
