@@ -2,11 +2,12 @@
  * Durable writes (STORAGE.md section 6): `say` with C clients each alone in
  * its own room, and offline `send` (stored messages), one request in flight
  * per client, data on the real disk; an unrelated connection sends `nop`
- * every 10 ms and its latency is reported. The baseline is Redis 7 with
+ * every 10 ms and its latency is reported (from a process of its own,
+ * nop-probe.ts, and from the load generator's, as earlier rounds did). The baseline is Redis 7 with
  * `appendonly yes` and `appendfsync always` doing RPUSH through
  * redis-benchmark at the same concurrency, in the same run.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,7 +66,26 @@ function replyLoop(socket: net.Socket, request: () => Buffer, isReply: (start: s
 type Load = 'say' | 'stored' | 'inbox';
 
 /** One measured run of textserver: the rate, and the unrelated nop probe's p99. */
-async function textserverRun(load: Load, c: number, store: string, flags: Flags): Promise<{ rate: number; nopP99: number; p99: number }> {
+type RunResult = { rate: number; nopP99: number; nopP99InGenerator: number; p99: number };
+
+/** The nop probe's process (nop-probe.ts), connected and sending. */
+async function startProbe(port: number): Promise<ChildProcess> {
+  const child = fork(new URL('./nop-probe.ts', import.meta.url), [String(port), '10'], { stdio: 'inherit' });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`the nop probe exited (${code})`)));
+  });
+  return child;
+}
+
+function probeResult(child: ChildProcess): Promise<{ p99: number }> {
+  return new Promise((resolve) => {
+    child.once('message', (m) => resolve(m as { p99: number }));
+    child.send('stop');
+  });
+}
+
+async function textserverRun(load: Load, c: number, store: string, flags: Flags): Promise<RunResult> {
   const system = await startTextserver({ fastHash: true, args: ['--store', store, '--mailbox-size', '100000000', '--max-outbound', String(64 * 1024 * 1024)] });
   try {
     const setup = await connect({ port: system.port });
@@ -100,17 +120,27 @@ async function textserverRun(load: Load, c: number, store: string, flags: Flags)
             )
           : closedLoop(s, frame('send', `${names[i]}_away`, 'msg', 'a durable message of a typical length'), 7, 1, window),
     );
+    // the same probe twice: in its own process (the server's latency), and
+    // in this one (that plus the generator's own queue, the figure of earlier rounds)
     const probeSocket = await openSocket(system.port);
     stops.push(pacedLoop(probeSocket, frame('nop'), 5, 10, probe));
+    const probeProcess = await startProbe(system.port);
     await sleep(flags.warmup * 1000);
     window.measuring = probe.measuring = true;
+    probeProcess.send('measure');
     const t0 = performance.now();
     await sleep(flags.duration * 1000);
     window.measuring = probe.measuring = false;
     const elapsed = (performance.now() - t0) / 1000;
+    const outside = await probeResult(probeProcess);
     for (const s of stops) s();
     for (const s of [...sockets, probeSocket]) s.destroy();
-    return { rate: window.count / elapsed, nopP99: probe.latency.getValueAtPercentile(99) / 1000, p99: window.latency.getValueAtPercentile(99) / 1000 };
+    return {
+      rate: window.count / elapsed,
+      nopP99: outside.p99,
+      nopP99InGenerator: probe.latency.getValueAtPercentile(99) / 1000,
+      p99: window.latency.getValueAtPercentile(99) / 1000,
+    };
   } finally {
     await system.stop();
   }
@@ -202,7 +232,7 @@ async function durable(flags: Flags, progress: Progress): Promise<SpecialResult>
     const only = process.env.BENCH_DURABLE?.split(',');
     for (const { load, c, stores } of plan.filter((p) => only === undefined || only.includes(p.load))) {
       const redis: number[] = [];
-      const runs = new Map<string, { rate: number; nopP99: number; p99: number }[]>();
+      const runs = new Map<string, RunResult[]>();
       for (let r = 0; r < flags.runs; r++) {
         for (const store of stores) {
           progress(`bench durable: ${load} C=${c} on ${store}, run ${r + 1}`);
@@ -223,6 +253,7 @@ async function durable(flags: Flags, progress: Progress): Promise<SpecialResult>
         figures[`${load} C=${c}: ${store} ÷ redis`] = rate / base;
         figures[`${load} C=${c}: ${store} p99 ms`] = median(results.map((x) => x.p99));
         figures[`${load} C=${c}: ${store} other client's nop p99 ms`] = median(results.map((x) => x.nopP99));
+        figures[`${load} C=${c}: ${store} the same probe in the load generator's process, p99 ms`] = median(results.map((x) => x.nopP99InGenerator));
       }
     }
   } finally {
