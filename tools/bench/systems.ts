@@ -10,9 +10,11 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 
 /**
  * The environment `npm start` gives the server: glibc returns argon2's 19 MiB
- * buffers to the system at once instead of keeping one per thread arena.
+ * buffers to the system at once instead of keeping one per thread arena, and
+ * keeps up to 4 MiB free at the top of the heap instead of 128 KiB (see the
+ * README's flags section: SQLite's per-transaction allocations).
  */
-export const SERVER_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: '1048576' };
+export const SERVER_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: '1048576', MALLOC_TRIM_THRESHOLD_: '4194304' };
 
 export type System = {
   readonly name: string;
