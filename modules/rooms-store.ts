@@ -19,27 +19,42 @@ type Tables = {
 const NOBODY: ReadonlySet<number> = new Set();
 
 // the statements of every `say`, compiled once (see prepared.ts)
+// SQLite: one message (its store commits a turn's transactions together)
 const insertMessage = prepared<{ room: number; time: number; user: string; text: string }, { id: number }>((db: Kysely<Tables>, $) =>
   db.insertInto('room_messages').values({ room_id: $('room'), time: $('time'), user: $('user'), text: $('text') }).returning('id'),
 );
 /**
- * PostgreSQL in a cluster: the time is taken under the room's lock, never before the
- * room's newest message, so times never go backwards in id order when
- * several servers append to one room (each took its clock's time before
- * waiting for the lock, and a later commit could carry an earlier time).
+ * PostgreSQL: a turn's messages in one statement, their values as arrays
+ * (one statement to bind, run and answer instead of one per message).
+ * PostgreSQL does not promise the order of RETURNING's rows, so they are
+ * matched to the arrays by id: `unnest` yields the arrays in order, the
+ * rows are inserted in that order (ORDER BY the ordinality), and each takes
+ * its id from the sequence as it is inserted, so ids ascend in array order.
+ * `inOrder`, in a cluster: the time is taken under the room's lock, never
+ * before the room's newest message, so times never go backwards in id
+ * order when several servers append to one room (each took its clock's
+ * time before waiting for the lock, and a later commit could carry an
+ * earlier time). Every row of the statement compares with the room's
+ * newest message from before it; the times of one turn's appends never go
+ * backwards, so neither do those rows'.
  */
-const insertMessageInOrder = prepared<{ room: number; time: number; user: string; text: string }, { id: number; time: number }>(
-  (db: Kysely<Tables>, $) =>
+type Batch = { rooms: number[]; times: number[]; users: string[]; texts: string[] };
+const insertBatch = (inOrder: boolean) =>
+  prepared<Batch, { id: number; time: number }>((db: Kysely<Tables>, $) =>
     db
       .insertInto('room_messages')
-      .values({
-        room_id: $('room'),
-        time: sql<number>`GREATEST(${$('time')}::bigint, COALESCE((SELECT m.time FROM room_messages m WHERE m.room_id = ${$('room')} ORDER BY m.id DESC LIMIT 1), 0))`,
-        user: $('user'),
-        text: $('text'),
-      })
+      .columns(['room_id', 'time', 'user', 'text'])
+      .expression(
+        sql`SELECT m.room, ${
+          inOrder
+            ? sql`GREATEST(m.time, COALESCE((SELECT r.time FROM room_messages r WHERE r.room_id = m.room ORDER BY r.id DESC LIMIT 1), 0))`
+            : sql`m.time`
+        }, m.usr, m.txt FROM unnest(${$('rooms')}::int8[], ${$('times')}::int8[], ${$('users')}::text[], ${$('texts')}::text[]) WITH ORDINALITY AS m(room, time, usr, txt, n) ORDER BY m.n`,
+      )
       .returning(['id', 'time']),
-);
+  );
+const insertBatchAlone = insertBatch(false);
+const insertBatchInOrder = insertBatch(true);
 /**
  * A room's appends take turns on PostgreSQL (several servers on one
  * database): an advisory lock keyed by the room, not its row's FOR UPDATE,
@@ -108,12 +123,11 @@ export class RoomStore {
     return this.#store.db as Kysely<Tables>;
   }
 
-  /** Reads the rooms and the membership index. */
   /**
-   * `shared`: other servers append to the same rooms (a cluster). Only then
-   * is a message's time read against the room's newest under the lock; one
-   * process keeps its times in order itself, and that sub-query, planned on
-   * every INSERT, cost about a fifth of the PostgreSQL say rate (C=50).
+   * Reads the rooms and the membership index. `shared`: other servers
+   * append to the same rooms (a cluster). Only then is a message's time
+   * read against the room's newest under the lock (a look-up per message);
+   * one process keeps its times in order itself.
    */
   static async open(store: StoreApi, shared = false): Promise<RoomStore> {
     const s = new RoomStore(store);
@@ -241,34 +255,57 @@ export class RoomStore {
   readonly #turn = new TurnBatch<Append, RoomMessage[]>((appends) => this.#appendAll(appends));
 
   #appendAll(appends: readonly Append[]): Promise<RoomMessage[][]> {
+    if (this.#postgres) return this.#appendAllPostgres(appends);
     return this.#store.transaction(async (tx: Kysely<Tables>) => {
-      // nothing is awaited before the last INSERT: PostgreSQL's connection is pipelined, so the
-      // locks and every INSERT leave in one write and run in order (an INSERT waits for its
-      // room's lock there); one round trip in all. One statement per message: a multi-row
-      // INSERT ... RETURNING does not promise its rows' order
-      const rooms = [...new Set(appends.map((a) => a.roomId))].sort((a, b) => a - b);
-      const locked = this.#postgres ? lockRooms.execute(tx, { rooms }) : Promise.resolve([]);
       const rows = appends.map(({ roomId, messages, time }) =>
         messages.map(({ user, text }) => this.#insert(tx, roomId, time, user, text)),
       );
-      // every statement settles before the transaction ends (its rollback must not overtake them)
-      const all = await Promise.allSettled([locked, ...rows.flat()]);
-      const failed = all.find((r) => r.status === 'rejected');
-      if (failed !== undefined) throw failed.reason;
       return Promise.all(rows.map((stored) => Promise.all(stored)));
     });
   }
 
-  async #insert(tx: Kysely<Tables>, room: number, time: number, user: string, text: string): Promise<RoomMessage> {
-    if (!this.#shared) {
-      const row = await insertMessage.first(tx, { room, time, user, text });
-      return { id: Number(row!.id), time, user, text };
-    }
-    const row = await insertMessageInOrder.first(tx, { room, time, user, text });
-    const at = Number(row!.time);
-    this.#lastTime = Math.max(this.#lastTime, at);
-    return { id: Number(row!.id), time: at, user, text };
+  /**
+   * The locks and the INSERT are written together without waiting for the
+   * locks' answer: PostgreSQL's connection is pipelined, so they leave in
+   * one write and run in order (the INSERT after every room is locked); one
+   * round trip in all.
+   */
+  #appendAllPostgres(appends: readonly Append[]): Promise<RoomMessage[][]> {
+    return this.#store.transaction(async (tx: Kysely<Tables>) => {
+      const rooms = [...new Set(appends.map((a) => a.roomId))].sort((a, b) => a - b);
+      const batch: Batch = { rooms: [], times: [], users: [], texts: [] };
+      for (const { roomId, messages, time } of appends) {
+        for (const { user, text } of messages) {
+          batch.rooms.push(roomId);
+          batch.times.push(time);
+          batch.users.push(user);
+          batch.texts.push(text);
+        }
+      }
+      const locked = lockRooms.execute(tx, { rooms });
+      const inserted = (this.#shared ? insertBatchInOrder : insertBatchAlone).execute(tx, batch);
+      // both settle before the transaction ends (its rollback must not overtake them)
+      const [lockResult, insertResult] = await Promise.allSettled([locked, inserted]);
+      if (lockResult.status === 'rejected') throw lockResult.reason;
+      if (insertResult.status === 'rejected') throw insertResult.reason;
+      const rows = insertResult.value.map((r) => ({ id: Number(r.id), time: Number(r.time) })).sort((a, b) => a.id - b.id);
+      if (rows.length !== batch.texts.length) throw new Error(`room messages: ${rows.length} rows for ${batch.texts.length} messages`);
+      let next = 0;
+      return appends.map(({ messages }) =>
+        messages.map(({ user, text }) => {
+          const { id, time } = rows[next++]!;
+          this.#lastTime = Math.max(this.#lastTime, time);
+          return { id, time, user, text };
+        }),
+      );
+    });
   }
+
+  async #insert(tx: Kysely<Tables>, room: number, time: number, user: string, text: string): Promise<RoomMessage> {
+    const row = await insertMessage.first(tx, { room, time, user, text });
+    return { id: Number(row!.id), time, user, text };
+  }
+
 
   /**
    * At most `max` messages, oldest first, and at most about `maxBytes` of

@@ -257,6 +257,9 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       expect(await first.nextN(3)).toEqual([1, 2, 3].map((i) => `inbox,${i},send,${a},n,${i}`));
       first.close();
       const again = await open(N3());
+      // an inbox client syncs before it logs in: a version 1 login would drain entries still pending
+      // (their marks as received, written after `first` got them, may not have committed yet)
+      expect(await again.ask('sync')).toBe('ok');
       expect(await again.ask('login', b!, PW)).toBe('ok');
       expect(await again.ask('resume', epoch, '3')).toBe(`resumed,${epoch},3`);
       expect(await ca.ask('send', b!, 'n', '4')).toBe('ok');

@@ -173,6 +173,22 @@ describe('rooms: say and history', () => {
     await expectNoMoreFrames(o);
   });
 
+  it('a message holding U+0000 and U+E000 comes back exactly, pushed and from history', async () => {
+    const r = room();
+    const [a] = await users('nul');
+    const s = await loggedIn(a!);
+    s.send('join', r);
+    await s.nextN(2);
+    const texts = ['a\u0000b', '\uE000', '\uE0000', 'x\uE000\uE000\u0000y'];
+    // pipelined: on PostgreSQL they go in one statement, their texts as one array
+    for (const t of texts) s.send('say', r, t);
+    const frames = await s.nextN(2 * texts.length);
+    const pushed = frames.filter((f) => f.startsWith('room,'));
+    expect(pushed.map((f) => f.split(',').slice(6).join(','))).toEqual(texts);
+    const history = (await s.ask('history', r, 'last', '10')).split(',');
+    expect(texts.map((t) => history.includes(t))).toEqual(texts.map(() => true));
+  });
+
   it('ids increase; history modes return oldest first with the right windows', async () => {
     const r = room();
     const [a] = await users('a');

@@ -27,6 +27,17 @@ export function unescapeText(s: string): string {
   return s.includes(ESC) ? s.replace(/\uE000([0\uE000])/g, (_, c: string) => (c === '0' ? '\0' : ESC)) : s;
 }
 
+/** A string, or an array of them (a batch's values passed to `unnest`), holding a character to escape. */
+function needsEscape(p: unknown): boolean {
+  if (typeof p === 'string') return NEEDS.test(p);
+  return Array.isArray(p) && p.some((x) => typeof x === 'string' && NEEDS.test(x));
+}
+
+function escapeParameter(p: unknown): unknown {
+  if (typeof p === 'string') return escapeText(p);
+  return Array.isArray(p) ? p.map((x: unknown) => (typeof x === 'string' ? escapeText(x) : x)) : p;
+}
+
 function unescapeRow(row: unknown): unknown {
   if (typeof row !== 'object' || row === null) return row;
   const r = row as Record<string, unknown>;
@@ -44,9 +55,7 @@ class NulSafeConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const params = compiled.parameters.some((p) => typeof p === 'string' && NEEDS.test(p))
-      ? compiled.parameters.map((p) => (typeof p === 'string' ? escapeText(p) : p))
-      : compiled.parameters;
+    const params = compiled.parameters.some(needsEscape) ? compiled.parameters.map(escapeParameter) : compiled.parameters;
     const result = await this.inner.executeQuery<R>(params === compiled.parameters ? compiled : { ...compiled, parameters: params });
     for (const row of result.rows) unescapeRow(row);
     return result;
