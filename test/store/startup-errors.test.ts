@@ -4,11 +4,11 @@
  * password anywhere; and the SQLite store held by one process only.
  * SQLite cases run in the `sqlite` project, PostgreSQL ones in `postgres`.
  */
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { createDatabase } from '../../tools/postgres.ts';
+import { createDatabase, startPostgres, type Postgres } from '../../tools/postgres.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { FAST_HASH, removeDir, spawnServer, spawnServerRaw, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
 
@@ -194,5 +194,44 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     first.proc.kill('SIGKILL');
     await first.exited;
     await started(node(data()));
+  });
+});
+
+describe.runIf(base !== undefined)('a PostgreSQL that asks for a password (SCRAM, as an operator runs it)', () => {
+  const PASSWORD = 'right p@ss';
+  let cluster: Postgres;
+
+  beforeAll(async () => {
+    cluster = await startPostgres({ password: PASSWORD });
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  function withPassword(password: string | undefined): string {
+    const u = new URL(cluster.url);
+    u.password = password === undefined ? '' : encodeURIComponent(password);
+    return u.toString();
+  }
+
+  it('a wrong password: one line, exit code 2, neither password in it', async () => {
+    const r = await refused(['--data', data(), '--store', withPassword('wr0ng secret')]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toEqual([`textserver: cannot reach PostgreSQL at postgres://postgres:***@127.0.0.1:${cluster.port}/postgres: password authentication failed for user "postgres"`]);
+  });
+
+  it('no password at all: one line saying the server asks for one, exit code 2 (the process does not hang)', async () => {
+    const r = await refused(['--data', data(), '--store', withPassword(undefined)]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^textserver: cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres: the server asks for a password and none was given/);
+  });
+
+  it('the right password percent-encoded in the URL starts and writes', async () => {
+    const s = await started(['--data', data(), '--store', withPassword(PASSWORD)]);
+    const c = await RawConnection.open(s.port);
+    expect(await c.ask('register', 'scram', 'password1')).toBe('ok');
+    c.close();
+    expect(s.lines.join('\n')).not.toContain(encodeURIComponent(PASSWORD));
   });
 });

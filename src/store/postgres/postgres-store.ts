@@ -127,7 +127,7 @@ export class PostgresStore implements Store {
       await sql`SELECT 1`.execute(store.db);
     } catch (err) {
       await store.#pool.end().catch(() => {});
-      throw new Error(`cannot reach PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
+      throw new Error(`cannot reach PostgreSQL at ${redactUrl(url)}: ${startError(err as Error)}`);
     }
     store.#schedule(PROBE_MS);
     return store;
@@ -252,6 +252,14 @@ export class PostgresStore implements Store {
     this.#dropProbeClient();
     await this.db.destroy().catch(() => {});
   }
+}
+
+/** node-postgres's words for a server asking for a password the URL does not give are its internals', not the operator's. */
+function startError(err: Error): string {
+  if (/password must be a string/i.test(err.message)) {
+    return 'the server asks for a password and none was given (put it in the URL, percent-encoded, or in PGPASSWORD)';
+  }
+  return err.message;
 }
 
 /** Not awaited: ending a connection to a server that does not answer waits for nothing useful. */
