@@ -171,6 +171,24 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     c.close();
   });
 
+  it("a database holding another application's table of the same name: a line saying so, exit code 2; a schema of its own then works", async () => {
+    const db = `shared_${process.pid}`;
+    const url = await createDatabase(base!, db);
+    await admin((c) => c.query(`CREATE TABLE users (id serial PRIMARY KEY, email text); INSERT INTO users (email) VALUES ('a@example.org')`), db);
+    const r = await refused(['--data', data(), '--store', url]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^textserver: PostgreSQL: the database already holds a table or index textserver did not create \(core schema\): relation "users" already exists; .*search_path/);
+    // what the line advises: a schema of textserver's own, named in the URL
+    await admin((c) => c.query('CREATE SCHEMA chat'), db);
+    const s = await started(['--data', data(), '--store', `${url}?options=${encodeURIComponent('-c search_path=chat')}`]);
+    const c = await RawConnection.open(s.port);
+    expect(await c.ask('register', 'beside', 'password1')).toBe('ok');
+    c.close();
+    expect(await admin((a) => a.query('SELECT email FROM public.users'), db).then((q) => q.rows)).toEqual([{ email: 'a@example.org' }]);
+    expect(await admin((a) => a.query('SELECT name FROM chat.users'), db).then((q) => q.rows)).toEqual([{ name: 'beside' }]);
+  });
+
   it.runIf(inject('redisUrl') !== undefined)('a cluster node names itself once per log line', async () => {
     const url = await createDatabase(base!, `nodelog_${process.pid}`);
     const s = await started(['--data', data(), '--store', url, '--bus', inject('redisUrl')!, '--node-id', 'probe-1']);

@@ -100,7 +100,6 @@ export class PostgresStore implements Store {
       connectionTimeoutMillis: 10_000, // includes waiting for a free pooled connection under load
       query_timeout: QUERY_TIMEOUT_MS,
       idleTimeoutMillis: 30_000,
-      options: '-c synchronous_commit=on',
       application_name: 'textserver',
       // queries are written without waiting for the previous answer (BEGIN travels with the first statement)
       pipeline: true,
@@ -114,6 +113,10 @@ export class PostgresStore implements Store {
       client.on('error', (err) => this.#failed(err));
       holdWritesForTurn(client);
       nameHotStatements(client);
+      // acknowledged means durable, whatever the database's or role's default. Not a startup
+      // `options`: the URL's own (`?options=-c search_path=...`) would replace it. Queued before the
+      // pool hands the connection out; a failure here fails the queries behind it too.
+      client.query('SET synchronous_commit = on').catch(() => {});
     });
     const dialect = new NulSafePostgresDialect({ pool: this.#pool });
     this.db = new Kysely<any>({ dialect });
@@ -154,8 +157,17 @@ export class PostgresStore implements Store {
     try {
       await this.#migrate(owner, migrations);
     } catch (err) {
+      const code = (err as { code?: string }).code;
+      // duplicate_table, duplicate_object: a database shared with another application that has a table
+      // (or index) of the same name; textserver never touches it, so say where its tables can go instead
+      if (code === '42P07' || code === '42710') {
+        throw new ConfigError(
+          `PostgreSQL: the database already holds a table or index textserver did not create (${owner} schema): ${(err as Error).message}; ` +
+            'give textserver a database of its own, or a schema of its own named in the URL (?options=-c%20search_path%3D<schema>)',
+        );
+      }
       // insufficient_privilege: the role of the URL may not create textserver's tables; the operator's to fix, so say how
-      if ((err as { code?: string }).code !== '42501') throw err;
+      if (code !== '42501') throw err;
       throw new ConfigError(
         `PostgreSQL: the role cannot create textserver's tables (${owner} schema): ${(err as Error).message}; ` +
           "make the role the database's owner, or GRANT CREATE ON SCHEMA public TO it, or start once with a role that may",
