@@ -19,8 +19,12 @@ import type { Migration, Store } from '../store.ts';
 // int8 (ids, times, counts) as numbers: they stay far below 2^53
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
-/** SQLSTATE classes of a failing server, not a failing query. */
-const FAILURE_STATES = /^(08|53|57P|58|XX)/;
+/**
+ * SQLSTATE classes of a failing server, not a failing query; and 25006
+ * (read_only_sql_transaction): a server that takes no writes, a standby
+ * after a failover, is down for a store that must commit.
+ */
+const FAILURE_STATES = /^(08|53|57P|58|XX|25006$)/;
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const FAILURE_TEXT =
   /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Query read timeout/i;
@@ -223,7 +227,7 @@ export class PostgresStore implements Store {
     this.#probe.unref();
   }
 
-  /** `SELECT 1` on the probe's connection, made again after any failure; rejects within PROBE_TIMEOUT_MS. */
+  /** Whether a session on the probe's connection may write (made again after any failure); rejects within PROBE_TIMEOUT_MS. */
   async #ping(): Promise<void> {
     let client = this.#probeClient;
     try {
@@ -243,7 +247,10 @@ export class PostgresStore implements Store {
         this.#probeClient = client = made;
         await made.connect();
       }
-      await client.query('SELECT 1');
+      // a standby answers SELECT 1 too; its sessions are read-only. A new session sees the database's
+      // and role's defaults, so a connection that was read-only is made again for the next probe
+      const { rows } = await client.query<{ ro: string }>("SELECT current_setting('transaction_read_only') AS ro");
+      if (rows[0]?.ro === 'on') throw new Error('PostgreSQL takes no writes (read-only: a standby?)');
       if (this.#closed) this.#dropProbeClient();
     } catch (err) {
       if (this.#probeClient === client) this.#probeClient = undefined;
