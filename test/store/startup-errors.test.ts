@@ -93,6 +93,14 @@ describe('--store values that are not a store', () => {
     expect(r.code).toBe(2);
     expect(r.lines).toEqual(['textserver: --store: "postgress://ts:***@db.example/textserver" is neither sqlite nor a postgres:// URL']);
   });
+
+  it('hide a password typed with # or ? unencoded (the URL is then invalid) whole', async () => {
+    for (const secret of ['hunter#2', 'hunter?2', 'a/b#c?d']) {
+      const r = await refused(['--data', data(), '--store', `postgres://ts:${secret}@127.0.0.1:1/textserver`]);
+      expect(r.code).toBe(2);
+      expect(r.lines).toEqual(['textserver: cannot reach PostgreSQL at postgres://ts:***@127.0.0.1:1/textserver: Invalid URL']);
+    }
+  });
 });
 
 describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', () => {
