@@ -265,6 +265,24 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL that takes no writes (
   });
 });
 
+describe.skipIf(testPostgres() === undefined)('PostgreSQL that closes idle sessions (idle_session_timeout, as some operators set it)', () => {
+  it('is not down: /readyz stays 200 and writes go on while it closes the idle pooled connections', { timeout: 30_000 }, async () => {
+    const base = testPostgres()!;
+    const name = `idle_${process.pid}`;
+    const url = await createDatabase(base, name);
+    const k = new pg.Client({ connectionString: base });
+    await k.connect();
+    await k.query(`ALTER DATABASE ${name} SET idle_session_timeout = '1s'`).finally(() => k.end());
+    const { srv, ready } = await started(['--store', url]);
+    const c = await open(srv.port);
+    expect(await c.ask('register', 'idlea', PW)).toBe('ok');
+    // every pooled connection idle for a second is closed by the server (FATAL 57P05): for 4 s, nobody may see 503
+    const until = performance.now() + 4000;
+    while (performance.now() < until) expect(await ready()).toBe(200);
+    expect(await c.ask('register', 'idleb', PW)).toBe('ok');
+  });
+});
+
 describe('SIGKILL right after acknowledgements', () => {
   it('keeps every acknowledged say, join, friend request, inbox entry, once send and HTTP post', { timeout: 60_000 }, async () => {
     const data = tempDir('textserver-kill-');

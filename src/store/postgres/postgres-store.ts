@@ -108,13 +108,14 @@ export class PostgresStore implements Store {
       // queries are written without waiting for the previous answer (BEGIN travels with the first statement)
       pipeline: true,
     } as pg.PoolConfig);
-    // an idle connection that dies (server restart) must not crash the process
-    this.#pool.on('error', (err) => this.#failed(err));
+    // an idle connection that dies must not crash the process, nor by itself say the server is down:
+    // a restart closes it, but so does a healthy server's idle_session_timeout; the probe tells them apart
+    this.#pool.on('error', () => this.#suspect());
     // nor one that dies while checked out (a restart in the middle of a transaction): pg-pool listens
     // for errors only on idle clients, and an 'error' with no listener is an uncaught exception. The
     // queries on it fail by themselves (answered unavailable) and the pool drops it on release.
     this.#pool.on('connect', (client) => {
-      client.on('error', (err) => this.#failed(err));
+      client.on('error', () => this.#suspect());
       holdWritesForTurn(client);
       nameHotStatements(client);
       // acknowledged means durable, whatever the database's or role's default. Not a startup
@@ -199,6 +200,11 @@ export class PostgresStore implements Store {
     const failed = (typeof e.code === 'string' && (FAILURE_STATES.test(e.code) || FAILURE_ERRNOS.has(e.code))) || FAILURE_TEXT.test(e.message ?? '');
     if (failed) this.#failed(err as Error);
     return failed;
+  }
+
+  /** A pooled connection died: probe soon. The queries that were on it fail by themselves, and say so (isFailure). */
+  #suspect(): void {
+    if (this.#up) this.#schedule(250);
   }
 
   #failed(err: Error): void {
