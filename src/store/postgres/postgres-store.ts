@@ -118,10 +118,13 @@ export class PostgresStore implements Store {
       client.on('error', () => this.#suspect());
       holdWritesForTurn(client);
       nameHotStatements(client);
-      // acknowledged means durable, whatever the database's or role's default. Not a startup
-      // `options`: the URL's own (`?options=-c search_path=...`) would replace it. Queued before the
-      // pool hands the connection out; a failure here fails the queries behind it too.
-      client.query('SET synchronous_commit = on').catch(() => {});
+      // acknowledged means durable, and transactions run at the isolation their locking is built for
+      // (read committed: rows locked in ascending order, then read as committed), whatever the database's
+      // or role's defaults. Not a startup `options`: the URL's own (`?options=-c search_path=...`) would
+      // replace it. Queued before the pool hands the connection out; a failure here fails the queries behind it too.
+      client
+        .query("SELECT set_config('synchronous_commit', 'on', false), set_config('default_transaction_isolation', 'read committed', false)")
+        .catch(() => {});
     });
     const dialect = new NulSafePostgresDialect({ pool: this.#pool });
     this.db = new Kysely<any>({ dialect });
