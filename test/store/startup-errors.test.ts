@@ -197,6 +197,18 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     expect(await admin((a) => a.query('SELECT name FROM chat.users'), db).then((q) => q.rows)).toEqual([{ name: 'beside' }]);
   });
 
+  it('a database whose encoding cannot hold every text (LATIN1): a line saying to make it UTF8, exit code 2', async () => {
+    const db = `latin1_${process.pid}`;
+    await admin((c) => c.query(`CREATE DATABASE ${db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`));
+    const u = new URL(base!);
+    u.pathname = `/${db}`;
+    const r = await refused(['--data', data(), '--store', u.toString()]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toEqual([
+      `textserver: PostgreSQL: the database ${db} is encoded in LATIN1, which cannot hold every text textserver stores; create it with ENCODING 'UTF8' (createdb -E UTF8 -T template0)`,
+    ]);
+  });
+
   it.runIf(inject('redisUrl') !== undefined)('a cluster node names itself once per log line', async () => {
     const url = await createDatabase(base!, `nodelog_${process.pid}`);
     const s = await started(['--data', data(), '--store', url, '--bus', inject('redisUrl')!, '--node-id', 'probe-1']);

@@ -134,11 +134,24 @@ export class PostgresStore implements Store {
   /** Connects once, so a URL that cannot be reached stops the server at start. */
   static async open(url: string, log: Logger): Promise<PostgresStore> {
     const store = new PostgresStore(url, log);
+    let database: { name: string; encoding: string } | undefined;
     try {
-      await sql`SELECT 1`.execute(store.db);
+      const { rows } = await sql<{ name: string; encoding: string }>`SELECT current_database() AS name, current_setting('server_encoding') AS encoding`.execute(
+        store.db,
+      );
+      database = rows[0];
     } catch (err) {
       await store.#pool.end().catch(() => {});
       throw new Error(`cannot reach PostgreSQL at ${redactUrl(url)}: ${startError(err as Error)}`);
+    }
+    // any Unicode text is stored: a LATIN1 (or other 8-bit) database would refuse most of it, request by request.
+    // SQL_ASCII stores the UTF-8 bytes as they come, which round-trips
+    if (database !== undefined && !['UTF8', 'SQL_ASCII'].includes(database.encoding)) {
+      await store.#pool.end().catch(() => {});
+      throw new ConfigError(
+        `PostgreSQL: the database ${database.name} is encoded in ${database.encoding}, which cannot hold every text textserver stores; ` +
+          "create it with ENCODING 'UTF8' (createdb -E UTF8 -T template0)",
+      );
     }
     store.#schedule(PROBE_MS);
     return store;
