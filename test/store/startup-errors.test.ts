@@ -197,6 +197,16 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     expect(await admin((a) => a.query('SELECT name FROM chat.users'), db).then((q) => q.rows)).toEqual([{ name: 'beside' }]);
   });
 
+  it('a database with no schema to create in (public dropped): a line saying to create one and name it, exit code 2', async () => {
+    const db = `nopublic_${process.pid}`;
+    const url = await createDatabase(base!, db);
+    await admin((c) => c.query('DROP SCHEMA public'), db);
+    const r = await refused(['--data', data(), '--store', url]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^textserver: PostgreSQL: no schema to create textserver's tables in \(core schema\): no schema has been selected to create in; .*search_path/);
+  });
+
   it('a database whose encoding cannot hold every text (LATIN1): a line saying to make it UTF8, exit code 2', async () => {
     const db = `latin1_${process.pid}`;
     await admin((c) => c.query(`CREATE DATABASE ${db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`));

@@ -187,6 +187,13 @@ export class PostgresStore implements Store {
             'give textserver a database of its own, or a schema of its own named in the URL (?options=-c%20search_path%3D<schema>)',
         );
       }
+      // invalid_schema_name: the search_path names no schema that exists (a database whose public schema was dropped)
+      if (code === '3F000') {
+        throw new ConfigError(
+          `PostgreSQL: no schema to create textserver's tables in (${owner} schema): ${(err as Error).message}; ` +
+            'create one the role may create in, and name it in the URL (?options=-c%20search_path%3D<schema>)',
+        );
+      }
       // insufficient_privilege: the role of the URL may not create textserver's tables; the operator's to fix, so say how
       if (code !== '42501') throw err;
       throw new ConfigError(
