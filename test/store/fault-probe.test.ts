@@ -283,6 +283,38 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL that closes idle sessi
   });
 });
 
+describe.skipIf(testPostgres() === undefined)("PostgreSQL that refuses the server's password (rotated under it)", () => {
+  it('answers writes with unavailable and /readyz 503 while it refuses, and writes again once the password is back', { timeout: 30_000 }, async () => {
+    const cluster = await startPostgres({ password: 'superuser pw' });
+    cleanup.push(() => cluster.stop());
+    const admin = async (query: string) => {
+      const k = new pg.Client({ connectionString: cluster.url });
+      await k.connect();
+      try {
+        await k.query(query);
+      } finally {
+        await k.end();
+      }
+    };
+    await admin(`CREATE ROLE rotated LOGIN PASSWORD 'before'`);
+    await admin('CREATE DATABASE rotated OWNER rotated');
+    const { srv, ready } = await started(['--store', `postgres://rotated:before@127.0.0.1:${cluster.port}/rotated`]);
+    const c = await open(srv.port);
+    expect(await c.ask('register', 'rota', PW)).toBe('ok');
+    expect(await c.ask('login', 'rota', PW)).toBe('ok');
+    // rotated, and the sessions made with the old one cut: every new connection is refused
+    await admin(`ALTER ROLE rotated PASSWORD 'after'`);
+    await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'rotated'`);
+    for (const room of ['rot1', 'rot2', 'rot3', 'rot4']) expect(await c.ask('join', room)).toMatch(errorOf('unavailable'));
+    expect(await c.ask('whoami')).toBe('user,rota');
+    await eventually(async () => expect(await ready()).toBe(503), 6000, 100);
+
+    await admin(`ALTER ROLE rotated PASSWORD 'before'`);
+    await eventually(async () => expect(await ready()).toBe(200), 10_000, 100);
+    await eventually(async () => expect(await c.ask('register', 'rotb', PW)).toBe('ok'), 10_000, 100);
+  });
+});
+
 describe('SIGKILL right after acknowledgements', () => {
   it('keeps every acknowledged say, join, friend request, inbox entry, once send and HTTP post', { timeout: 60_000 }, async () => {
     const data = tempDir('textserver-kill-');

@@ -20,11 +20,13 @@ import type { Migration, Store } from '../store.ts';
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
 /**
- * SQLSTATE classes of a failing server, not a failing query; and 25006
+ * SQLSTATE classes of a failing server, not a failing query; 25006
  * (read_only_sql_transaction): a server that takes no writes, a standby
- * after a failover, is down for a store that must commit.
+ * after a failover, is down for a store that must commit; and the refusals
+ * of a new connection once running (28: a password rotated under the
+ * server, 3D000: its database dropped): the store is gone for it as surely.
  */
-const FAILURE_STATES = /^(08|53|57P|58|XX|25006$)/;
+const FAILURE_STATES = /^(08|28|53|57P|58|XX|25006$|3D000$)/;
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const FAILURE_TEXT =
   /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Query read timeout/i;
