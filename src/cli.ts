@@ -74,7 +74,11 @@ async function main(): Promise<void> {
     server = await createServer(options, log);
   } catch (err) {
     // a bad flag (a module's too) is a usage error (2); a module that fails to load, or anything else, is 1
-    return exitWith(err instanceof ConfigError || (err instanceof ModuleLoadError && err.usage) ? 2 : 1, err);
+    const code = err instanceof ConfigError || (err instanceof ModuleLoadError && err.usage) ? 2 : 1;
+    exitWith(code, err);
+    // exits now: what the failed start left open (node-postgres keeps the socket of a connection
+    // whose authentication failed on its side) must not keep the process running
+    return void releaseLog(log, 1000).then(() => process.exit(code));
   }
   process.stderr.write(`${startupLine(options, server)}\n`);
   if (requested !== undefined) {

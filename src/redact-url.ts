@@ -6,8 +6,13 @@
  */
 const SECRET_PARAMS = /([?&](?:ssl)?password=)[^&#]*/gi;
 
+const USER_PASSWORD = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#:@]*):[^?#]*@/;
+/** A password typed with `#` or `?` unencoded: up to the last @ of all (hiding a host too is the safe mistake). */
+const USER_PASSWORD_UNENCODED = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#:@]*):.*@/;
+
 export function redactUrl(url: string): string {
   // the user part, scheme://user:password@, up to the last @ before the query: a password typed
   // without percent-encoding (p@ss/word) is hidden whole
-  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#:@]*):[^?#]*@/, '$1:***@').replace(SECRET_PARAMS, '$1***');
+  const user = USER_PASSWORD.test(url) ? USER_PASSWORD : USER_PASSWORD_UNENCODED;
+  return url.replace(user, '$1:***@').replace(SECRET_PARAMS, '$1***');
 }

@@ -5,7 +5,7 @@
  * the `postgres` user (PostgreSQL refuses to run as root).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -54,22 +54,33 @@ function run(bin: string, args: string[]): void {
   execFileSync(bin, args, { stdio: 'pipe', ...owner() });
 }
 
-/** `durable`: fsync on, as in production (the bench); tests run with fsync off, which survives process kills. */
-export async function startPostgres(options: { durable?: boolean } = {}): Promise<Postgres> {
+/**
+ * `durable`: fsync on, as in production (the bench); tests run with fsync off, which survives process kills.
+ * `password`: TCP connections must give it (SCRAM), as on an operator's server; `url` carries it.
+ */
+export async function startPostgres(options: { durable?: boolean; password?: string } = {}): Promise<Postgres> {
   const bin = postgresBin();
   if (bin === undefined) throw new Error('PostgreSQL is not installed (Debian package postgresql)');
   const dir = mkdtempSync(join(tmpdir(), 'textserver-pg-'));
   if (asRoot) chownSync(dir, owner().uid!, owner().gid!);
   chmodSync(dir, 0o700);
   const data = join(dir, 'data');
-  run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--locale=C']);
+  let auth = ['--auth=trust'];
+  if (options.password !== undefined) {
+    const pwfile = join(dir, 'pwfile');
+    writeFileSync(pwfile, `${options.password}\n`);
+    if (asRoot) chownSync(pwfile, owner().uid!, owner().gid!);
+    auth = ['--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`];
+  }
+  run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', ...auth, '-E', 'UTF8', '--no-sync', '--locale=C']);
   const port = await freePort();
+  const url = `postgres://postgres${options.password === undefined ? '' : `:${encodeURIComponent(options.password)}`}@127.0.0.1:${port}/postgres`;
   let proc: ChildProcess | undefined;
   const start = async () => {
     const sync = options.durable === true ? ['-c', 'fsync=on'] : ['-c', 'fsync=off', '-c', 'full_page_writes=off'];
     const args = ['-D', data, '-p', String(port), '-h', '127.0.0.1', '-k', dir, ...sync, '-c', 'max_connections=400', '-c', 'shared_buffers=64MB'];
     proc = spawn(join(bin, 'postgres'), args, { stdio: 'ignore', ...owner() });
-    await waitReady(`postgres://postgres@127.0.0.1:${port}/postgres`);
+    await waitReady(url);
   };
   const stopWith = async (signal: NodeJS.Signals) => {
     const p = proc;
@@ -99,7 +110,7 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
   };
   await start();
   return {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    url,
     pause: () => signalAll('SIGSTOP'),
     resume: () => signalAll('SIGCONT'),
     port,

@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { sql, type Generated, type Kysely } from 'kysely';
+import pg from 'pg';
 import { createLogger } from '../../src/log.ts';
 import { openStore } from '../../src/store/open-store.ts';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.ts';
@@ -180,6 +181,26 @@ describe(`store contract (${backend})`, () => {
     const steps: Migration[] = [...NOTES, `INSERT INTO notes (body) VALUES ('once')`];
     await Promise.all([first, ...others].map((s) => s.migrate('race', steps)));
     expect(await (first.db as Kysely<Tables>).selectFrom('notes').select('body').execute()).toEqual([{ body: 'once' }]);
+  });
+
+  // "acknowledged means durable" must not hang on the database's or role's defaults, nor on options the operator's URL brings;
+  // nor may the isolation its locking is built for (read committed: a serializable default failed contended writes as `unhandled`)
+  it.runIf(backend === 'postgres')('commits with synchronous_commit on, read committed, when the URL brings options of its own and the database defaults otherwise', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const url = (await storeArgs(dir))[1]!;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const db = new URL(url).pathname.slice(1);
+    await admin
+      .query(`ALTER DATABASE "${db}" SET synchronous_commit = off; ALTER DATABASE "${db}" SET default_transaction_isolation = 'serializable'`)
+      .finally(() => admin.end());
+    const s = await openStore(`${url}?options=${encodeURIComponent('-c search_path=public')}`, dir, log);
+    open.push(s);
+    const setting = (name: string) => s.transaction((tx) => sql.raw<Record<string, string>>(`SHOW ${name}`).execute(tx)).then((r) => r.rows[0]![name]);
+    expect(await setting('synchronous_commit')).toBe('on');
+    expect(await setting('transaction_isolation')).toBe('read committed');
+    expect(await setting('search_path')).toBe('public');
   });
 
   it.runIf(backend === 'sqlite')('refuses a write outside a transaction on SQLite (it would be acknowledged before its fsync)', async () => {

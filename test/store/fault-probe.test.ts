@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { eventually } from '../helpers/eventually.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { removeDir, spawnServer, startServer, tempDir, testPostgres, type TestServer } from '../helpers/server.ts';
@@ -224,6 +225,93 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL that stops answering (
     expect(await b.ask('login', 'frozb', PW)).toBe('ok');
     expect(await b.next()).toBe('send,froza,msg,after');
     await expectNoMoreFrames(b);
+  });
+});
+
+describe.skipIf(testPostgres() === undefined)('PostgreSQL that takes no writes (a standby after a failover, default_transaction_read_only)', () => {
+  it('answers writes with unavailable and /readyz 503 while it only reads, and writes again once it takes them', { timeout: 30_000 }, async () => {
+    const base = testPostgres()!;
+    const name = `readonly_${process.pid}`;
+    const { srv, ready } = await started(['--store', await createDatabase(base, name)]);
+    const c = await open(srv.port);
+    expect(await c.ask('register', 'roa', PW)).toBe('ok');
+    expect(await c.ask('login', 'roa', PW)).toBe('ok');
+    // what a failover to a standby looks like to the server: its sessions are cut, and new ones may only read
+    const admin = async (setting: string) => {
+      const u = new URL(base);
+      const k = new pg.Client({ connectionString: u.toString() });
+      await k.connect();
+      try {
+        await k.query(`ALTER DATABASE ${name} ${setting}`);
+        await k.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [name]);
+      } finally {
+        await k.end();
+      }
+    };
+    await admin('SET default_transaction_read_only = on');
+    cleanup.push(() => admin('RESET default_transaction_read_only'));
+    // the first writes may meet pooled connections that were cut; every later one meets a read-only session
+    for (const room of ['ro1', 'ro2', 'ro3', 'ro4']) expect(await c.ask('join', room)).toMatch(errorOf('unavailable'));
+    expect(await c.ask('register', 'rob', PW)).toMatch(errorOf('unavailable'));
+    expect(await c.ask('whoami')).toBe('user,roa');
+    await eventually(async () => expect(await ready()).toBe(503), 6000, 100);
+    // and stays so with no write to remind it: a server that answers SELECT 1 but takes no write is not up (the probe runs every 2 s)
+    const until = performance.now() + 3000;
+    while (performance.now() < until) expect(await ready()).toBe(503);
+
+    await admin('RESET default_transaction_read_only');
+    await eventually(async () => expect(await ready()).toBe(200), 10_000, 100);
+    await eventually(async () => expect(await c.ask('register', 'rob', PW)).toBe('ok'), 10_000, 100);
+  });
+});
+
+describe.skipIf(testPostgres() === undefined)('PostgreSQL that closes idle sessions (idle_session_timeout, as some operators set it)', () => {
+  it('is not down: /readyz stays 200 and writes go on while it closes the idle pooled connections', { timeout: 30_000 }, async () => {
+    const base = testPostgres()!;
+    const name = `idle_${process.pid}`;
+    const url = await createDatabase(base, name);
+    const k = new pg.Client({ connectionString: base });
+    await k.connect();
+    await k.query(`ALTER DATABASE ${name} SET idle_session_timeout = '1s'`).finally(() => k.end());
+    const { srv, ready } = await started(['--store', url]);
+    const c = await open(srv.port);
+    expect(await c.ask('register', 'idlea', PW)).toBe('ok');
+    // every pooled connection idle for a second is closed by the server (FATAL 57P05): for 4 s, nobody may see 503
+    const until = performance.now() + 4000;
+    while (performance.now() < until) expect(await ready()).toBe(200);
+    expect(await c.ask('register', 'idleb', PW)).toBe('ok');
+  });
+});
+
+describe.skipIf(testPostgres() === undefined)("PostgreSQL that refuses the server's password (rotated under it)", () => {
+  it('answers writes with unavailable and /readyz 503 while it refuses, and writes again once the password is back', { timeout: 30_000 }, async () => {
+    const cluster = await startPostgres({ password: 'superuser pw' });
+    cleanup.push(() => cluster.stop());
+    const admin = async (query: string) => {
+      const k = new pg.Client({ connectionString: cluster.url });
+      await k.connect();
+      try {
+        await k.query(query);
+      } finally {
+        await k.end();
+      }
+    };
+    await admin(`CREATE ROLE rotated LOGIN PASSWORD 'before'`);
+    await admin('CREATE DATABASE rotated OWNER rotated');
+    const { srv, ready } = await started(['--store', `postgres://rotated:before@127.0.0.1:${cluster.port}/rotated`]);
+    const c = await open(srv.port);
+    expect(await c.ask('register', 'rota', PW)).toBe('ok');
+    expect(await c.ask('login', 'rota', PW)).toBe('ok');
+    // rotated, and the sessions made with the old one cut: every new connection is refused
+    await admin(`ALTER ROLE rotated PASSWORD 'after'`);
+    await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'rotated'`);
+    for (const room of ['rot1', 'rot2', 'rot3', 'rot4']) expect(await c.ask('join', room)).toMatch(errorOf('unavailable'));
+    expect(await c.ask('whoami')).toBe('user,rota');
+    await eventually(async () => expect(await ready()).toBe(503), 6000, 100);
+
+    await admin(`ALTER ROLE rotated PASSWORD 'before'`);
+    await eventually(async () => expect(await ready()).toBe(200), 10_000, 100);
+    await eventually(async () => expect(await c.ask('register', 'rotb', PW)).toBe('ok'), 10_000, 100);
   });
 });
 

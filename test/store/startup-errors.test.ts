@@ -4,11 +4,11 @@
  * password anywhere; and the SQLite store held by one process only.
  * SQLite cases run in the `sqlite` project, PostgreSQL ones in `postgres`.
  */
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { createDatabase } from '../../tools/postgres.ts';
+import { createDatabase, startPostgres, type Postgres } from '../../tools/postgres.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { FAST_HASH, removeDir, spawnServer, spawnServerRaw, startServer, tempDir, testPostgres, type ChildServer } from '../helpers/server.ts';
 
@@ -93,6 +93,14 @@ describe('--store values that are not a store', () => {
     expect(r.code).toBe(2);
     expect(r.lines).toEqual(['textserver: --store: "postgress://ts:***@db.example/textserver" is neither sqlite nor a postgres:// URL']);
   });
+
+  it('hide a password typed with # or ? unencoded (the URL is then invalid) whole', async () => {
+    for (const secret of ['hunter#2', 'hunter?2', 'a/b#c?d']) {
+      const r = await refused(['--data', data(), '--store', `postgres://ts:${secret}@127.0.0.1:1/textserver`]);
+      expect(r.code).toBe(2);
+      expect(r.lines).toEqual(['textserver: cannot reach PostgreSQL at postgres://ts:***@127.0.0.1:1/textserver: Invalid URL']);
+    }
+  });
 });
 
 describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', () => {
@@ -171,6 +179,46 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     c.close();
   });
 
+  it("a database holding another application's table of the same name: a line saying so, exit code 2; a schema of its own then works", async () => {
+    const db = `shared_${process.pid}`;
+    const url = await createDatabase(base!, db);
+    await admin((c) => c.query(`CREATE TABLE users (id serial PRIMARY KEY, email text); INSERT INTO users (email) VALUES ('a@example.org')`), db);
+    const r = await refused(['--data', data(), '--store', url]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^textserver: PostgreSQL: the database already holds a table or index textserver did not create \(core schema\): relation "users" already exists; .*search_path/);
+    // what the line advises: a schema of textserver's own, named in the URL
+    await admin((c) => c.query('CREATE SCHEMA chat'), db);
+    const s = await started(['--data', data(), '--store', `${url}?options=${encodeURIComponent('-c search_path=chat')}`]);
+    const c = await RawConnection.open(s.port);
+    expect(await c.ask('register', 'beside', 'password1')).toBe('ok');
+    c.close();
+    expect(await admin((a) => a.query('SELECT email FROM public.users'), db).then((q) => q.rows)).toEqual([{ email: 'a@example.org' }]);
+    expect(await admin((a) => a.query('SELECT name FROM chat.users'), db).then((q) => q.rows)).toEqual([{ name: 'beside' }]);
+  });
+
+  it('a database with no schema to create in (public dropped): a line saying to create one and name it, exit code 2', async () => {
+    const db = `nopublic_${process.pid}`;
+    const url = await createDatabase(base!, db);
+    await admin((c) => c.query('DROP SCHEMA public'), db);
+    const r = await refused(['--data', data(), '--store', url]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^textserver: PostgreSQL: no schema to create textserver's tables in \(core schema\): no schema has been selected to create in; .*search_path/);
+  });
+
+  it('a database whose encoding cannot hold every text (LATIN1): a line saying to make it UTF8, exit code 2', async () => {
+    const db = `latin1_${process.pid}`;
+    await admin((c) => c.query(`CREATE DATABASE ${db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`));
+    const u = new URL(base!);
+    u.pathname = `/${db}`;
+    const r = await refused(['--data', data(), '--store', u.toString()]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toEqual([
+      `textserver: PostgreSQL: the database ${db} is encoded in LATIN1, which cannot hold every text textserver stores; create it with ENCODING 'UTF8' (createdb -E UTF8 -T template0)`,
+    ]);
+  });
+
   it.runIf(inject('redisUrl') !== undefined)('a cluster node names itself once per log line', async () => {
     const url = await createDatabase(base!, `nodelog_${process.pid}`);
     const s = await started(['--data', data(), '--store', url, '--bus', inject('redisUrl')!, '--node-id', 'probe-1']);
@@ -194,5 +242,44 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     first.proc.kill('SIGKILL');
     await first.exited;
     await started(node(data()));
+  });
+});
+
+describe.runIf(base !== undefined)('a PostgreSQL that asks for a password (SCRAM, as an operator runs it)', () => {
+  const PASSWORD = 'right p@ss';
+  let cluster: Postgres;
+
+  beforeAll(async () => {
+    cluster = await startPostgres({ password: PASSWORD });
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  function withPassword(password: string | undefined): string {
+    const u = new URL(cluster.url);
+    u.password = password === undefined ? '' : encodeURIComponent(password);
+    return u.toString();
+  }
+
+  it('a wrong password: one line, exit code 2, neither password in it', async () => {
+    const r = await refused(['--data', data(), '--store', withPassword('wr0ng secret')]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toEqual([`textserver: cannot reach PostgreSQL at postgres://postgres:***@127.0.0.1:${cluster.port}/postgres: password authentication failed for user "postgres"`]);
+  });
+
+  it('no password at all: one line saying the server asks for one, exit code 2 (the process does not hang)', async () => {
+    const r = await refused(['--data', data(), '--store', withPassword(undefined)]);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^textserver: cannot reach PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres: the server asks for a password and none was given/);
+  });
+
+  it('the right password percent-encoded in the URL starts and writes', async () => {
+    const s = await started(['--data', data(), '--store', withPassword(PASSWORD)]);
+    const c = await RawConnection.open(s.port);
+    expect(await c.ask('register', 'scram', 'password1')).toBe('ok');
+    c.close();
+    expect(s.lines.join('\n')).not.toContain(encodeURIComponent(PASSWORD));
   });
 });

@@ -19,8 +19,14 @@ import type { Migration, Store } from '../store.ts';
 // int8 (ids, times, counts) as numbers: they stay far below 2^53
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
-/** SQLSTATE classes of a failing server, not a failing query. */
-const FAILURE_STATES = /^(08|53|57P|58|XX)/;
+/**
+ * SQLSTATE classes of a failing server, not a failing query; 25006
+ * (read_only_sql_transaction): a server that takes no writes, a standby
+ * after a failover, is down for a store that must commit; and the refusals
+ * of a new connection once running (28: a password rotated under the
+ * server, 3D000: its database dropped): the store is gone for it as surely.
+ */
+const FAILURE_STATES = /^(08|28|53|57P|58|XX|25006$|3D000$)/;
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const FAILURE_TEXT =
   /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Query read timeout/i;
@@ -100,20 +106,27 @@ export class PostgresStore implements Store {
       connectionTimeoutMillis: 10_000, // includes waiting for a free pooled connection under load
       query_timeout: QUERY_TIMEOUT_MS,
       idleTimeoutMillis: 30_000,
-      options: '-c synchronous_commit=on',
       application_name: 'textserver',
       // queries are written without waiting for the previous answer (BEGIN travels with the first statement)
       pipeline: true,
     } as pg.PoolConfig);
-    // an idle connection that dies (server restart) must not crash the process
-    this.#pool.on('error', (err) => this.#failed(err));
+    // an idle connection that dies must not crash the process, nor by itself say the server is down:
+    // a restart closes it, but so does a healthy server's idle_session_timeout; the probe tells them apart
+    this.#pool.on('error', () => this.#suspect());
     // nor one that dies while checked out (a restart in the middle of a transaction): pg-pool listens
     // for errors only on idle clients, and an 'error' with no listener is an uncaught exception. The
     // queries on it fail by themselves (answered unavailable) and the pool drops it on release.
     this.#pool.on('connect', (client) => {
-      client.on('error', (err) => this.#failed(err));
+      client.on('error', () => this.#suspect());
       holdWritesForTurn(client);
       nameHotStatements(client);
+      // acknowledged means durable, and transactions run at the isolation their locking is built for
+      // (read committed: rows locked in ascending order, then read as committed), whatever the database's
+      // or role's defaults. Not a startup `options`: the URL's own (`?options=-c search_path=...`) would
+      // replace it. Queued before the pool hands the connection out; a failure here fails the queries behind it too.
+      client
+        .query("SELECT set_config('synchronous_commit', 'on', false), set_config('default_transaction_isolation', 'read committed', false)")
+        .catch(() => {});
     });
     const dialect = new NulSafePostgresDialect({ pool: this.#pool });
     this.db = new Kysely<any>({ dialect });
@@ -123,11 +136,24 @@ export class PostgresStore implements Store {
   /** Connects once, so a URL that cannot be reached stops the server at start. */
   static async open(url: string, log: Logger): Promise<PostgresStore> {
     const store = new PostgresStore(url, log);
+    let database: { name: string; encoding: string } | undefined;
     try {
-      await sql`SELECT 1`.execute(store.db);
+      const { rows } = await sql<{ name: string; encoding: string }>`SELECT current_database() AS name, current_setting('server_encoding') AS encoding`.execute(
+        store.db,
+      );
+      database = rows[0];
     } catch (err) {
       await store.#pool.end().catch(() => {});
-      throw new Error(`cannot reach PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
+      throw new Error(`cannot reach PostgreSQL at ${redactUrl(url)}: ${startError(err as Error)}`);
+    }
+    // any Unicode text is stored: a LATIN1 (or other 8-bit) database would refuse most of it, request by request.
+    // SQL_ASCII stores the UTF-8 bytes as they come, which round-trips
+    if (database !== undefined && !['UTF8', 'SQL_ASCII'].includes(database.encoding)) {
+      await store.#pool.end().catch(() => {});
+      throw new ConfigError(
+        `PostgreSQL: the database ${database.name} is encoded in ${database.encoding}, which cannot hold every text textserver stores; ` +
+          "create it with ENCODING 'UTF8' (createdb -E UTF8 -T template0)",
+      );
     }
     store.#schedule(PROBE_MS);
     return store;
@@ -154,8 +180,24 @@ export class PostgresStore implements Store {
     try {
       await this.#migrate(owner, migrations);
     } catch (err) {
+      const code = (err as { code?: string }).code;
+      // duplicate_table, duplicate_object: a database shared with another application that has a table
+      // (or index) of the same name; textserver never touches it, so say where its tables can go instead
+      if (code === '42P07' || code === '42710') {
+        throw new ConfigError(
+          `PostgreSQL: the database already holds a table or index textserver did not create (${owner} schema): ${(err as Error).message}; ` +
+            'give textserver a database of its own, or a schema of its own named in the URL (?options=-c%20search_path%3D<schema>)',
+        );
+      }
+      // invalid_schema_name: the search_path names no schema that exists (a database whose public schema was dropped)
+      if (code === '3F000') {
+        throw new ConfigError(
+          `PostgreSQL: no schema to create textserver's tables in (${owner} schema): ${(err as Error).message}; ` +
+            'create one the role may create in, and name it in the URL (?options=-c%20search_path%3D<schema>)',
+        );
+      }
       // insufficient_privilege: the role of the URL may not create textserver's tables; the operator's to fix, so say how
-      if ((err as { code?: string }).code !== '42501') throw err;
+      if (code !== '42501') throw err;
       throw new ConfigError(
         `PostgreSQL: the role cannot create textserver's tables (${owner} schema): ${(err as Error).message}; ` +
           "make the role the database's owner, or GRANT CREATE ON SCHEMA public TO it, or start once with a role that may",
@@ -185,6 +227,11 @@ export class PostgresStore implements Store {
     return failed;
   }
 
+  /** A pooled connection died: probe soon. The queries that were on it fail by themselves, and say so (isFailure). */
+  #suspect(): void {
+    if (this.#up) this.#schedule(250);
+  }
+
   #failed(err: Error): void {
     if (this.#up) this.#log.error({ err: err.message }, 'PostgreSQL unreachable: writes answer unavailable until it is back');
     this.#up = false;
@@ -211,7 +258,7 @@ export class PostgresStore implements Store {
     this.#probe.unref();
   }
 
-  /** `SELECT 1` on the probe's connection, made again after any failure; rejects within PROBE_TIMEOUT_MS. */
+  /** Whether a session on the probe's connection may write (made again after any failure); rejects within PROBE_TIMEOUT_MS. */
   async #ping(): Promise<void> {
     let client = this.#probeClient;
     try {
@@ -231,7 +278,10 @@ export class PostgresStore implements Store {
         this.#probeClient = client = made;
         await made.connect();
       }
-      await client.query('SELECT 1');
+      // a standby answers SELECT 1 too; its sessions are read-only. A new session sees the database's
+      // and role's defaults, so a connection that was read-only is made again for the next probe
+      const { rows } = await client.query<{ ro: string }>("SELECT current_setting('transaction_read_only') AS ro");
+      if (rows[0]?.ro === 'on') throw new Error('PostgreSQL takes no writes (read-only: a standby?)');
       if (this.#closed) this.#dropProbeClient();
     } catch (err) {
       if (this.#probeClient === client) this.#probeClient = undefined;
@@ -252,6 +302,14 @@ export class PostgresStore implements Store {
     this.#dropProbeClient();
     await this.db.destroy().catch(() => {});
   }
+}
+
+/** node-postgres's words for a server asking for a password the URL does not give are its internals', not the operator's. */
+function startError(err: Error): string {
+  if (/password must be a string/i.test(err.message)) {
+    return 'the server asks for a password and none was given (put it in the URL, percent-encoded, or in PGPASSWORD)';
+  }
+  return err.message;
 }
 
 /** Not awaited: ending a connection to a server that does not answer waits for nothing useful. */
