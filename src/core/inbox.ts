@@ -425,8 +425,9 @@ export class Inbox implements InboxApi {
 
   /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
   #publish(entry: InboxEntry): void {
-    // a recovery of the user's version 1 connections runs: it writes this entry to them too, in seq order after what it recovers
-    const recovery = entry.kind === KIND_ENTRY ? this.#recovering.get(entry.userId) : undefined;
+    // a recovery of the user's version 1 connections runs (or one starts: an earlier seq's doorbell is still on its way):
+    // it writes this entry to them too, in seq order after what it recovers
+    const recovery = entry.kind === KIND_ENTRY ? (this.#recovering.get(entry.userId) ?? this.#ahead(entry)) : undefined;
     if (recovery === undefined) this.#hear(entry);
     let reached = 0;
     let failed = 0;
@@ -474,7 +475,9 @@ export class Inbox implements InboxApi {
    */
   remote(userId: number, row: InboxRow): void {
     const entry = new InboxEntry(userId, row);
-    const recovery = entry.kind === KIND_ENTRY ? this.#recovering.get(userId) : undefined;
+    // a doorbell that comes after a recovery here read its entry from the store (and wrote it), or after the user's first login here
+    const dealtWith = this.#heard.has(userId, entry.seq);
+    const recovery = entry.kind === KIND_ENTRY && !dealtWith ? (this.#recovering.get(userId) ?? this.#ahead(entry)) : undefined;
     if (recovery === undefined) this.#hear(entry);
     let reached = 0;
     const plain: Session[] = [];
@@ -482,7 +485,7 @@ export class Inbox implements InboxApi {
       const stream = this.#streams.get(session);
       if (stream !== undefined) {
         if (stream.offer(entry)) reached++;
-      } else if (entry.kind === KIND_ENTRY) {
+      } else if (entry.kind === KIND_ENTRY && !dealtWith) {
         if (entry.pending === 1) plain.push(session);
         else if (recovery !== undefined) {
           recovery.again = true;
@@ -543,6 +546,24 @@ export class Inbox implements InboxApi {
     if (this.#hub.bus === undefined) return;
     this.#heard.hear(entry.userId, entry.seq);
     if (this.#heard.gapSize(entry.userId) > MAX_GAP) this.recover([entry.userId]);
+  }
+
+  /**
+   * In a cluster: an entry for the user's version 1 connections here whose
+   * seq is past one this node has not dealt with yet, its doorbell still on
+   * the way from another node (the sender's next request went to a node
+   * that heard faster, or to this one): a recovery of the user starts at
+   * once and takes this entry, so it reads the one missing from the store
+   * and writes both in seq order, as a single node would have. Undefined
+   * when nothing is missing (or the login's head read has not returned).
+   */
+  #ahead(entry: InboxEntry): Recovery | undefined {
+    if (this.#hub.bus === undefined) return undefined;
+    const upTo = this.#heard.upTo(entry.userId);
+    if (upTo === undefined || entry.seq <= upTo + 1 || this.#heard.has(entry.userId, entry.seq)) return undefined;
+    if (![...this.#hub.sessionsOf(entry.userId)].some((s) => !this.#streams.has(s))) return undefined;
+    void this.#track(this.#recoverUser(entry.userId));
+    return this.#recovering.get(entry.userId);
   }
 
   /**

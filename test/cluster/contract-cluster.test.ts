@@ -12,9 +12,10 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { FAST_HASH, removeDir, ROOT, spawnServerRaw, storeArgs, tempDir, type ChildServer } from '../helpers/server.ts';
-import { errorOf, freshUsers, PW } from '../helpers/users.ts';
+import { errorOf, expectNoMoreFrames, freshUsers, PW } from '../helpers/users.ts';
 import { api, WsConnection } from '../helpers/ws.ts';
 import { eventually } from '../helpers/eventually.ts';
+import { slowLink, type SlowLink } from '../helpers/slow-link.ts';
 import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
 
 type Node = { id: string; child: ChildServer; port: number; http: string; ws: string };
@@ -23,12 +24,13 @@ const nodes: Node[] = [];
 const extra: Node[] = [];
 const opened: { close(): void }[] = [];
 const dirs: string[] = [];
+const links: SlowLink[] = [];
 let redis: Redis | undefined;
 let store: string[] = [];
 /** One modules list for every node, in a file of this test's own (the SIGHUP check edits it). */
 let modulesList = '';
 
-async function spawnNode(id: string, args: string[] = []): Promise<Node> {
+async function spawnNode(id: string, args: string[] = [], bus = redis!.url): Promise<Node> {
   const data = tempDir('textserver-cc-node-');
   dirs.push(data);
   const started = spawnServerRaw([
@@ -39,7 +41,7 @@ async function spawnNode(id: string, args: string[] = []): Promise<Node> {
     '--data',
     data,
     '--bus',
-    redis!.url,
+    bus,
     '--node-id',
     id,
     '--ws-port',
@@ -149,6 +151,7 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
         await n.child.exited;
       }
     }
+    for (const l of links) await l.close();
     await redis?.stop();
     dirs.forEach(removeDir);
   }, 60_000);
@@ -212,6 +215,25 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       expect(await nextNotPresence(cb)).toBe('ok');
       const again = await on(N2(), a!);
       expect(await nextNotPresence(again)).toBe(`friend,added,${b}`);
+    });
+
+    it("a sender alternating between two nodes, each send after the last one's ok: every version 1 connection of the recipient gets them in that order, once", async () => {
+      // a node that hears the bus 40 ms late: the other node's doorbells reach it after the next send, made here, was pushed
+      const link = await slowLink({ port: redis!.port }, 40);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}late`, [], link.url);
+      extra.push(late);
+      const [a, b] = await freshUsers(N1().port, 'aa', 'ab');
+      // a's sends alternate between the late node and node 2; b listens on the late node and on node 3
+      const senders = [await on(late, a!), await on(N2(), a!)];
+      const listeners = [await on(late, b!), await on(N3(), b!)];
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        expect(await senders[i % 2]!.ask('send', b!, 'msg', `m${i}`)).toBe('ok');
+        sent.push(`send,${a},msg,m${i}`);
+      }
+      for (const l of listeners) expect(await l.nextN(sent.length)).toEqual(sent);
+      for (const l of listeners) await expectNoMoreFrames(l);
     });
 
     // two drains at once on two nodes would both write it (marked received only once written): the drain lease
