@@ -6,7 +6,8 @@
 import { PostgresAdapter, sql, type Generated, type Kysely } from 'kysely';
 import { prepared, TurnBatch, type Migration, type StoreApi } from '../src/core/module-api.ts';
 
-export type RoomMessage = { id: number; time: number; user: string; text: string };
+/** `prev`: in a cluster, the id of the room's message before this one (0: none), so every node pushes them in id order (room-order.ts). */
+export type RoomMessage = { id: number; time: number; user: string; text: string; prev?: number };
 /** A history page: `more` when it stopped at the byte bound before the query's end. */
 export type HistoryPage = { messages: RoomMessage[]; more: boolean };
 
@@ -28,17 +29,19 @@ const insertMessage = prepared<{ room: number; time: number; user: string; text:
  * several servers append to one room (each took its clock's time before
  * waiting for the lock, and a later commit could carry an earlier time).
  */
-const insertMessageInOrder = prepared<{ room: number; time: number; user: string; text: string }, { id: number; time: number }>(
+const insertMessageInOrder = prepared<{ room: number; time: number; user: string; text: string }, { id: number; time: number; prev: number | null }>(
   (db: Kysely<Tables>, $) =>
     db
+      // the room's newest message, read once: its time bounds this one's, and its id is this one's `prev`
+      .with('newest', (w) => w.selectFrom('room_messages').select(['id', 'time']).where('room_id', '=', $('room')).orderBy('id', 'desc').limit(1))
       .insertInto('room_messages')
       .values({
         room_id: $('room'),
-        time: sql<number>`GREATEST(${$('time')}::bigint, COALESCE((SELECT m.time FROM room_messages m WHERE m.room_id = ${$('room')} ORDER BY m.id DESC LIMIT 1), 0))`,
+        time: sql<number>`GREATEST(${$('time')}::bigint, COALESCE((SELECT n.time FROM newest n), 0))`,
         user: $('user'),
         text: $('text'),
       })
-      .returning(['id', 'time']),
+      .returning(['id', 'time', sql<number | null>`(SELECT n.id FROM newest n)`.as('prev')]),
 );
 /**
  * A room's appends take turns on PostgreSQL (several servers on one
@@ -267,7 +270,7 @@ export class RoomStore {
     const row = await insertMessageInOrder.first(tx, { room, time, user, text });
     const at = Number(row!.time);
     this.#lastTime = Math.max(this.#lastTime, at);
-    return { id: Number(row!.id), time: at, user, text };
+    return { id: Number(row!.id), time: at, user, text, prev: Number(row!.prev ?? 0) };
   }
 
   /**

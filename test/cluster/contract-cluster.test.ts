@@ -227,6 +227,9 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       // a's sends alternate between the late node and node 2; b listens on the late node and on node 3
       const senders = [await on(late, a!), await on(N2(), a!)];
       const listeners = [await on(late, b!), await on(N3(), b!)];
+      // the logins' drains of stored messages are over once a first message reached both (one sent meanwhile goes through a drain)
+      expect(await senders[1]!.ask('send', b!, 'msg', 'first')).toBe('ok');
+      for (const l of listeners) expect(await l.next()).toBe(`send,${a},msg,first`);
       const sent: string[] = [];
       for (let i = 0; i < 20; i++) {
         expect(await senders[i % 2]!.ask('send', b!, 'msg', `m${i}`)).toBe('ok');
@@ -325,6 +328,42 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
   });
 
   describe('rooms', () => {
+    it("says alternating between two nodes, each after the last one's reply: every member's connection gets them in id order, once", async () => {
+      // a node that hears the bus 40 ms late: the other node's messages reach it after the next say, made here, was pushed
+      const link = await slowLink({ port: redis!.port }, 40);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}rlate`, [], link.url);
+      extra.push(late);
+      const [a, b, c] = await freshUsers(N1().port, 'oa', 'ob', 'oc');
+      const room = freshRoom('o');
+      const sayers = [await on(late, a!), await on(N2(), a!)];
+      await joined(sayers[0]!, room, a!);
+      const listeners = [await on(late, b!), await on(N3(), c!)];
+      await joined(listeners[0]!, room, b!);
+      await joined(listeners[1]!, room, c!);
+      // every node has heard every join before the first say
+      const membersOn = async (node: Node) => {
+        const q = await asker(node, a!);
+        q.send('members', room);
+        for (let f = await q.next(); ; f = await q.next()) if (f.startsWith('members,')) return f;
+      };
+      for (const node of [late, N2(), N3()]) await eventually(async () => expect(await membersOn(node)).toBe(`members,${room},${[a, b, c].sort().join(',')}`));
+      const listenerSkip = listeners.map((l) => l.frames.length);
+      const said: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        const s = sayers[i % 2]!;
+        s.send('say', room, `m${i}`);
+        let reply = await s.next();
+        while (!reply.startsWith('said,')) reply = await s.next();
+        const [, , id, time] = reply.split(',');
+        said.push(`room,${room},msg,${id},${time},${a},m${i}`);
+      }
+      // each listener's messages, in the order they came (presence pushes of the others may come between)
+      for (const [i, l] of listeners.entries()) {
+        await eventually(async () => expect(l.frames.slice(listenerSkip[i]!).filter((f) => f.startsWith(`room,${room},msg,`))).toEqual(said));
+      }
+    });
+
     it('history written on node 1 reads the same on nodes 2 and 3, over TCP and HTTP', async () => {
       const [a, b, c] = await freshUsers(N1().port, 'ha', 'hb', 'hc');
       const room = freshRoom('h');
