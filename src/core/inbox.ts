@@ -79,6 +79,14 @@ export class Inbox implements InboxApi {
   readonly drains: MailboxDrains;
   /** Pending entries written live to version 1 connections here, until their marks commit (a drain skips them there). */
   readonly #writtenLive = new WrittenLive();
+  /**
+   * In a cluster, the other way round: entries a drain here wrote to a
+   * connection before this node dealt with them (their doorbell still on its
+   * way, or lost), until the doorbell or a recovery comes and skips that
+   * connection; the drain marks them received, so the recovery would read
+   * them as live and write them there again.
+   */
+  readonly #drainedAhead = new WrittenLive();
   /** In a cluster: the seqs of each user with version 1 connections here that this node dealt with, where a recovery after a resubscription starts reading. */
   readonly #heard = new HeardSeqs();
   /** In a cluster: the stream head when each version 1 connection logged in (a live entry lost meanwhile goes to the connections that were logged in at its commit). */
@@ -125,6 +133,8 @@ export class Inbox implements InboxApi {
       this.#writtenLive,
       // in a cluster, one drain per user on all the nodes together
       hub.bus === undefined ? undefined : (id) => hub.bus!.lease(drainLease(id)),
+      // an entry committed after the login whose doorbell (or recovery) has not come yet: that one must skip the connection
+      hub.bus === undefined ? undefined : (id, seq, session) => void (this.#heard.has(id, seq) || this.#drainedAhead.add(id, seq, session)),
     );
   }
 
@@ -194,6 +204,7 @@ export class Inbox implements InboxApi {
     if (session.user !== null) {
       const id = session.user.id;
       this.#writtenLive.dropSession(id, session);
+      this.#drainedAhead.dropSession(id, session);
       this.#since.delete(session);
       if ([...this.#hub.sessionsOf(id)].every((s) => s === session)) this.#heard.drop(id);
     }
@@ -528,10 +539,11 @@ export class Inbox implements InboxApi {
           }
         : undefined;
     for (const session of plain) {
-      if (session === draining) continue;
+      if (session === draining || this.#drainedAhead.has(entry.userId, entry.seq, session)) continue;
       this.#writtenLive.add(entry.userId, entry.seq, session);
       if (session.pushFrame(entry.plainFrame, written)) reached++;
     }
+    this.#drainedAhead.forget(entry.userId, [entry.seq]);
     if (draining !== undefined) this.drains.ensure(user);
     return reached;
   }
@@ -689,6 +701,8 @@ export class Inbox implements InboxApi {
       if (!live && session === draining) continue;
       // a lost live entry is for the connections logged in at its commit (an unknown login head: written rather than missed)
       if (live && !arrived && (this.#since.get(session) ?? 0) >= entry.seq) continue;
+      // a drain here wrote it (and marked it, or will): not again
+      if (this.#drainedAhead.has(entry.userId, entry.seq, session)) continue;
       // written here before (its mark still on its way): not again
       if (this.#writtenLive.has(entry.userId, entry.seq, session)) {
         if (written !== undefined) mark();
@@ -708,6 +722,7 @@ export class Inbox implements InboxApi {
       else if (local !== undefined) settling--;
     }
     this.#hub.stats.pushed += attempted;
+    this.#drainedAhead.forget(entry.userId, [entry.seq]);
     // none of the connections it was appended for took a write (gone, or refused it)
     if (local !== undefined && attempted === 0) failAll();
     if (!live && draining !== undefined && user != null) this.drains.ensure(user);

@@ -237,6 +237,31 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       for (const l of listeners) await expectNoMoreFrames(l);
     });
 
+    it("a login's drain on a node that hears the bus late, while a sender alternates between it and another node: each message once", async () => {
+      const link = await slowLink({ port: redis!.port }, 40);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}dlate`, [], link.url);
+      extra.push(late);
+      const [a, b] = await freshUsers(N1().port, 'da', 'db');
+      const senders = [await on(late, a!), await on(N2(), a!)];
+      // b's only connection: what node 2 appends is stored, and the login's drain (its lease asked over the late link)
+      // is still reading stored messages while the first sends come
+      const listener = await on(late, b!);
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        expect(await senders[i % 2]!.ask('send', b!, 'msg', `m${i}`)).toBe('ok');
+        sent.push(`send,${a},msg,m${i}`);
+      }
+      // stored ones (node 2's, while the drain runs) come from the drain, so live ones may pass them, as on one node
+      expect((await listener.nextN(sent.length)).sort()).toEqual([...sent].sort());
+      // nothing twice: a doorbell that comes after the drain wrote its message (or a recovery that reads it) writes nothing
+      await eventually(async () => {
+        expect(await senders[1]!.ask('send', b!, 'msg', 'last')).toBe('ok');
+        expect(await listener.next()).toBe(`send,${a},msg,last`);
+      });
+      await expectNoMoreFrames(listener);
+    });
+
     // two drains at once on two nodes would both write it (marked received only once written): the drain lease
     it('a stored message goes to one of two logins made at once on two nodes, not to both', async () => {
       const [a, b] = await freshUsers(N1().port, 'oa', 'ob');
