@@ -6,7 +6,8 @@
 import { PostgresAdapter, sql, type Generated, type Kysely } from 'kysely';
 import { prepared, TurnBatch, type Migration, type StoreApi } from '../src/core/module-api.ts';
 
-export type RoomMessage = { id: number; time: number; user: string; text: string };
+/** `prev`: in a cluster, the id of the room's message before this one (0: none), so every node pushes them in id order (room-order.ts). */
+export type RoomMessage = { id: number; time: number; user: string; text: string; prev?: number };
 /** A history page: `more` when it stopped at the byte bound before the query's end. */
 export type HistoryPage = { messages: RoomMessage[]; more: boolean };
 
@@ -39,8 +40,9 @@ const insertMessage = prepared<{ room: number; time: number; user: string; text:
  * backwards, so neither do those rows'.
  */
 type Batch = { rooms: number[]; times: number[]; users: string[]; texts: string[] };
+type BatchRow = { id: number; time: number; room_id: number; prev: number | null };
 const insertBatch = (inOrder: boolean) =>
-  prepared<Batch, { id: number; time: number }>((db: Kysely<Tables>, $) =>
+  prepared<Batch, BatchRow>((db: Kysely<Tables>, $) =>
     db
       .insertInto('room_messages')
       .columns(['room_id', 'time', 'user', 'text'])
@@ -51,7 +53,15 @@ const insertBatch = (inOrder: boolean) =>
             : sql`m.time`
         }, m.usr, m.txt FROM unnest(${$('rooms')}::int8[], ${$('times')}::int8[], ${$('users')}::text[], ${$('texts')}::text[]) WITH ORDINALITY AS m(room, time, usr, txt, n) ORDER BY m.n`,
       )
-      .returning(['id', 'time']),
+      .returning([
+        'id',
+        'time',
+        'room_id',
+        // in a cluster, the room's newest message from before this statement (which sees none of its own rows): the first `prev` of the room's rows
+        inOrder
+          ? sql<number | null>`(SELECT r.id FROM room_messages r WHERE r.room_id = room_messages.room_id ORDER BY r.id DESC LIMIT 1)`.as('prev')
+          : sql<null>`NULL::int8`.as('prev'),
+      ]),
   );
 const insertBatchAlone = insertBatch(false);
 const insertBatchInOrder = insertBatch(true);
@@ -288,14 +298,22 @@ export class RoomStore {
       const [lockResult, insertResult] = await Promise.allSettled([locked, inserted]);
       if (lockResult.status === 'rejected') throw lockResult.reason;
       if (insertResult.status === 'rejected') throw insertResult.reason;
-      const rows = insertResult.value.map((r) => ({ id: Number(r.id), time: Number(r.time) })).sort((a, b) => a.id - b.id);
+      const rows = insertResult.value
+        .map((r) => ({ id: Number(r.id), time: Number(r.time), room: Number(r.room_id), prev: r.prev === null ? 0 : Number(r.prev) }))
+        .sort((a, b) => a.id - b.id);
       if (rows.length !== batch.texts.length) throw new Error(`room messages: ${rows.length} rows for ${batch.texts.length} messages`);
+      // in a cluster each message names the one before it in its room (room-order.ts): the room's
+      // newest before the statement for its first row here, then the row before it
+      const lastInRoom = new Map<number, number>();
       let next = 0;
       return appends.map(({ messages }) =>
         messages.map(({ user, text }) => {
-          const { id, time } = rows[next++]!;
+          const { id, time, room, prev } = rows[next++]!;
           this.#lastTime = Math.max(this.#lastTime, time);
-          return { id, time, user, text };
+          if (!this.#shared) return { id, time, user, text };
+          const before = lastInRoom.get(room) ?? prev;
+          lastInRoom.set(room, id);
+          return { id, time, user, text, prev: before };
         }),
       );
     });

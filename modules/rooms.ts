@@ -7,6 +7,7 @@
 import { CommandError, defineModule, expectArgs, type ClusterApi, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import { roomChannel } from '../src/bus/bus.ts';
 import { InOrder } from './in-order.ts';
+import { RoomOrder } from './room-order.ts';
 import { byUserName } from './user-order.ts';
 import { SerialBatches } from './serial-batches.ts';
 import { ROOM_MIGRATIONS, RoomStore, type HistoryMode, type HistoryPage, type RoomMessage } from './rooms-store.ts';
@@ -15,6 +16,8 @@ const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_HISTORY = 500;
 /** Messages of one room committed together at most (the rest wait for the next commit). */
 const MAX_BATCH = 256;
+/** In a cluster: how long a room message waits here for the one before it, said on another node (room-order.ts). */
+const ORDER_HOLD_MS = 300;
 
 export type RoomsService = {
   roomsOf(userId: number): string[];
@@ -60,9 +63,11 @@ const MODES: Record<HistoryMode, { args: number; parse(a: readonly string[]): nu
   between: { args: 2, parse: (a) => [count(a[0]!), count(a[1]!)] },
 };
 
-function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): RoomsService {
+function roomsService(server: ServerApi, store: RoomStore, maxBytes: number, order: RoomOrder): RoomsService {
   const inOrder = new InOrder<string>();
   const cluster = server.hub.cluster;
+  /** Each message's push here, in the room's id order (a cluster's): the say's reply waits for it (pushes before replies). */
+  const pushed = new WeakMap<RoomMessage, Promise<void>>();
   /** This node's connections of the members (and of `extra`, who just left); the other nodes push to theirs from what they hear. */
   const pushHere = (room: string, fields: readonly string[], extra?: number, except?: number) => {
     const members = store.members(room);
@@ -97,7 +102,20 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
       room,
       () => store.append(room, items, Date.now()),
       (stored) => {
-        for (const m of stored) broadcast(room, ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text]);
+        for (const m of stored) {
+          const fields = ['room', room, 'msg', String(m.id), String(m.time), m.user, m.text];
+          if (m.prev === undefined) {
+            broadcast(room, fields);
+            continue;
+          }
+          // the audience of the moment it was said, should it wait here for the one before it
+          const members = [...store.members(room)];
+          pushed.set(
+            m,
+            order.deliver(room, m.id, m.prev, () => server.hub.pushLocal(members, fields)),
+          );
+          cluster?.publish(roomChannel(room), 'room', { f: fields, p: m.prev });
+        }
       },
     );
   const says = new SerialBatches<string, { user: string; text: string }, RoomMessage>(MAX_BATCH, appendAndPush);
@@ -140,8 +158,11 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
       if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
     // a batch holds several users' says, so one under `once` (whose transaction holds the store) is written alone, in it
-    post: async (room, userName, text) =>
-      server.store.inTransaction() ? (await appendAndPush(room, [{ user: userName, text }]))[0]! : says.add(room, { user: userName, text }),
+    async post(room, userName, text) {
+      const m = server.store.inTransaction() ? (await appendAndPush(room, [{ user: userName, text }]))[0]! : await says.add(room, { user: userName, text });
+      await pushed.get(m);
+      return m;
+    },
     history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
   };
 }
@@ -153,7 +174,7 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number): Ro
  * and pushes to its own connections what the rooms' other nodes publish.
  * Returns what undoes it (a reload sets the module up again).
  */
-async function joinCluster(server: ServerApi, cluster: ClusterApi, store: RoomStore): Promise<() => void> {
+async function joinCluster(server: ServerApi, cluster: ClusterApi, store: RoomStore, order: RoomOrder): Promise<() => void> {
   const here = (userId: number) => server.hub.sessionsOf(userId).length > 0;
   const offs = [
     cluster.follows((userId) => store.roomsOf(userId).map(roomChannel)),
@@ -177,8 +198,17 @@ async function joinCluster(server: ServerApi, cluster: ClusterApi, store: RoomSt
     }),
     cluster.on('room', (channel, f) => {
       if (!channel.startsWith('ts:r:') || !Array.isArray(f.f)) return;
-      const members = store.members(channel.slice(5));
-      server.hub.pushLocal(typeof f.x === 'number' ? [...members].filter((id) => id !== f.x) : members, f.f as string[]);
+      const room = channel.slice(5);
+      const members = store.members(room);
+      const fields = f.f as string[];
+      const msgId = Number(fields[3]);
+      // a message: in the room's id order here (room-order.ts)
+      if (fields[2] === 'msg' && typeof f.p === 'number' && Number.isSafeInteger(msgId)) {
+        const audience = [...members];
+        void order.deliver(room, msgId, f.p, () => server.hub.pushLocal(audience, fields));
+        return;
+      }
+      server.hub.pushLocal(typeof f.x === 'number' ? [...members].filter((id) => id !== f.x) : members, fields);
     }),
     cluster.onResubscribed(() => {
       store.reload().then(
@@ -223,9 +253,14 @@ export default defineModule({
   migrations: ROOM_MIGRATIONS,
   async setup(ctx) {
     const store = await RoomStore.open(ctx.server.store, ctx.server.hub.cluster !== undefined);
-    const service = roomsService(ctx.server, store, ctx.options['history-max-bytes']);
+    const order = new RoomOrder(ORDER_HOLD_MS);
+    const service = roomsService(ctx.server, store, ctx.options['history-max-bytes'], order);
     const cluster = ctx.server.hub.cluster;
-    const leaveCluster = cluster === undefined ? () => {} : await joinCluster(ctx.server, cluster, store);
+    const leftCluster = cluster === undefined ? () => {} : await joinCluster(ctx.server, cluster, store, order);
+    const leaveCluster = () => {
+      leftCluster();
+      order.clear();
+    };
 
     const memberOf = (c: CommandContext, room: string): UserRef => {
       const user = c.session.requireUser();

@@ -79,6 +79,14 @@ export class Inbox implements InboxApi {
   readonly drains: MailboxDrains;
   /** Pending entries written live to version 1 connections here, until their marks commit (a drain skips them there). */
   readonly #writtenLive = new WrittenLive();
+  /**
+   * In a cluster, the other way round: entries a drain here wrote to a
+   * connection before this node dealt with them (their doorbell still on its
+   * way, or lost), until the doorbell or a recovery comes and skips that
+   * connection; the drain marks them received, so the recovery would read
+   * them as live and write them there again.
+   */
+  readonly #drainedAhead = new WrittenLive();
   /** In a cluster: the seqs of each user with version 1 connections here that this node dealt with, where a recovery after a resubscription starts reading. */
   readonly #heard = new HeardSeqs();
   /** In a cluster: the stream head when each version 1 connection logged in (a live entry lost meanwhile goes to the connections that were logged in at its commit). */
@@ -125,6 +133,8 @@ export class Inbox implements InboxApi {
       this.#writtenLive,
       // in a cluster, one drain per user on all the nodes together
       hub.bus === undefined ? undefined : (id) => hub.bus!.lease(drainLease(id)),
+      // an entry committed after the login whose doorbell (or recovery) has not come yet: that one must skip the connection
+      hub.bus === undefined ? undefined : (id, seq, session) => void (this.#heard.has(id, seq) || this.#drainedAhead.add(id, seq, session)),
     );
   }
 
@@ -194,6 +204,7 @@ export class Inbox implements InboxApi {
     if (session.user !== null) {
       const id = session.user.id;
       this.#writtenLive.dropSession(id, session);
+      this.#drainedAhead.dropSession(id, session);
       this.#since.delete(session);
       if ([...this.#hub.sessionsOf(id)].every((s) => s === session)) this.#heard.drop(id);
     }
@@ -425,8 +436,9 @@ export class Inbox implements InboxApi {
 
   /** Pushes a committed entry to the user's connections: inbox form to streaming inbox connections, version 1 form (entries only) to the others. */
   #publish(entry: InboxEntry): void {
-    // a recovery of the user's version 1 connections runs: it writes this entry to them too, in seq order after what it recovers
-    const recovery = entry.kind === KIND_ENTRY ? this.#recovering.get(entry.userId) : undefined;
+    // a recovery of the user's version 1 connections runs (or one starts: an earlier seq's doorbell is still on its way):
+    // it writes this entry to them too, in seq order after what it recovers
+    const recovery = entry.kind === KIND_ENTRY ? (this.#recovering.get(entry.userId) ?? this.#ahead(entry)) : undefined;
     if (recovery === undefined) this.#hear(entry);
     let reached = 0;
     let failed = 0;
@@ -474,7 +486,9 @@ export class Inbox implements InboxApi {
    */
   remote(userId: number, row: InboxRow): void {
     const entry = new InboxEntry(userId, row);
-    const recovery = entry.kind === KIND_ENTRY ? this.#recovering.get(userId) : undefined;
+    // a doorbell that comes after a recovery here read its entry from the store (and wrote it), or after the user's first login here
+    const dealtWith = this.#heard.has(userId, entry.seq);
+    const recovery = entry.kind === KIND_ENTRY && !dealtWith ? (this.#recovering.get(userId) ?? this.#ahead(entry)) : undefined;
     if (recovery === undefined) this.#hear(entry);
     let reached = 0;
     const plain: Session[] = [];
@@ -482,7 +496,7 @@ export class Inbox implements InboxApi {
       const stream = this.#streams.get(session);
       if (stream !== undefined) {
         if (stream.offer(entry)) reached++;
-      } else if (entry.kind === KIND_ENTRY) {
+      } else if (entry.kind === KIND_ENTRY && !dealtWith) {
         if (entry.pending === 1) plain.push(session);
         else if (recovery !== undefined) {
           recovery.again = true;
@@ -525,10 +539,11 @@ export class Inbox implements InboxApi {
           }
         : undefined;
     for (const session of plain) {
-      if (session === draining) continue;
+      if (session === draining || this.#drainedAhead.has(entry.userId, entry.seq, session)) continue;
       this.#writtenLive.add(entry.userId, entry.seq, session);
       if (session.pushFrame(entry.plainFrame, written)) reached++;
     }
+    this.#drainedAhead.forget(entry.userId, [entry.seq]);
     if (draining !== undefined) this.drains.ensure(user);
     return reached;
   }
@@ -543,6 +558,24 @@ export class Inbox implements InboxApi {
     if (this.#hub.bus === undefined) return;
     this.#heard.hear(entry.userId, entry.seq);
     if (this.#heard.gapSize(entry.userId) > MAX_GAP) this.recover([entry.userId]);
+  }
+
+  /**
+   * In a cluster: an entry for the user's version 1 connections here whose
+   * seq is past one this node has not dealt with yet, its doorbell still on
+   * the way from another node (the sender's next request went to a node
+   * that heard faster, or to this one): a recovery of the user starts at
+   * once and takes this entry, so it reads the one missing from the store
+   * and writes both in seq order, as a single node would have. Undefined
+   * when nothing is missing (or the login's head read has not returned).
+   */
+  #ahead(entry: InboxEntry): Recovery | undefined {
+    if (this.#hub.bus === undefined) return undefined;
+    const upTo = this.#heard.upTo(entry.userId);
+    if (upTo === undefined || entry.seq <= upTo + 1 || this.#heard.has(entry.userId, entry.seq)) return undefined;
+    if (![...this.#hub.sessionsOf(entry.userId)].some((s) => !this.#streams.has(s))) return undefined;
+    void this.#track(this.#recoverUser(entry.userId));
+    return this.#recovering.get(entry.userId);
   }
 
   /**
@@ -668,6 +701,8 @@ export class Inbox implements InboxApi {
       if (!live && session === draining) continue;
       // a lost live entry is for the connections logged in at its commit (an unknown login head: written rather than missed)
       if (live && !arrived && (this.#since.get(session) ?? 0) >= entry.seq) continue;
+      // a drain here wrote it (and marked it, or will): not again
+      if (this.#drainedAhead.has(entry.userId, entry.seq, session)) continue;
       // written here before (its mark still on its way): not again
       if (this.#writtenLive.has(entry.userId, entry.seq, session)) {
         if (written !== undefined) mark();
@@ -687,6 +722,7 @@ export class Inbox implements InboxApi {
       else if (local !== undefined) settling--;
     }
     this.#hub.stats.pushed += attempted;
+    this.#drainedAhead.forget(entry.userId, [entry.seq]);
     // none of the connections it was appended for took a write (gone, or refused it)
     if (local !== undefined && attempted === 0) failAll();
     if (!live && draining !== undefined && user != null) this.drains.ensure(user);

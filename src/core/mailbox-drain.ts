@@ -23,6 +23,9 @@ import { pageBytes, type InboxData } from '../store/inbox-data.ts';
 import type { WrittenLive } from './written-live.ts';
 import type { Lease } from '../bus/bus.ts';
 
+/** An entry a drain is writing to `session`. */
+export type Drained = (userId: number, seq: number, session: Session) => void;
+
 /** Takes the user's drain lease: undefined while another node holds it. */
 export type TakeLease = (userId: number) => Lease | undefined | Promise<Lease | undefined>;
 
@@ -56,6 +59,8 @@ export class MailboxDrains {
   readonly #lease: TakeLease | undefined;
   /** Users whose drain waits for the lease (being asked, or held by another node), with the connection asked for. */
   readonly #waiting = new Map<number, { session: Session; timer: NodeJS.Timeout | undefined }>();
+  /** In a cluster: told of every entry a drain writes, so the doorbell or recovery that comes for it later skips that connection. */
+  readonly #drained: Drained | undefined;
 
   constructor(
     data: InboxData,
@@ -65,8 +70,10 @@ export class MailboxDrains {
     track: (work: Promise<unknown>) => void,
     live: WrittenLive,
     lease?: TakeLease,
+    drained?: Drained,
   ) {
     this.#lease = lease;
+    this.#drained = drained;
     this.#data = data;
     this.#track = track;
     this.#log = log;
@@ -238,6 +245,7 @@ export class MailboxDrains {
           const size = frame.size;
           window.unsettled += size;
           window.pending++;
+          this.#drained?.(user.id, entry.seq, session);
           const ok = session.pushFrame(frame, (err) => {
             if (!err) window.written.push(entry.seq);
             window.unsettled -= size;

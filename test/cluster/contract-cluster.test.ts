@@ -12,9 +12,10 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RawConnection } from '../helpers/raw.ts';
 import { FAST_HASH, removeDir, ROOT, spawnServerRaw, storeArgs, tempDir, type ChildServer } from '../helpers/server.ts';
-import { errorOf, freshUsers, PW } from '../helpers/users.ts';
+import { errorOf, expectNoMoreFrames, freshUsers, PW } from '../helpers/users.ts';
 import { api, WsConnection } from '../helpers/ws.ts';
 import { eventually } from '../helpers/eventually.ts';
+import { slowLink, type SlowLink } from '../helpers/slow-link.ts';
 import { redisBin, startRedis, type Redis } from '../../tools/redis.ts';
 
 type Node = { id: string; child: ChildServer; port: number; http: string; ws: string };
@@ -23,12 +24,13 @@ const nodes: Node[] = [];
 const extra: Node[] = [];
 const opened: { close(): void }[] = [];
 const dirs: string[] = [];
+const links: SlowLink[] = [];
 let redis: Redis | undefined;
 let store: string[] = [];
 /** One modules list for every node, in a file of this test's own (the SIGHUP check edits it). */
 let modulesList = '';
 
-async function spawnNode(id: string, args: string[] = []): Promise<Node> {
+async function spawnNode(id: string, args: string[] = [], bus = redis!.url): Promise<Node> {
   const data = tempDir('textserver-cc-node-');
   dirs.push(data);
   const started = spawnServerRaw([
@@ -39,7 +41,7 @@ async function spawnNode(id: string, args: string[] = []): Promise<Node> {
     '--data',
     data,
     '--bus',
-    redis!.url,
+    bus,
     '--node-id',
     id,
     '--ws-port',
@@ -149,6 +151,7 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
         await n.child.exited;
       }
     }
+    for (const l of links) await l.close();
     await redis?.stop();
     dirs.forEach(removeDir);
   }, 60_000);
@@ -212,6 +215,51 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       expect(await nextNotPresence(cb)).toBe('ok');
       const again = await on(N2(), a!);
       expect(await nextNotPresence(again)).toBe(`friend,added,${b}`);
+    });
+
+    it("a sender alternating between two nodes, each send after the last one's ok: every version 1 connection of the recipient gets them in that order, once", async () => {
+      // a node that hears the bus 40 ms late: the other node's doorbells reach it after the next send, made here, was pushed
+      const link = await slowLink({ port: redis!.port }, 40);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}late`, [], link.url);
+      extra.push(late);
+      const [a, b] = await freshUsers(N1().port, 'aa', 'ab');
+      // a's sends alternate between the late node and node 2; b listens on both (so every send is live, none stored
+      // for a login's drain) and on node 3
+      const senders = [await on(late, a!), await on(N2(), a!)];
+      const listeners = [await on(late, b!), await on(N2(), b!), await on(N3(), b!)];
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        expect(await senders[i % 2]!.ask('send', b!, 'msg', `m${i}`)).toBe('ok');
+        sent.push(`send,${a},msg,m${i}`);
+      }
+      for (const l of listeners) expect(await l.nextN(sent.length)).toEqual(sent);
+      for (const l of listeners) await expectNoMoreFrames(l);
+    });
+
+    it("a login's drain on a node that hears the bus late, while a sender alternates between it and another node: each message once", async () => {
+      const link = await slowLink({ port: redis!.port }, 40);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}dlate`, [], link.url);
+      extra.push(late);
+      const [a, b] = await freshUsers(N1().port, 'da', 'db');
+      const senders = [await on(late, a!), await on(N2(), a!)];
+      // b's only connection: what node 2 appends is stored, and the login's drain (its lease asked over the late link)
+      // is still reading stored messages while the first sends come
+      const listener = await on(late, b!);
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        expect(await senders[i % 2]!.ask('send', b!, 'msg', `m${i}`)).toBe('ok');
+        sent.push(`send,${a},msg,m${i}`);
+      }
+      // stored ones (node 2's, while the drain runs) come from the drain, so live ones may pass them, as on one node
+      expect((await listener.nextN(sent.length)).sort()).toEqual([...sent].sort());
+      // nothing twice: a doorbell that comes after the drain wrote its message (or a recovery that reads it) writes nothing
+      await eventually(async () => {
+        expect(await senders[1]!.ask('send', b!, 'msg', 'last')).toBe('ok');
+        expect(await listener.next()).toBe(`send,${a},msg,last`);
+      });
+      await expectNoMoreFrames(listener);
     });
 
     // two drains at once on two nodes would both write it (marked received only once written): the drain lease
@@ -306,6 +354,42 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
   });
 
   describe('rooms', () => {
+    it("says alternating between two nodes, each after the last one's reply: every member's connection gets them in id order, once", async () => {
+      // a node that hears the bus 40 ms late: the other node's messages reach it after the next say, made here, was pushed
+      const link = await slowLink({ port: redis!.port }, 40);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}rlate`, [], link.url);
+      extra.push(late);
+      const [a, b, c] = await freshUsers(N1().port, 'oa', 'ob', 'oc');
+      const room = freshRoom('o');
+      const sayers = [await on(late, a!), await on(N2(), a!)];
+      await joined(sayers[0]!, room, a!);
+      const listeners = [await on(late, b!), await on(N3(), c!)];
+      await joined(listeners[0]!, room, b!);
+      await joined(listeners[1]!, room, c!);
+      // every node has heard every join before the first say
+      const membersOn = async (node: Node) => {
+        const q = await asker(node, a!);
+        q.send('members', room);
+        for (let f = await q.next(); ; f = await q.next()) if (f.startsWith('members,')) return f;
+      };
+      for (const node of [late, N2(), N3()]) await eventually(async () => expect(await membersOn(node)).toBe(`members,${room},${[a, b, c].sort().join(',')}`));
+      const listenerSkip = listeners.map((l) => l.frames.length);
+      const said: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        const s = sayers[i % 2]!;
+        s.send('say', room, `m${i}`);
+        let reply = await s.next();
+        while (!reply.startsWith('said,')) reply = await s.next();
+        const [, , id, time] = reply.split(',');
+        said.push(`room,${room},msg,${id},${time},${a},m${i}`);
+      }
+      // each listener's messages, in the order they came (presence pushes of the others may come between)
+      for (const [i, l] of listeners.entries()) {
+        await eventually(async () => expect(l.frames.slice(listenerSkip[i]!).filter((f) => f.startsWith(`room,${room},msg,`))).toEqual(said));
+      }
+    });
+
     it('history written on node 1 reads the same on nodes 2 and 3, over TCP and HTTP', async () => {
       const [a, b, c] = await freshUsers(N1().port, 'ha', 'hb', 'hc');
       const room = freshRoom('h');
