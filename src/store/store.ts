@@ -42,7 +42,13 @@ export interface Store {
   afterCommit(fn: () => void): void;
   /** Applies the owner's migrations not yet applied (once, even with several servers starting together). */
   migrate(owner: string, migrations: readonly Migration[]): Promise<void>;
-  /** True when `err` is the store failing (disk full, I/O error, database gone), not a bad query. */
+  /**
+   * True when `err` is the store failing (disk full, I/O error, database
+   * gone; the store is then down until it answers again), or a database
+   * giving up on one request's query (a timeout, a serialization failure:
+   * the store stays up): either way the request answers `unavailable`. False
+   * for a bad query, which is a bug.
+   */
   isFailure(err: unknown): boolean;
   /** False from a failed commit or connection until the store answers again. */
   readonly up: boolean;

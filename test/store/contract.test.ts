@@ -219,6 +219,24 @@ describe(`store contract (${backend})`, () => {
     expect(await db.selectFrom('notes').select('body').where('body', '=', 'a\u0000b').execute()).toEqual([{ body: 'a\u0000b' }]);
   });
 
+  // under an operator's own statement_timeout, or another application's locks, a request is answered `unavailable` (try again), not `unhandled`
+  it.runIf(backend === 'postgres')('answers unavailable for a query PostgreSQL gives up on, and stays up', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const url = (await storeArgs(dir))[1]!;
+    const s = await openStore(`${url}?options=${encodeURIComponent('-c statement_timeout=100')}`, dir, log);
+    open.push(s);
+    const timedOut = await s.transaction((tx) => sql`SELECT pg_sleep(2)`.execute(tx)).catch((err: unknown) => err);
+    expect((timedOut as { code?: string }).code).toBe('57014');
+    const conflict = await s
+      .transaction((tx) => sql.raw(`DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$`).execute(tx))
+      .catch((err: unknown) => err);
+    expect((conflict as { code?: string }).code).toBe('40001');
+    for (const err of [timedOut, conflict]) expect(s.isFailure(err)).toBe(true);
+    expect(s.up).toBe(true);
+    expect(await s.transaction((tx) => sql<{ n: number }>`SELECT 1 AS n`.execute(tx)).then((r) => r.rows[0]!.n)).toBe(1);
+  });
+
   it('tells a failing store from a bad query', async () => {
     const s = await store();
     const bad = await sql`SELECT * FROM no_such_table`.execute(s.db).catch((err: unknown) => err);

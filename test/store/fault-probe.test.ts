@@ -283,6 +283,37 @@ describe.skipIf(testPostgres() === undefined)('PostgreSQL that closes idle sessi
   });
 });
 
+describe.skipIf(testPostgres() === undefined)('PostgreSQL that cancels a statement (the operator\'s statement_timeout, another application\'s lock)', () => {
+  it('answers the request unavailable, not unhandled, keeps /readyz at 200, and the same write succeeds once the lock is gone', { timeout: 30_000 }, async () => {
+    const base = testPostgres()!;
+    const name = `cancel_${process.pid}`;
+    const url = await createDatabase(base, name);
+    const k = new pg.Client({ connectionString: base });
+    await k.connect();
+    await k.query(`ALTER DATABASE ${name} SET statement_timeout = '300ms'`).finally(() => k.end());
+    const { srv, ready } = await started(['--store', url]);
+    const c = await open(srv.port);
+    for (const u of ['cta', 'ctb']) expect(await c.ask('register', u, PW)).toBe('ok');
+    expect(await c.ask('login', 'cta', PW)).toBe('ok');
+    expect(await c.ask('send', 'ctb', 'first')).toBe('ok');
+    // another application holds the inbox streams' rows: the send's statement waits, and PostgreSQL cancels it
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    cleanup.push(() => holder.end());
+    await holder.query('BEGIN; SET LOCAL statement_timeout = 0');
+    await holder.query('SELECT 1 FROM inbox_streams FOR UPDATE');
+    expect(await c.ask('send', 'ctb', 'held')).toMatch(errorOf('unavailable'));
+    expect(await ready()).toBe(200);
+    await holder.query('ROLLBACK');
+    expect(await c.ask('send', 'ctb', 'again')).toBe('ok');
+    // nothing of the refused send was kept: b finds the two acknowledged ones only
+    const b = await open(srv.port);
+    expect(await b.ask('login', 'ctb', PW)).toBe('ok');
+    expect(await b.nextN(2)).toEqual(['send,cta,first', 'send,cta,again']);
+    await expectNoMoreFrames(b);
+  });
+});
+
 describe.skipIf(testPostgres() === undefined)("PostgreSQL that refuses the server's password (rotated under it)", () => {
   it('answers writes with unavailable and /readyz 503 while it refuses, and writes again once the password is back', { timeout: 30_000 }, async () => {
     const cluster = await startPostgres({ password: 'superuser pw' });

@@ -27,6 +27,16 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
  * server, 3D000: its database dropped): the store is gone for it as surely.
  */
 const FAILURE_STATES = /^(08|28|53|57P|58|XX|25006$|3D000$)/;
+/**
+ * SQLSTATEs of a query PostgreSQL gave up on while the server itself is
+ * fine, under an operator's own settings or another application's locks:
+ * serialization_failure and deadlock_detected, lock_not_available
+ * (lock_timeout), query_canceled (statement_timeout, pg_cancel_backend),
+ * and the idle-in-transaction and transaction timeouts. Nothing of the
+ * request was committed: it answers `unavailable` ("try again"), as a
+ * failed commit does, and the store stays up (readiness unchanged).
+ */
+const GAVE_UP_STATES = new Set(['40001', '40P01', '55P03', '57014', '25P03', '25P04']);
 const FAILURE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const FAILURE_TEXT =
   /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Query read timeout/i;
@@ -222,6 +232,7 @@ export class PostgresStore implements Store {
   isFailure(err: unknown): boolean {
     if (typeof err !== 'object' || err === null) return false;
     const e = err as { code?: string; message?: string };
+    if (typeof e.code === 'string' && GAVE_UP_STATES.has(e.code)) return true;
     const failed = (typeof e.code === 'string' && (FAILURE_STATES.test(e.code) || FAILURE_ERRNOS.has(e.code))) || FAILURE_TEXT.test(e.message ?? '');
     if (failed) this.#failed(err as Error);
     return failed;
