@@ -24,6 +24,8 @@ import { isDeadlock, KIND_CARBON, KIND_ENTRY, pageBytes, type InboxData, type In
 import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
 import { HeardSeqs } from './heard-seqs.ts';
+import { InboxRetention } from './inbox-retention.ts';
+import { ReceivedMarks } from './received-marks.ts';
 
 export type InboxSettings = {
   mailboxSize(): number;
@@ -43,10 +45,6 @@ export type InboxHub = {
   readonly bus?: Bus | undefined;
 };
 
-const SWEEP_MS = 2000;
-/** Entries dropped by age per statement, and statements per sweep. */
-const EXPIRE_BATCH = 1000;
-const EXPIRE_ROUNDS = 10;
 const MAX_HTTP_LIMIT = 1000;
 /** Entries read at a time by a recovery after the bus came back. */
 const RECOVER_PAGE = 128;
@@ -97,19 +95,8 @@ export class Inbox implements InboxApi {
   readonly #recovering = new Map<number, Recovery>();
   /** Inbox connections (those that sent `sync`), streaming or not. */
   readonly #streams = new WeakMap<Session, InboxStream>();
-  /** Received marks waiting for their batch. */
-  #marks = new Map<number, number[]>();
-  #flushing = false;
-  /**
-   * Users appended to or marked received since the last sweep, with the
-   * highest head seen (0: not known here, a mark's; the sweep reads it).
-   */
-  #appended = new Map<number, number>();
-  /** Whether the sweeps have looked at every stream once since the start (entries may have left the window while the server was down). */
-  #seeded = false;
-  #sweeper: NodeJS.Timeout | undefined;
-  #sweeping = false;
-  #lastSweep: Promise<void> = Promise.resolve();
+  readonly #marks: ReceivedMarks;
+  readonly #retention: InboxRetention;
   /** Store work nobody's request waits for (reads of streams and drains, marks, sweeps): the store closes after it. */
   readonly #background = new Set<Promise<unknown>>();
   #closed = false;
@@ -119,10 +106,18 @@ export class Inbox implements InboxApi {
     this.#hub = hub;
     this.#log = log;
     this.#settings = settings;
+    this.#retention = new InboxRetention(data, settings, log, (p) => this.#track(p));
+    // once committed, drains read them as pending no more (once a page read before the commit is written)
+    this.#marks = new ReceivedMarks(
+      data,
+      log,
+      (p) => this.#track(p),
+      (userId, seqs) => this.drains.afterPage(userId, () => this.#writtenLive.forget(userId, seqs)),
+    );
     // received entries (marked here or by a drain) may have left the window already: the next sweep looks at them,
     // from the stream's head (a received seq says nothing of how far the head has gone since)
     data.onReceived = (userIds) => {
-      for (const userId of userIds) if (!this.#appended.has(userId)) this.#appended.set(userId, 0);
+      for (const userId of userIds) this.#retention.touched(userId);
     };
     this.drains = new MailboxDrains(
       data,
@@ -359,7 +354,7 @@ export class Inbox implements InboxApi {
     }
     for (const e of entries) {
       if (e.holdsMailbox) this.#hub.stats.stored++;
-      this.#appended.set(e.userId, Math.max(e.seq, this.#appended.get(e.userId) ?? 0));
+      this.#retention.touched(e.userId, e.seq);
     }
     this.#afterCommit(() => {
       for (const e of entries) this.#publish(e);
@@ -400,7 +395,9 @@ export class Inbox implements InboxApi {
     }
     const ordered = [...wants.values()].sort((a, b) => a.userId - b.userId);
     const reserved = await this.#data.reserveAll(tx, ordered);
-    const streams = new Map(ordered.map((w, i) => [w.userId, { next: reserved[i]!.first, pending: reserved[i]!.pending, last: reserved[i]!.first + w.count - 1 }]));
+    const streams = new Map(
+      ordered.map((w, i) => [w.userId, { next: reserved[i]!.first, pending: reserved[i]!.pending, last: reserved[i]!.first + w.count - 1 }]),
+    );
     const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
     const results = appends.map((parts): InboxEntry[] | CommandError => {
       // counted under the stream's lock, with what this transaction stored before: exact even with concurrent sends
@@ -501,8 +498,7 @@ export class Inbox implements InboxApi {
         else if (recovery !== undefined) {
           recovery.again = true;
           recovery.arrived.add(entry.seq);
-        }
-        else if (session.pushFrame(entry.plainFrame)) reached++;
+        } else if (session.pushFrame(entry.plainFrame)) reached++;
       }
     }
     this.#hub.stats.pushed += reached;
@@ -742,49 +738,25 @@ export class Inbox implements InboxApi {
     );
   }
 
-  // ---- received marks --------------------------------------------------
+  // ---- received marks (received-marks.ts) --------------------------------
 
   #received(userId: number, seq: number): void {
-    let list = this.#marks.get(userId);
-    if (list === undefined) this.#marks.set(userId, (list = []));
-    list.push(seq);
-    if (!this.#flushing) this.#scheduleFlush();
+    this.#marks.add(userId, seq);
   }
 
-  /** One batch per event-loop turn; tracked from now, so a close waits for it. */
-  #scheduleFlush(): void {
-    this.#flushing = true;
-    void this.#track(new Promise<void>((resolve) => setImmediate(() => void this.#flush().then(resolve))));
-  }
-
-  async #flush(): Promise<void> {
-    const marks = this.#marks;
-    this.#marks = new Map();
-    try {
-      await this.#data.markReceived(marks);
-      // drains read them as pending no more (once a page read before the commit is written)
-      for (const [userId, seqs] of marks) this.drains.afterPage(userId, () => this.#writtenLive.forget(userId, seqs));
-    } catch (err) {
-      // they stay pending: a version 1 login may get them again, nothing is lost
-      this.#log.warn({ err: (err as Error).message }, 'could not mark inbox entries received');
-    } finally {
-      this.#flushing = false;
-      if (this.#marks.size > 0 && !this.#closed) this.#scheduleFlush();
-    }
-  }
-
-  // ---- retention -------------------------------------------------------
+  // ---- retention (inbox-retention.ts) ------------------------------------
 
   startSweeper(): void {
-    this.#sweeper = setInterval(() => {
-      if (!this.#sweeping) void this.sweep();
-    }, SWEEP_MS);
-    this.#sweeper.unref();
+    this.#retention.start();
   }
 
   stopSweeper(): void {
-    clearInterval(this.#sweeper);
-    this.#sweeper = undefined;
+    this.#retention.stop();
+  }
+
+  /** A retention sweep now (after the one running). */
+  sweep(now = Date.now()): Promise<void> {
+    return this.#retention.sweep(now);
   }
 
   /**
@@ -792,8 +764,8 @@ export class Inbox implements InboxApi {
    * most `timeoutMs`) for what runs, the last received marks included.
    */
   async close(timeoutMs = 5000): Promise<void> {
-    this.stopSweeper();
-    if (this.#marks.size > 0 && !this.#flushing) this.#scheduleFlush();
+    this.#retention.close();
+    this.#marks.close();
     this.#closed = true;
     const deadline = Date.now() + timeoutMs;
     while (this.#background.size > 0 && Date.now() < deadline) {
@@ -806,47 +778,6 @@ export class Inbox implements InboxApi {
     const done = () => this.#background.delete(p);
     p.then(done, done);
     return p;
-  }
-
-  /**
-   * Drops received entries outside the window: past the newest
-   * `--inbox-retain` of each user appended to since the last sweep, and
-   * older than `--inbox-max-age` (a bounded batch per sweep, by index).
-   * Sweeps run one after the other.
-   */
-  sweep(now = Date.now()): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    this.#sweeping = true;
-    const run = this.#track(this.#lastSweep.then(() => this.#sweepOnce(now)));
-    this.#lastSweep = run;
-    void run.then(() => {
-      if (this.#lastSweep === run) this.#sweeping = false;
-    });
-    return run;
-  }
-
-  async #sweepOnce(now: number): Promise<void> {
-    const dirty = this.#appended;
-    this.#appended = new Map();
-    try {
-      const retain = this.#settings.retain();
-      // the first sweep: every stream past the window (a crash before a sweep, or a smaller --inbox-retain since)
-      if (!this.#seeded) {
-        for (const [userId, head] of await this.#data.streamsPast(retain)) dirty.set(userId, Math.max(head, dirty.get(userId) ?? 0));
-        this.#seeded = true;
-      }
-      const unknown = [...dirty].filter(([, head]) => head === 0).map(([userId]) => userId);
-      if (unknown.length > 0) for (const [userId, head] of await this.#data.heads(unknown)) dirty.set(userId, head);
-      const bounds = new Map<number, number>();
-      for (const [userId, head] of dirty) if (head > retain) bounds.set(userId, head - retain);
-      await this.#data.trim(bounds);
-      const before = now - this.#settings.maxAgeMs();
-      // an age reaching back before 1970 drops nothing (and is no bigint PostgreSQL takes)
-      if (before > 0) for (let i = 0; i < EXPIRE_ROUNDS && (await this.#data.expire(before, EXPIRE_BATCH)) === EXPIRE_BATCH; i++);
-    } catch (err) {
-      for (const [userId, head] of dirty) this.#appended.set(userId, Math.max(head, this.#appended.get(userId) ?? 0));
-      this.#log.warn({ err: (err as Error).message }, 'inbox retention sweep failed; will retry');
-    }
   }
 }
 
