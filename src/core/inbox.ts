@@ -23,6 +23,7 @@ import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
 import { isDeadlock, KIND_CARBON, KIND_ENTRY, pageBytes, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
 import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
+import { bulkDone, bulkTurn, rowBytes } from './bulk-turns.ts';
 import { HeardSeqs } from './heard-seqs.ts';
 
 export type InboxSettings = {
@@ -256,7 +257,14 @@ export class Inbox implements InboxApi {
       n = Number(limit);
     }
     const position = await this.#position(user.id, epoch, from);
-    const { rows } = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n, pageBytes(this.#settings.window())));
+    // pages of big entries from many clients at once take turns with everyone else (bulk-turns.ts)
+    const claim = await bulkTurn(pageBytes(this.#settings.window()));
+    let rows: InboxRow[] = [];
+    try {
+      ({ rows } = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n, pageBytes(this.#settings.window()))));
+    } finally {
+      bulkDone(claim, rowBytes(rows));
+    }
     if (written) for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
     const entries = rows.map((r) => {
       const fields = parseFields(r.payload);
@@ -400,7 +408,9 @@ export class Inbox implements InboxApi {
     }
     const ordered = [...wants.values()].sort((a, b) => a.userId - b.userId);
     const reserved = await this.#data.reserveAll(tx, ordered);
-    const streams = new Map(ordered.map((w, i) => [w.userId, { next: reserved[i]!.first, pending: reserved[i]!.pending, last: reserved[i]!.first + w.count - 1 }]));
+    const streams = new Map(
+      ordered.map((w, i) => [w.userId, { next: reserved[i]!.first, pending: reserved[i]!.pending, last: reserved[i]!.first + w.count - 1 }]),
+    );
     const batches: { userId: number; first: number; entries: NewEntry[] }[] = [];
     const results = appends.map((parts): InboxEntry[] | CommandError => {
       // counted under the stream's lock, with what this transaction stored before: exact even with concurrent sends
@@ -501,8 +511,7 @@ export class Inbox implements InboxApi {
         else if (recovery !== undefined) {
           recovery.again = true;
           recovery.arrived.add(entry.seq);
-        }
-        else if (session.pushFrame(entry.plainFrame)) reached++;
+        } else if (session.pushFrame(entry.plainFrame)) reached++;
       }
     }
     this.#hub.stats.pushed += reached;
