@@ -6,6 +6,7 @@
  */
 import { CommandError, defineModule, expectArgs, type ClusterApi, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
 import { roomChannel } from '../src/bus/bus.ts';
+import { bulkDone, bulkTurn } from '../src/core/bulk-turns.ts';
 import { InOrder } from './in-order.ts';
 import { RoomOrder } from './room-order.ts';
 import { byUserName } from './user-order.ts';
@@ -167,7 +168,20 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number, ord
       await pushed.get(m);
       return m;
     },
-    history: (room, mode, numbers) => store.history(room, mode, numbers, MAX_HISTORY, maxBytes),
+    async history(room, mode, numbers) {
+      // a page of big messages is tens of milliseconds of the one thread, read and encoded: thirty readers at once
+      // held every other client for seconds, so pages take turns with replays and the like (bulk-turns.ts)
+      const claim = await bulkTurn(maxBytes);
+      let bytes = 0;
+      try {
+        const page = await store.history(room, mode, numbers, MAX_HISTORY, maxBytes);
+        // read now, and encoded into its reply in the same turn
+        for (const m of page.messages) bytes += 2 * m.text.length;
+        return page;
+      } finally {
+        bulkDone(claim, bytes);
+      }
+    },
   };
 }
 

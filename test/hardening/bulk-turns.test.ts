@@ -14,7 +14,7 @@ import { removeDir, startServer, type TestServer } from '../helpers/server.ts';
 import { freshUsers, loggedIn, PW } from '../helpers/users.ts';
 import { range, seqOf, waitEntries } from '../delivery/helpers.ts';
 import { Session } from '../../src/core/session.ts';
-import type { OutFrame } from '../../src/core/out-frame.ts';
+import { OutFrame } from '../../src/core/out-frame.ts';
 import { currentTurn } from '../../src/core/turns.ts';
 import { BULK_BYTES_PER_TURN } from '../../src/core/bulk-turns.ts';
 import { InboxData, pageBytes, type InboxRow } from '../../src/store/inbox-data.ts';
@@ -59,6 +59,18 @@ function readsPerTurn(): Map<number, number> {
       page.rows.reduce((n: number, r: InboxRow) => n + r.payload.length, 0),
     );
     return page;
+  });
+  return perTurn;
+}
+
+/** `history,...` reply bytes formatted, per turn (a reply is formatted in the turn it is written). */
+function historyRepliesPerTurn(): Map<number, number> {
+  const perTurn = new Map<number, number>();
+  const original = OutFrame.of;
+  vi.spyOn(OutFrame, 'of').mockImplementation((fields: readonly string[]) => {
+    const frame = original.call(OutFrame, fields);
+    if (fields[0] === 'history') count(perTurn, frame.payload.length);
+    return frame;
   });
   return perTurn;
 }
@@ -131,5 +143,38 @@ describe('bulk reads and writes of many inbox readers take turns', () => {
     expect(pages).toHaveLength(CLIENTS * 2);
     for (const seqs of pages) expect(seqs[0]).toBe(1);
     expect(Math.max(...read.values())).toBeLessThanOrEqual(BULK_BYTES_PER_TURN + pageBytes(4 * 1024 * 1024));
+  });
+
+  it('history pages of big messages asked by many members at once: bounded per turn, every page whole', async () => {
+    const s = await startServer(['--user-bytes', '0']);
+    servers.push(s);
+    const users = await freshUsers(s.port, 'bulkh', ...Array.from({ length: CLIENTS }, () => 'bulkr'));
+    const room = `bulk-${process.pid}`;
+    const poster = await loggedIn(s.port, users[0]!, opened);
+    expect(await poster.ask('join', room)).toBe(`room,${room},joined,${users[0]}`);
+    await poster.next();
+    for (let i = 0; i < 12; i++) {
+      poster.send('say', room, `${i}${'h'.repeat(ENTRY)}`);
+      let reply = await poster.next(10_000);
+      while (reply.startsWith('room,')) reply = await poster.next(10_000);
+      expect(reply).toMatch(/^said,/);
+    }
+    const readers: RawConnection[] = [];
+    for (const u of users.slice(1)) {
+      const c = await loggedIn(s.port, u, opened);
+      c.send('join', room);
+      await c.nextN(2);
+      readers.push(c);
+    }
+    const replies = historyRepliesPerTurn();
+    // pipelined, all at once: 4 pages of 1 MiB (5 messages) or less each, for every reader
+    for (const c of readers) for (let i = 0; i < 4; i++) c.send('history', room, 'last', '500');
+    for (const c of readers) {
+      const pages = () => c.frames.filter((f) => f.startsWith('history,'));
+      await vi.waitFor(() => expect(pages()).toHaveLength(4), { timeout: 30_000, interval: 50 });
+      for (const page of pages()) expect(page).toMatch(new RegExp(`^history,${room},5,.*,more$`));
+    }
+    // the budget, and one page past it
+    expect(Math.max(...replies.values())).toBeLessThanOrEqual(BULK_BYTES_PER_TURN + 1024 * 1024 + 1000);
   });
 });
