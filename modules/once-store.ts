@@ -22,6 +22,10 @@ export const ONCE_MIGRATIONS: readonly Migration[] = [
       .execute();
     await db.schema.createIndex('once_keys_age').on('once_keys').column('created_at').execute();
   },
+  // a user's newest keys, for trim (--once-max-keys)
+  async ({ db }) => {
+    await db.schema.createIndex('once_keys_by_user_age').on('once_keys').columns(['user_id', 'created_at']).execute();
+  },
 ];
 
 export class OnceStore {
@@ -66,6 +70,25 @@ export class OnceStore {
   /** Within `tx`: the outcome of the claimed key's run, as JSON. */
   async record(tx: Kysely<any>, userId: number, key: string, outcome: string): Promise<void> {
     await (tx as Kysely<Tables>).updateTable('once_keys').set({ reply: outcome }).where('user_id', '=', userId).where('key', '=', key).execute();
+  }
+
+  /**
+   * Forgets the user's keys older than its `keep` newest (those sharing the
+   * oldest kept key's millisecond stay too): a user may not store keys at
+   * the speed of its request budget for the whole TTL.
+   */
+  async trim(userId: number, keep: number): Promise<void> {
+    const cut = await (this.#store.db as Kysely<Tables>)
+      .selectFrom('once_keys')
+      .select('created_at')
+      .where('user_id', '=', userId)
+      .orderBy('created_at', 'desc')
+      .limit(1)
+      .offset(keep - 1)
+      .executeTakeFirst();
+    if (cut === undefined) return;
+    const before = Number(cut.created_at);
+    await this.#store.transaction((tx: Kysely<Tables>) => tx.deleteFrom('once_keys').where('user_id', '=', userId).where('created_at', '<', before).execute());
   }
 
   /** Drops keys older than `before`; a read first, so an idle server writes nothing. */

@@ -50,6 +50,12 @@ export default defineModule({
   usage: { once: 'once,<key>,<command>[,args...] -> the reply <command> got the first time <key> was used' },
   options: {
     'once-ttl': { type: 'number', default: 86400, min: 1, description: 'seconds a once key is remembered from its first use' },
+    'once-max-keys': {
+      type: 'number',
+      default: 10000,
+      min: 1,
+      description: 'once keys remembered per user: past them the oldest are forgotten before their --once-ttl',
+    },
   },
   migrations: ONCE_MIGRATIONS,
   setup(ctx) {
@@ -58,8 +64,35 @@ export default defineModule({
     /** Runs in flight, by user and key: a repeat waits for the first. */
     const running = new Map<string, Promise<Outcome>>();
 
+    const maxKeys = ctx.options['once-max-keys'];
+    /**
+     * Keys each user claimed here since its keys were last trimmed. Without
+     * a bound, one user at the default request rate (500 a second) stored 43
+     * million keys a day, about 200 bytes each before any reply: a user's
+     * keys past its newest `maxKeys` are forgotten, by a trim after every
+     * tenth of them and at every sweep.
+     */
+    const fresh = new Map<number, number>();
+    const trimming = new Set<number>();
+    const trimStep = Math.max(1, Math.floor(maxKeys / 10));
+    const trim = (userId: number) => {
+      fresh.delete(userId);
+      if (trimming.has(userId)) return;
+      trimming.add(userId);
+      store
+        .trim(userId, maxKeys)
+        .catch((err: unknown) => ctx.log.warn({ err: (err as Error).message, user: userId }, 'once keys not trimmed; will retry'))
+        .finally(() => trimming.delete(userId));
+    };
+    const countKey = (userId: number) => {
+      const n = (fresh.get(userId) ?? 0) + 1;
+      if (n >= trimStep) trim(userId);
+      else fresh.set(userId, n);
+    };
+
     const sweeper = setInterval(() => {
       store.expire(Date.now() - ttlMs).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message }, 'once keys not expired; will retry'));
+      for (const userId of [...fresh.keys()]) trim(userId);
     }, SWEEP_MS);
     sweeper.unref();
 
@@ -86,6 +119,8 @@ export default defineModule({
         // or a stream of tiny `once,<new key>,history,...` requests would fill the disk at the speed of its writes
         c.server.users.chargeBytes(userId, recorded.length);
         await store.record(tx, userId, key, recorded);
+        // counted before the commit: a key whose transaction then rolls back only makes a trim come a little early
+        countKey(userId);
         return result;
       });
 

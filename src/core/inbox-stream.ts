@@ -15,7 +15,8 @@
 import type { Logger } from 'pino';
 import { OutFrame } from './out-frame.ts';
 import type { Session } from './session.ts';
-import { KIND_ENTRY, type EntryPage, type InboxRow } from '../store/inbox-data.ts';
+import { KIND_ENTRY, pageBytes, type EntryPage, type InboxRow } from '../store/inbox-data.ts';
+import { bulkDone, bulkTurn, rowBytes, type BulkClaim } from './bulk-turns.ts';
 
 /** Entries read from the store at a time while a stream catches up (and at most about window() bytes of them). */
 const PAGE = 256;
@@ -204,20 +205,44 @@ export class InboxStream {
 
   /** A catch-up write: waits for room in the window first. False when the stream stopped meanwhile. */
   async #writeWindowed(entry: InboxEntry, generation: number): Promise<boolean> {
+    // measuring and encoding a big entry costs as much as reading it: each takes its turn (bulk-turns.ts)
+    const cost = entry.payload.length;
+    let claim = await this.#claim(cost);
     const size = entry.inboxFrame.size;
-    while (this.#generation === generation && this.#unsettled > 0 && this.#unsettled + size > this.#deps.window()) {
-      this.#blocked = true;
-      await new Promise<void>((resolve) => (this.#wake = resolve));
+    const full = () => this.#generation === generation && this.#unsettled > 0 && this.#unsettled + size > this.#deps.window();
+    if (full()) {
+      // no claim is held while the client reads: it would hold up every other replay
+      bulkDone(claim, cost);
+      while (full()) {
+        this.#blocked = true;
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        this.#blocked = false;
+      }
+      // the encoding happens in the turn the client's read made room in
+      claim = await this.#claim(cost);
+    }
+    try {
+      if (this.#generation !== generation || entry.seq < this.#next) return this.#generation === generation;
+      this.#unsettled += size;
+      const ok = this.#write(entry, undefined, () => {
+        this.#unsettled -= size;
+        this.#wake?.();
+      });
+      if (!ok) this.#unsettled -= size;
+      return ok && this.#generation === generation;
+    } finally {
+      bulkDone(claim, cost);
+    }
+  }
+
+  /** Waits for a turn with bulk budget left (the server busy, not the client: whenWritten waits on). */
+  async #claim(bytes: number): Promise<BulkClaim> {
+    this.#blocked = true;
+    try {
+      return await bulkTurn(bytes);
+    } finally {
       this.#blocked = false;
     }
-    if (this.#generation !== generation || entry.seq < this.#next) return this.#generation === generation;
-    this.#unsettled += size;
-    const ok = this.#write(entry, undefined, () => {
-      this.#unsettled -= size;
-      this.#wake?.();
-    });
-    if (!ok) this.#unsettled -= size;
-    return ok && this.#generation === generation;
   }
 
   #dropWritten(): void {
@@ -262,6 +287,7 @@ export class InboxStream {
         // Every seq below a published one is committed too (seqs follow commit
         // order), so what the store lacks below `known` was dropped by retention.
         const known = this.#lowestBuffered();
+        // a page is tens of milliseconds of the one thread when its entries are big: many replays take turns (bulk-turns.ts)
         const page = await this.#read(alive);
         if (page === undefined || !alive()) return;
         for (const row of page.rows) {
@@ -292,9 +318,18 @@ export class InboxStream {
    */
   async #read(alive: () => boolean): Promise<EntryPage | undefined> {
     for (let wait = RETRY_MIN_MS; ; wait = Math.min(RETRY_MAX_MS, wait * 2)) {
+      // a claim for each try, given back before a pause (bulk-turns.ts)
+      const claim = await this.#claim(pageBytes(this.#deps.window()));
+      if (!alive()) {
+        bulkDone(claim, 0);
+        return undefined;
+      }
       try {
-        return await this.#deps.read(this.#userId, this.#next - 1, PAGE);
+        const page = await this.#deps.read(this.#userId, this.#next - 1, PAGE);
+        bulkDone(claim, rowBytes(page.rows));
+        return page;
       } catch (err) {
+        bulkDone(claim, 0);
         if (!alive()) return undefined;
         if (wait === RETRY_MIN_MS) this.#deps.log.warn({ err: (err as Error).message, user: this.#userId }, 'inbox stream cannot read the store; trying again');
         await new Promise((resolve) => setTimeout(resolve, wait).unref());

@@ -23,6 +23,7 @@ import { formatFields, isFieldsFault, parseFields } from '../text/fields.ts';
 import { isDeadlock, KIND_CARBON, KIND_ENTRY, pageBytes, type InboxData, type InboxRow, type NewEntry, type StreamRow } from '../store/inbox-data.ts';
 import { drainLease, userChannel, type Bus } from '../bus/bus.ts';
 import { WrittenLive } from './written-live.ts';
+import { bulkDone, bulkTurn, rowBytes } from './bulk-turns.ts';
 import { HeardSeqs } from './heard-seqs.ts';
 import { InboxRetention } from './inbox-retention.ts';
 import { ReceivedMarks } from './received-marks.ts';
@@ -251,7 +252,14 @@ export class Inbox implements InboxApi {
       n = Number(limit);
     }
     const position = await this.#position(user.id, epoch, from);
-    const { rows } = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n, pageBytes(this.#settings.window())));
+    // pages of big entries from many clients at once take turns with everyone else (bulk-turns.ts)
+    const claim = await bulkTurn(pageBytes(this.#settings.window()));
+    let rows: InboxRow[] = [];
+    try {
+      ({ rows } = await this.#data.durableRead((db) => this.#data.after(db, user.id, position.after, n, pageBytes(this.#settings.window()))));
+    } finally {
+      bulkDone(claim, rowBytes(rows));
+    }
     if (written) for (const row of rows) if (Number(row.kind) === KIND_ENTRY && Number(row.pending) === 1) this.#received(user.id, Number(row.seq));
     const entries = rows.map((r) => {
       const fields = parseFields(r.payload);

@@ -19,8 +19,9 @@ import type { Logger } from 'pino';
 import { InboxEntry } from './inbox-stream.ts';
 import type { UserRef } from './module-api.ts';
 import type { Session } from './session.ts';
-import { pageBytes, type InboxData } from '../store/inbox-data.ts';
+import { pageBytes, type InboxData, type InboxRow } from '../store/inbox-data.ts';
 import type { WrittenLive } from './written-live.ts';
+import { bulkDone, bulkTurn, rowBytes } from './bulk-turns.ts';
 import type { Lease } from '../bus/bus.ts';
 
 /** An entry a drain is writing to `session`. */
@@ -195,7 +196,11 @@ export class MailboxDrains {
       if (window.written.length === 0) return;
       const seqs = window.written;
       window.written = [];
-      const marked = await this.#retrying(() => this.#data.markReceived(new Map([[user.id, seqs]])), user, () => stopped);
+      const marked = await this.#retrying(
+        () => this.#data.markReceived(new Map([[user.id, seqs]])),
+        user,
+        () => stopped,
+      );
       if (marked === undefined) {
         // the drain stopped before the store came back: still pending, so a drain to this connection
         // (it logs in again) would read them again; it marks them instead of writing them twice.
@@ -220,7 +225,17 @@ export class MailboxDrains {
           this.openPage(user.id);
         }
         const read = await this.#retrying(
-          () => this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE, pageBytes(this.#window()))),
+          async () => {
+            // drains of big stored messages take turns with everyone else (bulk-turns.ts); no claim held in a retry's pause
+            const claim = await bulkTurn(pageBytes(this.#window()));
+            let rows: InboxRow[] = [];
+            try {
+              rows = await this.#data.durableRead((db) => this.#data.pendingAfter(db, user.id, after, DRAIN_PAGE, pageBytes(this.#window())));
+              return rows;
+            } finally {
+              bulkDone(claim, rowBytes(rows));
+            }
+          },
           user,
           () => stopped,
         );

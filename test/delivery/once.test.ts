@@ -162,6 +162,26 @@ describe('once', () => {
     );
   });
 
+  it('a user keeps at most --once-max-keys keys: the oldest are forgotten before their TTL, the newest still answer', async () => {
+    const s = await server(['--once-max-keys', '5']);
+    const [me, bob] = await freshUsers(s.port, 'omax', 'omaxb');
+    const c = await loggedIn(s.port, me!, opened);
+    for (let i = 0; i < 20; i++) expect(await c.ask('once', `m${i}`, 'send', bob!, 'x')).toBe('ok');
+    expect(await head(s, bob!)).toBe(20);
+    // the first key, forgotten: a repeat runs again (without the bound it is remembered for a day)
+    await eventually(
+      async () => {
+        expect(await c.ask('once', 'm0', 'send', bob!, 'x')).toBe('ok');
+        expect(await head(s, bob!)).toBe(21);
+      },
+      10_000,
+      100,
+    );
+    // the newest are still remembered: repeats run nothing
+    for (let i = 17; i < 20; i++) expect(await c.ask('once', `m${i}`, 'send', bob!, 'x')).toBe('ok');
+    expect(await head(s, bob!)).toBe(21);
+  });
+
   it('survives a restart: the key was committed with the command', async () => {
     const data = tempDir();
     const first = await startServer(['--user-rate', '0'], data);

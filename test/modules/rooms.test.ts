@@ -356,3 +356,40 @@ describe('rooms: history pages bounded in bytes', () => {
     }
   });
 });
+
+describe('rooms: memberships per user bounded', () => {
+  it('answers too_many_rooms past --max-rooms-per-user, over TCP and HTTP; a leave makes room again', async () => {
+    const own = await startServer(['--max-rooms-per-user', '3', '--http-port', '0'], tempDir());
+    try {
+      const [a] = await freshUsers(own.port, 'mr');
+      const s = await login(own.port, a!);
+      const rs = [room(), room(), room(), room()];
+      for (const r of rs.slice(0, 3)) {
+        s.send('join', r);
+        expect(await s.nextN(2)).toEqual([`room,${r},joined,${a}`, 'ok']);
+      }
+      expect(await s.ask('join', rs[3]!)).toMatch(err('too_many_rooms'));
+      // already a member: still ok, nothing new
+      expect(await s.ask('join', rs[0]!)).toBe('ok');
+      const base = `http://127.0.0.1:${own.server.httpPort}`;
+      const login1 = await fetch(`${base}/api/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: a, password: 'password1' }),
+      });
+      const { token } = (await login1.json()) as { token: string };
+      const viaHttp = await fetch(`${base}/api/rooms/${rs[3]}/join`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      expect(viaHttp.status).toBe(409);
+      expect(((await viaHttp.json()) as { error: string }).error).toBe('too_many_rooms');
+      expect(await s.ask('rooms')).toBe(`rooms,${rs.slice(0, 3).sort().join(',')}`);
+      s.send('leave', rs[1]!);
+      expect(await s.nextN(2)).toEqual([`room,${rs[1]},left,${a}`, 'ok']);
+      s.send('join', rs[3]!);
+      expect(await s.nextN(2)).toEqual([`room,${rs[3]},joined,${a}`, 'ok']);
+      s.close();
+    } finally {
+      await own.stop();
+      removeDir(own.data);
+    }
+  });
+});
