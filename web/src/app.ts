@@ -4,6 +4,7 @@
  * WebSocket transport with the shared client protocol.
  */
 import { attempt, hideError, showError } from './banner.ts';
+import { httpCall, jsonBody } from './http.ts';
 import { Connection, ReplyError, type Arrival, type InboxEntry } from './connection.ts';
 import { DirectMessages } from './direct.ts';
 import { byId, el, formatTime, rebuild } from './dom.ts';
@@ -61,8 +62,8 @@ function renderLogin(): void {
 }
 
 async function logIn(user: string, password: string): Promise<void> {
-  const res = await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
-  const body = (await res.json()) as { user?: string; token?: string; error?: string; info?: string };
+  const res = await httpCall('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
+  const body = await jsonBody<{ user: string; token: string; error: string; info: string }>(res);
   if (!res.ok || body.token === undefined) throw new ReplyError(['error', 'nonfatal', body.error ?? 'unhandled', body.info ?? `HTTP ${res.status}`]);
   sessionStorage.setItem(TOKEN_KEY, body.token);
   await conn.useToken(body.token);
@@ -454,7 +455,7 @@ function connect(): Promise<void> {
 }
 
 async function boot(): Promise<void> {
-  const info = (await (await fetch('/api/info')).json()) as { ws: { port: number; path: string } | null };
+  const info = (await (await httpCall('/api/info')).json()) as { ws: { port: number; path: string } | null };
   if (info.ws === null) throw new Error('this server has no WebSocket transport (start it with --ws-port)');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   wsUrl = `${scheme}://${location.hostname}:${info.ws.port}${info.ws.path}`;
