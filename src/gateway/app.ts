@@ -58,13 +58,18 @@ export async function buildApp(
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (req, text, done) => {
     if ((text as string).trim() === '') return done(null, undefined);
+    let body: unknown;
     try {
-      done(null, JSON.parse(text as string));
+      body = JSON.parse(text as string);
     } catch {
       // labelled JSON and not JSON is a syntax error; other text is left to the route (which wants JSON or nothing)
-      if (/json/i.test(req.headers['content-type'] ?? '')) done(new CommandError('syntax', 'the body is not JSON'), undefined);
-      else done(null, text);
+      if (/json/i.test(req.headers['content-type'] ?? '')) return done(new CommandError('syntax', 'the body is not JSON'), undefined);
+      return done(null, text);
     }
+    // PROTOCOL.md: text that is not valid UTF-8 is a syntax error. JSON can spell such text as a lone
+    // surrogate escape ("\ud800"); stored, it would become U+FFFD: another text than the one acknowledged
+    if (!wellFormed(body)) return done(new CommandError('syntax', 'the body has a string that is not Unicode text (a lone surrogate escape)'), undefined);
+    done(null, body);
   });
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => sendError(core, reply, err, req));
   // headers a module route wants on every reply reach its 405s too (KFCR's CORS): by path pattern
@@ -138,6 +143,14 @@ function distinctHeaders(request: FastifyRequest): Record<string, string | strin
   const headers: Record<string, string | string[] | undefined> = { ...request.headers };
   for (const [name, values] of Object.entries(request.raw.headersDistinct)) if (values !== undefined && values.length > 1) headers[name] = values;
   return headers;
+}
+
+/** Every string in a parsed JSON value, keys included, is Unicode text (no lone surrogate). */
+function wellFormed(value: unknown): boolean {
+  if (typeof value === 'string') return value.isWellFormed();
+  if (Array.isArray(value)) return value.every(wellFormed);
+  if (typeof value === 'object' && value !== null) return Object.entries(value).every(([k, v]) => k.isWellFormed() && wellFormed(v));
+  return true;
 }
 
 /** A route path (`/messages/last/:n`) as a regular expression over request paths. */

@@ -57,6 +57,16 @@ function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   socket.destroy();
 }
 
+/**
+ * RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host header (an
+ * HTTP/1.0 one may have none); two are 400 whatever the version. Node keeps
+ * only the first of two, and answers a missing one with an empty body.
+ */
+export function oneHost(req: http.IncomingMessage): boolean {
+  const hosts = req.headersDistinct.host?.length ?? 0;
+  return hosts === 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor === 0);
+}
+
 export async function startGateways(core: ServerCore, isReady: () => boolean): Promise<Gateways> {
   const { wsPort, httpPort, host, tls, maxRequest, requestTimeoutMs, wsOrigins } = core.options;
   if (wsPort === undefined && httpPort === undefined) return { listeners: [], wsPort: undefined, inFlight: () => 0, close: async () => {} };
@@ -87,6 +97,11 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
     const fair = fairRequests((req, res) => {
       inFlight++;
       res.once('close', finished); // answered, or its connection gone
+      if (!oneHost(req)) {
+        res.shouldKeepAlive = false;
+        const body = JSON.stringify({ error: 'syntax', info: 'an HTTP/1.1 request needs exactly one Host header' });
+        return void res.writeHead(400, { ...JSON_TYPE, 'content-length': Buffer.byteLength(body) }).end(body);
+      }
       // while draining, answered requests do not keep their connection for more
       if (core.sessions.draining) res.shouldKeepAlive = false;
       if (withWs !== undefined && pathOf(req) === WS_PATH) return withWs.serveHttp(req, res);
@@ -101,6 +116,8 @@ export async function startGateways(core: ServerCore, isReady: () => boolean): P
       connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(requestTimeoutMs / 4))),
       // only `Upgrade: websocket` on the WebSocket path switches protocols: any other (h2c) is a plain request
       shouldUpgradeCallback: (req) => withWs?.wants(req) === true,
+      // node's own refusal of a request without Host has an empty body: oneHost answers it in our shape
+      requireHostHeader: false,
     };
     const listener = tls === undefined ? 'http' : 'https';
     const server =

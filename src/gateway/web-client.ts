@@ -8,6 +8,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 
 const WEB_DIR = resolve(import.meta.dirname, '../../web');
 const WEB_BUILD = join(WEB_DIR, 'dist');
+/** The module web/index.html loads first: without it the client is not built. */
+const WEB_ENTRY = join(WEB_BUILD, 'web', 'src', 'app.js');
 const WEB_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
@@ -19,7 +21,11 @@ const WEB_TYPES: Record<string, string> = {
 
 export function mountWebClient(app: FastifyInstance): void {
   const send = (reply: FastifyReply, path: string) => {
-    if (!existsSync(path)) return reply.code(404).send({ error: 'command_not_found', info: 'the browser client is not built (npm run build:web)' });
+    if (!existsSync(path)) {
+      // "not built" only when the client's entry module is missing too; otherwise the file just does not exist
+      const info = existsSync(WEB_ENTRY) ? 'no such file' : 'the browser client is not built (npm run build:web)';
+      return reply.code(404).send({ error: 'command_not_found', info });
+    }
     const ext = path.slice(path.lastIndexOf('.'));
     return reply
       .type(WEB_TYPES[ext] ?? 'application/octet-stream')

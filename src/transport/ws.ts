@@ -245,6 +245,8 @@ export function wsAcceptor(core: ServerCore, originAllowed: (origin: string | un
       if (core.sessions.draining) return refuse(socket, 503, 'the server is stopping');
       if (!originAllowed(req.headers.origin)) return refuse(socket, 403, 'this origin may not open a WebSocket here (see --ws-origins)');
       if (req.method !== 'GET') return refuse(socket, 405, 'a WebSocket handshake is a GET', 'Allow: GET\r\n');
+      // RFC 6455 section 4.2.1: the handshake carries the server's authority in one Host header
+      if (req.headersDistinct.host?.length !== 1) return refuse(socket, 400, 'a WebSocket handshake needs exactly one Host header');
       const key = req.headers['sec-websocket-key'];
       if (typeof key !== 'string' || !KEY.test(key)) return refuse(socket, 400, 'missing or malformed Sec-WebSocket-Key');
       if (req.headers['sec-websocket-version'] !== '13') return refuse(socket, 426, 'WebSocket version 13 only', 'Sec-WebSocket-Version: 13\r\n');

@@ -4,6 +4,7 @@
  * WebSocket transport with the shared client protocol.
  */
 import { attempt, hideError, showError } from './banner.ts';
+import { httpCall, jsonBody } from './http.ts';
 import { Connection, ReplyError, type Arrival, type InboxEntry } from './connection.ts';
 import { DirectMessages } from './direct.ts';
 import { byId, el, formatTime, rebuild } from './dom.ts';
@@ -61,8 +62,8 @@ function renderLogin(): void {
 }
 
 async function logIn(user: string, password: string): Promise<void> {
-  const res = await fetch('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
-  const body = (await res.json()) as { user?: string; token?: string; error?: string; info?: string };
+  const res = await httpCall('/api/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
+  const body = await jsonBody<{ user: string; token: string; error: string; info: string }>(res);
   if (!res.ok || body.token === undefined) throw new ReplyError(['error', 'nonfatal', body.error ?? 'unhandled', body.info ?? `HTTP ${res.status}`]);
   sessionStorage.setItem(TOKEN_KEY, body.token);
   await conn.useToken(body.token);
@@ -142,14 +143,44 @@ async function refreshPresence(user: string): Promise<void> {
   if (reply !== undefined) state.online.set(user.toLowerCase(), reply[2] === 'online');
 }
 
-/** After a reconnect: what was said while we were away, per room, with `history,after`. */
+/**
+ * Pages of missed messages a reconnect fetches per room at most; past
+ * that, the room shows its newest page again and older ones load on
+ * scrolling up, as after a reload (no gap, not everything in memory).
+ */
+const CATCH_UP_PAGES = 4;
+
+/**
+ * After a reconnect: what was said while we were away, per room, with
+ * `history,after` from the last message seen before the drop (live
+ * messages may reach the new socket first), page after page: a page
+ * stops at 500 rows or the byte bound.
+ */
 async function catchUp(): Promise<void> {
   for (const room of state.rooms.values()) {
-    const after = State.lastId(room);
-    const missed = parseHistory(await conn.request('history', room.name, 'after', String(after)));
-    State.merge(room, missed);
+    let after = room.catchUpAfter ?? State.lastId(room);
+    let pages = 0;
+    for (;;) {
+      if (pages++ === CATCH_UP_PAGES) {
+        await reloadNewest(room);
+        break;
+      }
+      const missed = parseHistory(await conn.request('history', room.name, 'after', String(after)));
+      if (missed.length === 0) break;
+      State.merge(room, missed);
+      after = missed.at(-1)!.id;
+    }
+    room.catchUpAfter = undefined;
   }
   render();
+}
+
+/** The room's newest page in place of what it showed; older messages load on scrolling up. */
+async function reloadNewest(room: Room): Promise<void> {
+  const newest = parseHistory(await conn.request('history', room.name, 'last', String(PAGE)));
+  room.messages = [];
+  room.complete = newest.length < PAGE;
+  State.merge(room, newest);
 }
 
 const loadingOlder = new Set<string>();
@@ -445,7 +476,12 @@ function connect(): Promise<void> {
     gap: () => dms?.gap(),
     state: (s) => {
       // typing pushes missed while away could leave a stale "is typing" for ever
-      if (s === 'closed') for (const room of state.rooms.values()) room.typing.clear();
+      if (s === 'closed')
+        for (const room of state.rooms.values()) {
+          room.typing.clear();
+          // where the catch-up starts: the first drop's position holds over failed reconnects
+          room.catchUpAfter ??= State.lastId(room);
+        }
       render();
     },
     resumed: () => void catchUp().catch(showError),
@@ -454,7 +490,7 @@ function connect(): Promise<void> {
 }
 
 async function boot(): Promise<void> {
-  const info = (await (await fetch('/api/info')).json()) as { ws: { port: number; path: string } | null };
+  const info = (await (await httpCall('/api/info')).json()) as { ws: { port: number; path: string } | null };
   if (info.ws === null) throw new Error('this server has no WebSocket transport (start it with --ws-port)');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   wsUrl = `${scheme}://${location.hostname}:${info.ws.port}${info.ws.path}`;

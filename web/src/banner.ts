@@ -1,6 +1,7 @@
 /** The error banner: one readable line per failure, hidden again after a while or on success. */
-import { ReplyError } from './connection.ts';
+import { ConnectionClosedError, ReplyError } from './connection.ts';
 import { byId } from './dom.ts';
+import { UNREACHABLE } from './http.ts';
 
 const SHOWN_MS = 6000;
 let timer: number | undefined;
@@ -16,6 +17,8 @@ export function errorText(err: unknown): string {
     if (info === '') return title;
     return info.toLowerCase().includes(title.toLowerCase()) ? info : `${title}: ${info}`;
   }
+  // a request made while the WebSocket is down (it reconnects by itself); a logout's own closing is no failure to explain
+  if (err instanceof ConnectionClosedError && err.message !== 'logged out') return UNREACHABLE;
   return err instanceof Error ? err.message : String(err);
 }
 

@@ -12,6 +12,8 @@ export type Room = {
   typing: Set<string>;
   /** No older messages exist (paging backwards stops). */
   complete: boolean;
+  /** The newest message id seen before the connection dropped, until the catch-up after the reconnect is done. */
+  catchUpAfter?: number;
   unread: number;
 };
 
