@@ -16,16 +16,6 @@ const HEADER_LIST = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|
 
 type KfcrMessage = { id: number; user: string; content: string; timestamp: number; sys: boolean };
 
-/**
- * The oldest message of every KFCR view, as the reference's database always
- * begins with the system message it stores when it boots. The reference
- * client takes the largest id of `last/50` as its position: from an empty
- * page that is `Math.max()`, -Infinity, and it would poll
- * `sinceid/-Infinity` (400, not JSON) for ever. Id 0 precedes every room
- * message; it is not a room message, so room members never see it.
- */
-const BOOT: KfcrMessage = { id: 0, user: 'KFCR', content: 'Booting KFCR', timestamp: 0, sys: true };
-
 const text = (status: number, body: string): HttpReply => ({ status, body });
 const json = (body: unknown, status = 200): HttpReply => ({ status, body });
 
@@ -74,29 +64,27 @@ const reads: HttpRoute[] = [
     const limit = n < 0 ? MAX : Math.min(n, MAX);
     if (limit === 0) return json([]);
     const { service, room } = await rooms(server);
-    const page = await service.history(room, 'last', [limit]);
-    const newestFirst = page.messages.reverse().map(toKfcr);
-    // the page reached the room's first message: the boot message comes next
-    return json(page.messages.length < limit && !page.more ? [...newestFirst, BOOT] : newestFirst);
+    return json((await service.history(room, 'last', [limit])).messages.reverse().map(toKfcr));
   }),
   get('/messages/since/:ms', async (req, server) => {
     const ms = pythonInt(req.params.ms);
     if (ms === undefined) return text(400, 'Bad timestamp');
     const { service, room } = await rooms(server);
-    const messages = (await service.history(room, 'since', [ms])).messages.map(toKfcr);
-    return json(ms <= BOOT.timestamp ? [BOOT, ...messages] : messages);
+    return json((await service.history(room, 'since', [ms])).messages.map(toKfcr));
   }),
   get('/messages/sinceid/:id', async (req, server) => {
-    const id = pythonInt(req.params.id);
+    // The reference client's position is the largest id of its first `last/50`: from a room with no
+    // message yet (the reference's database always holds its boot message) that is Math.max() of
+    // nothing, and it polls `sinceid/-Infinity` from then on. Read as "every message", so it shows the
+    // first one posted and goes on from its id; Python's int() would refuse it (400 for ever).
+    const id = req.params.id === '-Infinity' ? -1 : pythonInt(req.params.id);
     if (id === undefined) return text(400, 'invalid ID');
     const { service, room } = await rooms(server);
-    const messages = (await service.history(room, 'after', [id])).messages.map(toKfcr);
-    return json(id < BOOT.id ? [BOOT, ...messages] : messages);
+    return json((await service.history(room, 'after', [id])).messages.map(toKfcr));
   }),
   get('/messages/id/:id', async (req, server) => {
     const id = pythonInt(req.params.id);
     if (id === undefined) return text(400, 'invalid ID');
-    if (id === BOOT.id) return json(BOOT);
     const { service, room } = await rooms(server);
     // the newest message with an id up to this one: it, when it exists
     const [m] = id < 1 ? [] : (await service.history(room, 'before', [id + 1, 1])).messages;
