@@ -8,6 +8,7 @@
  * gives no hold on it.
  */
 import { describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
 import { MailboxDrains } from '../../src/core/mailbox-drain.ts';
 import type { OutFrame } from '../../src/core/out-frame.ts';
 import type { Session } from '../../src/core/session.ts';
@@ -97,7 +98,8 @@ describe('mailbox drain and entries written live', () => {
     store.hold = new Promise<void>((r) => (release = r));
     const { drains, settled } = drainsOf(store.data, live);
     drains.start(a.session, USER);
-    expect(store.reads).toBe(1);
+    // the read starts once the drain has its turn of the bulk budget (bulk-turns.ts)
+    await eventually(() => expect(store.reads).toBe(1));
     // the mark of seq 2 commits now (another path marked it), after the page's read began
     let forgotten = false;
     drains.afterPage(USER.id, () => {

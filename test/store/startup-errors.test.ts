@@ -227,7 +227,8 @@ describe.runIf(base !== undefined)('a PostgreSQL --store that cannot be used', (
     expect(JSON.parse(line)).toMatchObject({ node: 'probe-1' });
   });
 
-  it.runIf(inject('redisUrl') !== undefined)('a second live node under one --node-id is refused; a killed node restarts under its name', async () => {
+  // three server processes started one after another: 4-6 s alone, past the default 20 s once on a loaded machine
+  it.runIf(inject('redisUrl') !== undefined)('a second live node under one --node-id is refused; a killed node restarts under its name', { timeout: 60_000 }, async () => {
     const url = await createDatabase(base!, `nodeid_${process.pid}`);
     const id = `twin-${process.pid}`;
     const node = (dir: string) => ['--data', dir, '--store', url, '--bus', inject('redisUrl')!, '--node-id', id, '--presence-ttl', '1'];
