@@ -86,6 +86,20 @@ export class InboxStream {
   #again = false;
   /** Live entries ahead of #next, by seq. */
   readonly #buffer = new Map<number, InboxEntry>();
+  /**
+   * The write callbacks of live entries this stream took (offer said true)
+   * but has not written yet, by seq: queued in the buffer, or to be read
+   * from the store. Called once the entry is written, or with an error when
+   * the stream stops first, so an entry stored as delivered live that no
+   * connection got is kept for the next version 1 login after all.
+   */
+  readonly #owed = new Map<number, Written>();
+  /**
+   * Seqs whose owed writes failed at the last stop (their entries are being
+   * marked not yet received): a restarted stream that writes one after all
+   * marks it received again, whatever the row it read still said.
+   */
+  readonly #reported = new Set<number>();
   #bufferedBytes = 0;
   /** Catch-up bytes written but not yet taken by the kernel. */
   #unsettled = 0;
@@ -121,8 +135,20 @@ export class InboxStream {
     this.#again = false;
     this.#buffer.clear();
     this.#bufferedBytes = 0;
+    this.#reported.clear();
+    this.#failOwed(() => true, true);
     this.#wake?.();
     for (const w of this.#waiters.splice(0)) w.resolve();
+  }
+
+  /** The owed writes that will not happen (the stream stopped, or retention dropped them): their entries were not written here. */
+  #failOwed(which: (seq: number) => boolean, report: boolean): void {
+    for (const [seq, written] of this.#owed) {
+      if (!which(seq)) continue;
+      this.#owed.delete(seq);
+      if (report) this.#reported.add(seq);
+      written(new Error('the inbox stream stopped before this entry was written'));
+    }
   }
 
   /**
@@ -134,6 +160,7 @@ export class InboxStream {
     if (!this.#streaming) return false;
     if (entry.seq < this.#next) return true;
     if (!this.#filling && entry.seq === this.#next) return this.#write(entry, written);
+    if (written !== undefined && !this.#owed.has(entry.seq)) this.#owed.set(entry.seq, written);
     if (!this.#buffer.has(entry.seq)) {
       this.#buffer.set(entry.seq, entry);
       this.#bufferedBytes += entry.inboxFrame.size;
@@ -179,16 +206,23 @@ export class InboxStream {
     });
   }
 
-  #write(entry: InboxEntry, written?: Written, settled?: () => void): boolean {
+  #write(entry: InboxEntry, given?: Written, settled?: () => void): boolean {
+    // a live entry taken earlier and written now (from the buffer or the store): its publisher learns how it went
+    const owed = this.#owed.get(entry.seq);
+    this.#owed.delete(entry.seq);
+    const written = given ?? owed;
     // the callback keeps only what it needs: holding the entry would keep its payload and formatted frame
     // alive next to the encoded bytes, three copies of every unread byte a replay leaves queued
-    const mailbox = entry.holdsMailbox ? { userId: entry.userId, seq: entry.seq } : undefined;
+    const reported = this.#reported.delete(entry.seq);
+    const mailbox = entry.holdsMailbox || reported ? { userId: entry.userId, seq: entry.seq } : undefined;
     const ok = this.session.pushFrame(entry.inboxFrame, (err) => {
       if (!err && mailbox !== undefined) this.#deps.received(mailbox.userId, mailbox.seq);
       settled?.();
       written?.(err);
     });
     if (!ok) {
+      // not written; an owed entry's publisher counted this connection as reached, so it hears of the failure
+      owed?.(new Error('the connection refused the entry'));
       this.stop();
       return false;
     }
@@ -306,5 +340,6 @@ export class InboxStream {
   #skipped(to: number): void {
     this.#deps.log.warn({ user: this.#userId, from: this.#next, to }, 'inbox entries left the retention window during a replay: skipped');
     this.#next = to;
+    this.#failOwed((seq) => seq < to, false);
   }
 }

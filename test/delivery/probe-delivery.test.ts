@@ -1,0 +1,81 @@
+/**
+ * DELIVERY.md probed from outside (branch probe-delivery): each test is a
+ * place where the server disagreed with the document, kept so it does not
+ * come back.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
+import { RawConnection } from '../helpers/raw.ts';
+import { removeDir, startServer, type TestServer } from '../helpers/server.ts';
+import { freshUsers, loggedIn, PW } from '../helpers/users.ts';
+import { inboxConnection, range, seqOf, waitEntries } from './helpers.ts';
+
+const servers: TestServer[] = [];
+const opened: RawConnection[] = [];
+
+afterEach(async () => {
+  for (const c of opened.splice(0)) c.close();
+  for (const s of servers.splice(0)) {
+    await s.stop();
+    removeDir(s.data);
+  }
+});
+
+async function server(args: string[] = []): Promise<TestServer> {
+  const s = await startServer(['--user-rate', '0', '--user-bytes', '0', ...args]);
+  servers.push(s);
+  return s;
+}
+
+/** Sends `texts` from `c`'s user to `to`, pipelined, each answered `ok`. */
+async function sendAll(c: RawConnection, to: string, texts: readonly string[]): Promise<void> {
+  for (const text of texts) c.send('send', to, 'm', text);
+  for (const _ of texts) expect(await c.next(20_000)).toBe('ok');
+}
+
+/** The first `count` frames a fresh version 1 login of `user` gets after its `ok` (stored ones come after it, as a drain). */
+async function v1Login(port: number, user: string, count: number): Promise<string[]> {
+  const c = await RawConnection.open(port);
+  opened.push(c);
+  try {
+    c.send('login', user, PW);
+    expect(await c.next()).toBe('ok');
+    return await c.nextN(count, 1000);
+  } finally {
+    c.close();
+  }
+}
+
+describe('entries an inbox connection was offered but never written', () => {
+  // Section 2: a version 1 login gets "the entries that no connection of the user has received yet"; section 1:
+  // such an entry "is kept regardless until delivered". A live entry that reaches an inbox connection while that
+  // connection is still replaying waits behind the replay; if the connection goes away first, nobody received it.
+  it('a live entry queued behind a replay is kept for the next version 1 login when the connection drops', async () => {
+    const s = await server();
+    const [to, from] = await freshUsers(s.port, 'qbr', 'qbrfrom');
+    const sender = await loggedIn(s.port, from!, opened);
+    // a backlog far bigger than what the kernel buffers of a client that does not read can hold (about 9 MB),
+    // received by a first inbox connection, so none of it is waiting for a version 1 login
+    const first = await inboxConnection(s.port, to!, '', '0', opened);
+    const big = 'x'.repeat(60_000);
+    await sendAll(sender, to!, range(1, 150).map((i) => `${i}${big}`));
+    expect((await waitEntries(first.c, 150, 30_000)).map(seqOf)).toEqual(range(1, 150));
+    first.c.close();
+
+    // a second inbox connection replays it all and does not read: the replay stalls on its window
+    const c = await RawConnection.open(s.port);
+    opened.push(c);
+    expect(await c.ask('sync')).toBe('ok');
+    expect(await c.ask('login', to!, PW)).toBe('ok');
+    c.send('resume', '', '0');
+    expect(await c.next(20_000)).toMatch(/^resumed,[A-Za-z0-9]+,150$/);
+    c.socket.pause();
+    // live entries while it streams: stored as delivered to it, but queued behind the replay
+    await sendAll(sender, to!, ['live1', 'live2', 'live3']);
+    c.close();
+
+    // nobody received them: a version 1 login gets them (once the server saw the close)
+    const got = await eventually(() => v1Login(s.port, to!, 3), 10_000, 100);
+    expect(got).toEqual(['live1', 'live2', 'live3'].map((t) => `send,${from},m,${t}`));
+  });
+});
