@@ -24,6 +24,8 @@ const GAP_WAIT_MS = 5;
 /** A read the store refused (PostgreSQL restarting) is tried again after this, doubling up to RETRY_MAX_MS. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
+/** Seqs a stream remembers having reported unwritten (see #reported). */
+const REPORTED_MAX = 4096;
 
 /** One committed inbox entry, its frames formatted once however many connections get it. */
 export class InboxEntry {
@@ -95,9 +97,11 @@ export class InboxStream {
    */
   readonly #owed = new Map<number, Written>();
   /**
-   * Seqs whose owed writes failed at the last stop (their entries are being
-   * marked not yet received): a restarted stream that writes one after all
-   * marks it received again, whatever the row it read still said.
+   * Seqs of live entries this stream reported it did not take or write
+   * (their publisher may be marking them not yet received): a restarted
+   * stream that writes one after all marks it received again, whatever the
+   * row it read still said, or a version 1 login would get it a second time.
+   * Oldest first, at most REPORTED_MAX.
    */
   readonly #reported = new Set<number>();
   #bufferedBytes = 0;
@@ -121,6 +125,7 @@ export class InboxStream {
   /** Streams the user's entries with seq > after. */
   start(userId: number, after: number): void {
     this.stop();
+    if (userId !== this.#userId) this.#reported.clear();
     this.#userId = userId;
     this.#streaming = true;
     this.#next = after + 1;
@@ -135,10 +140,14 @@ export class InboxStream {
     this.#again = false;
     this.#buffer.clear();
     this.#bufferedBytes = 0;
-    this.#reported.clear();
     this.#failOwed(() => true, true);
     this.#wake?.();
     for (const w of this.#waiters.splice(0)) w.resolve();
+  }
+
+  #report(seq: number): void {
+    this.#reported.add(seq);
+    if (this.#reported.size > REPORTED_MAX) this.#reported.delete(this.#reported.values().next().value!);
   }
 
   /** The owed writes that will not happen (the stream stopped, or retention dropped them): their entries were not written here. */
@@ -146,7 +155,7 @@ export class InboxStream {
     for (const [seq, written] of this.#owed) {
       if (!which(seq)) continue;
       this.#owed.delete(seq);
-      if (report) this.#reported.add(seq);
+      if (report) this.#report(seq);
       written(new Error('the inbox stream stopped before this entry was written'));
     }
   }
@@ -157,7 +166,11 @@ export class InboxStream {
    * or already written: `written` is not called); false when it will not.
    */
   offer(entry: InboxEntry, written?: Written): boolean {
-    if (!this.#streaming) return false;
+    if (!this.#streaming) {
+      // between a stop and the next start (a resume restarting the stream): that start's replay may write it yet
+      if (written !== undefined && entry.userId === this.#userId) this.#report(entry.seq);
+      return false;
+    }
     if (entry.seq < this.#next) return true;
     if (!this.#filling && entry.seq === this.#next) return this.#write(entry, written);
     if (written !== undefined && !this.#owed.has(entry.seq)) this.#owed.set(entry.seq, written);

@@ -99,6 +99,8 @@ export class Inbox implements InboxApi {
   readonly #streams = new WeakMap<Session, InboxStream>();
   /** Received marks waiting for their batch. */
   #marks = new Map<number, number[]>();
+  /** "Not received" marks in flight (#lostLive), by user and seq: a received mark of the same entry waits for its commit. */
+  readonly #markingPending = new Map<string, Promise<void>>();
   #flushing = false;
   /**
    * Users appended to or marked received since the last sweep, with the
@@ -730,7 +732,14 @@ export class Inbox implements InboxApi {
 
   #lostLive(entry: InboxEntry): void {
     if (this.#closed) return;
-    this.#track(this.#data.markPending(entry.userId, entry.seq)).then(
+    const key = markKey(entry.userId, entry.seq);
+    const marking = this.#track(this.#data.markPending(entry.userId, entry.seq));
+    this.#markingPending.set(key, marking);
+    const done = () => {
+      if (this.#markingPending.get(key) === marking) this.#markingPending.delete(key);
+    };
+    marking.then(done, done);
+    marking.then(
       () => void this.#hub.stats.stored++,
       (err: unknown) => {
         this.#hub.stats.lost++;
@@ -745,6 +754,14 @@ export class Inbox implements InboxApi {
   // ---- received marks --------------------------------------------------
 
   #received(userId: number, seq: number): void {
+    // written after all (a restarted inbox stream), while its "not received" mark is on its way: this one goes after
+    // it, or the store would end up saying not received, and a version 1 login would get the entry a second time
+    const marking = this.#markingPending.get(markKey(userId, seq));
+    if (marking !== undefined) {
+      const after = () => this.#received(userId, seq);
+      void marking.then(after, after);
+      return;
+    }
     let list = this.#marks.get(userId);
     if (list === undefined) this.#marks.set(userId, (list = []));
     list.push(seq);
@@ -848,6 +865,10 @@ export class Inbox implements InboxApi {
       this.#log.warn({ err: (err as Error).message }, 'inbox retention sweep failed; will retry');
     }
   }
+}
+
+function markKey(userId: number, seq: number): string {
+  return `${userId}:${seq}`;
 }
 
 /** `<after>`: a whole number >= 0, or `latest`. */

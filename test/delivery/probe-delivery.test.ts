@@ -79,3 +79,42 @@ describe('entries an inbox connection was offered but never written', () => {
     expect(got).toEqual(['live1', 'live2', 'live3'].map((t) => `send,${from},m,${t}`));
   });
 });
+
+describe('a stream restarted over and over while messages arrive', () => {
+  // Section 2 and section 5: an entry written to an inbox connection counts as received; one no connection got is
+  // kept for the next version 1 login. `resume,,latest` on a streaming connection skips what is not written yet (the
+  // client asked for live entries only): those must stay for a version 1 login, and only those, once each.
+  it('every message reaches the inbox connection or, once, the next version 1 login', async () => {
+    const s = await server();
+    const [to, from] = await freshUsers(s.port, 'rst', 'rstfrom');
+    const sender = await loggedIn(s.port, from!, opened);
+    const { c, epoch } = await inboxConnection(s.port, to!, '', '0', opened);
+    let stop = false;
+    let n = 0;
+    const sending = (async () => {
+      while (!stop) {
+        const batch = range(n + 1, n + 20).map(String);
+        n += 20;
+        await sendAll(sender, to!, batch);
+      }
+    })();
+    for (let i = 0; i < 300; i++) {
+      c.send('resume', '', 'latest');
+      // paced (load, not synchronisation), so the restarts fall among the sends rather than all before them
+      await new Promise<void>((r) => setTimeout(r, 2));
+    }
+    stop = true;
+    await sending;
+    // every resume answered; then a last message seen live: everything the last run wrote before it has come
+    c.send('req', 'end', 'resume', epoch, 'latest');
+    await eventually(() => expect(c.frames.some((f) => f.startsWith('req,end,resumed,'))).toBe(true), 10_000);
+    expect(await sender.ask('send', to!, 'm', 'last')).toBe('ok');
+    await eventually(() => expect(c.frames.at(-1)).toMatch(/,m,last$/), 10_000);
+    const inbox = new Set(c.frames.filter((f) => f.startsWith('inbox,')).map((f) => f.split(',').at(-1)!));
+    c.close();
+    const rest = range(1, n).map(String).filter((t) => !inbox.has(t));
+    const v1 = rest.length === 0 ? [] : await eventually(() => v1Login(s.port, to!, rest.length), 10_000, 100);
+    // exactly the rest, each once (a message shown twice would push one of the rest out of the first rest.length)
+    expect(v1.map((f) => f.split(',').at(-1)).sort()).toEqual(rest.sort());
+  });
+});
