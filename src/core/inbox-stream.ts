@@ -26,6 +26,8 @@ const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
 /** Seqs a stream remembers having reported unwritten (see #reported). */
 const REPORTED_MAX = 4096;
+/** Runs of a stream (one per start) whose written seqs it remembers, for an entry whose publication comes late. */
+const RUNS_KEPT = 8;
 
 /** One committed inbox entry, its frames formatted once however many connections get it. */
 export class InboxEntry {
@@ -104,6 +106,9 @@ export class InboxStream {
    * Oldest first, at most REPORTED_MAX.
    */
   readonly #reported = new Set<number>();
+  /** Where the current run started (the first seq it writes), and the seqs the last few runs wrote, [from, to). */
+  #runFrom = 1;
+  #runs: { from: number; to: number }[] = [];
   #bufferedBytes = 0;
   /** Catch-up bytes written but not yet taken by the kernel. */
   #unsettled = 0;
@@ -125,17 +130,30 @@ export class InboxStream {
   /** Streams the user's entries with seq > after. */
   start(userId: number, after: number): void {
     this.stop();
-    if (userId !== this.#userId) this.#reported.clear();
+    if (userId !== this.#userId) {
+      this.#runs = [];
+      this.#reported.clear();
+    }
     this.#userId = userId;
     this.#streaming = true;
     this.#next = after + 1;
+    this.#runFrom = after + 1;
     void this.#fill(false);
+  }
+
+  /** Whether a recent run of this stream (before the current one) wrote `seq`. */
+  #wroteBefore(seq: number): boolean {
+    return this.#runs.some((run) => seq >= run.from && seq < run.to);
   }
 
   /** Until the next start, nothing more is written. */
   stop(): void {
     if (!this.#streaming) return;
     this.#streaming = false;
+    if (this.#next > this.#runFrom) {
+      this.#runs.push({ from: this.#runFrom, to: this.#next });
+      if (this.#runs.length > RUNS_KEPT) this.#runs.shift();
+    }
     this.#generation++;
     this.#again = false;
     this.#buffer.clear();
@@ -171,7 +189,12 @@ export class InboxStream {
       if (written !== undefined && entry.userId === this.#userId) this.#report(entry.seq);
       return false;
     }
-    if (entry.seq < this.#next) return true;
+    if (entry.seq < this.#next) {
+      if (entry.seq >= this.#runFrom || this.#wroteBefore(entry.seq)) return true;
+      // before where this run started (resume,,latest), and no recent run wrote it: this connection never got it
+      if (written !== undefined) this.#report(entry.seq);
+      return false;
+    }
     if (!this.#filling && entry.seq === this.#next) return this.#write(entry, written);
     if (written !== undefined && !this.#owed.has(entry.seq)) this.#owed.set(entry.seq, written);
     if (!this.#buffer.has(entry.seq)) {
