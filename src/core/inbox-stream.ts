@@ -24,7 +24,8 @@ const GAP_WAIT_MS = 5;
 /** A read the store refused (PostgreSQL restarting) is tried again after this, doubling up to RETRY_MAX_MS. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
-/** Seqs a stream remembers having reported unwritten (see #reported). */
+/** Live entries a stream may owe a write report at a time (see #owed), and seqs it remembers having reported unwritten (#reported). */
+const OWED_MAX = 1024;
 const REPORTED_MAX = 4096;
 /** Runs of a stream (one per start) whose written seqs it remembers, for an entry whose publication comes late. */
 const RUNS_KEPT = 8;
@@ -196,7 +197,15 @@ export class InboxStream {
       return false;
     }
     if (!this.#filling && entry.seq === this.#next) return this.#write(entry, written);
-    if (written !== undefined && !this.#owed.has(entry.seq)) this.#owed.set(entry.seq, written);
+    if (written !== undefined && !this.#owed.has(entry.seq)) {
+      // far behind (a replay the client reads slowly, or not at all): reported unwritten at once, so the callbacks
+      // kept stay bounded; written later after all, it is marked received again (#reported)
+      if (this.#owed.size < OWED_MAX) this.#owed.set(entry.seq, written);
+      else {
+        this.#report(entry.seq);
+        written(new Error('the inbox stream is too far behind to owe this entry'));
+      }
+    }
     if (!this.#buffer.has(entry.seq)) {
       this.#buffer.set(entry.seq, entry);
       this.#bufferedBytes += entry.inboxFrame.size;
