@@ -25,6 +25,11 @@ const GAP_WAIT_MS = 5;
 /** A read the store refused (PostgreSQL restarting) is tried again after this, doubling up to RETRY_MAX_MS. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
+/** Live entries a stream may owe a write report at a time (see #owed), and seqs it remembers having reported unwritten (#reported). */
+const OWED_MAX = 1024;
+const REPORTED_MAX = 4096;
+/** Runs of a stream (one per start) whose written seqs it remembers, for an entry whose publication comes late. */
+const RUNS_KEPT = 8;
 
 /** One committed inbox entry, its frames formatted once however many connections get it. */
 export class InboxEntry {
@@ -87,6 +92,25 @@ export class InboxStream {
   #again = false;
   /** Live entries ahead of #next, by seq. */
   readonly #buffer = new Map<number, InboxEntry>();
+  /**
+   * The write callbacks of live entries this stream took (offer said true)
+   * but has not written yet, by seq: queued in the buffer, or to be read
+   * from the store. Called once the entry is written, or with an error when
+   * the stream stops first, so an entry stored as delivered live that no
+   * connection got is kept for the next version 1 login after all.
+   */
+  readonly #owed = new Map<number, Written>();
+  /**
+   * Seqs of live entries this stream reported it did not take or write
+   * (their publisher may be marking them not yet received): a restarted
+   * stream that writes one after all marks it received again, whatever the
+   * row it read still said, or a version 1 login would get it a second time.
+   * Oldest first, at most REPORTED_MAX.
+   */
+  readonly #reported = new Set<number>();
+  /** Where the current run started (the first seq it writes), and the seqs the last few runs wrote, [from, to). */
+  #runFrom = 1;
+  #runs: { from: number; to: number }[] = [];
   #bufferedBytes = 0;
   /** Catch-up bytes written but not yet taken by the kernel. */
   #unsettled = 0;
@@ -108,22 +132,52 @@ export class InboxStream {
   /** Streams the user's entries with seq > after. */
   start(userId: number, after: number): void {
     this.stop();
+    if (userId !== this.#userId) {
+      this.#runs = [];
+      this.#reported.clear();
+    }
     this.#userId = userId;
     this.#streaming = true;
     this.#next = after + 1;
+    this.#runFrom = after + 1;
     void this.#fill(false);
+  }
+
+  /** Whether a recent run of this stream (before the current one) wrote `seq`. */
+  #wroteBefore(seq: number): boolean {
+    return this.#runs.some((run) => seq >= run.from && seq < run.to);
   }
 
   /** Until the next start, nothing more is written. */
   stop(): void {
     if (!this.#streaming) return;
     this.#streaming = false;
+    if (this.#next > this.#runFrom) {
+      this.#runs.push({ from: this.#runFrom, to: this.#next });
+      if (this.#runs.length > RUNS_KEPT) this.#runs.shift();
+    }
     this.#generation++;
     this.#again = false;
     this.#buffer.clear();
     this.#bufferedBytes = 0;
+    this.#failOwed(() => true, true);
     this.#wake?.();
     for (const w of this.#waiters.splice(0)) w.resolve();
+  }
+
+  #report(seq: number): void {
+    this.#reported.add(seq);
+    if (this.#reported.size > REPORTED_MAX) this.#reported.delete(this.#reported.values().next().value!);
+  }
+
+  /** The owed writes that will not happen (the stream stopped, or retention dropped them): their entries were not written here. */
+  #failOwed(which: (seq: number) => boolean, report: boolean): void {
+    for (const [seq, written] of this.#owed) {
+      if (!which(seq)) continue;
+      this.#owed.delete(seq);
+      if (report) this.#report(seq);
+      written(new Error('the inbox stream stopped before this entry was written'));
+    }
   }
 
   /**
@@ -132,9 +186,27 @@ export class InboxStream {
    * or already written: `written` is not called); false when it will not.
    */
   offer(entry: InboxEntry, written?: Written): boolean {
-    if (!this.#streaming) return false;
-    if (entry.seq < this.#next) return true;
+    if (!this.#streaming) {
+      // between a stop and the next start (a resume restarting the stream): that start's replay may write it yet
+      if (written !== undefined && entry.userId === this.#userId) this.#report(entry.seq);
+      return false;
+    }
+    if (entry.seq < this.#next) {
+      if (entry.seq >= this.#runFrom || this.#wroteBefore(entry.seq)) return true;
+      // before where this run started (resume,,latest), and no recent run wrote it: this connection never got it
+      if (written !== undefined) this.#report(entry.seq);
+      return false;
+    }
     if (!this.#filling && entry.seq === this.#next) return this.#write(entry, written);
+    if (written !== undefined && !this.#owed.has(entry.seq)) {
+      // far behind (a replay the client reads slowly, or not at all): reported unwritten at once, so the callbacks
+      // kept stay bounded; written later after all, it is marked received again (#reported)
+      if (this.#owed.size < OWED_MAX) this.#owed.set(entry.seq, written);
+      else {
+        this.#report(entry.seq);
+        written(new Error('the inbox stream is too far behind to owe this entry'));
+      }
+    }
     if (!this.#buffer.has(entry.seq)) {
       this.#buffer.set(entry.seq, entry);
       this.#bufferedBytes += entry.inboxFrame.size;
@@ -180,16 +252,23 @@ export class InboxStream {
     });
   }
 
-  #write(entry: InboxEntry, written?: Written, settled?: () => void): boolean {
+  #write(entry: InboxEntry, given?: Written, settled?: () => void): boolean {
+    // a live entry taken earlier and written now (from the buffer or the store): its publisher learns how it went
+    const owed = this.#owed.get(entry.seq);
+    this.#owed.delete(entry.seq);
+    const written = given ?? owed;
     // the callback keeps only what it needs: holding the entry would keep its payload and formatted frame
     // alive next to the encoded bytes, three copies of every unread byte a replay leaves queued
-    const mailbox = entry.holdsMailbox ? { userId: entry.userId, seq: entry.seq } : undefined;
+    const reported = this.#reported.delete(entry.seq);
+    const mailbox = entry.holdsMailbox || reported ? { userId: entry.userId, seq: entry.seq } : undefined;
     const ok = this.session.pushFrame(entry.inboxFrame, (err) => {
       if (!err && mailbox !== undefined) this.#deps.received(mailbox.userId, mailbox.seq);
       settled?.();
       written?.(err);
     });
     if (!ok) {
+      // not written; an owed entry's publisher counted this connection as reached, so it hears of the failure
+      owed?.(new Error('the connection refused the entry'));
       this.stop();
       return false;
     }
@@ -341,5 +420,6 @@ export class InboxStream {
   #skipped(to: number): void {
     this.#deps.log.warn({ user: this.#userId, from: this.#next, to }, 'inbox entries left the retention window during a replay: skipped');
     this.#next = to;
+    this.#failOwed((seq) => seq < to, false);
   }
 }

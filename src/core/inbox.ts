@@ -59,6 +59,9 @@ type Part = { user: UserRef; entries: NewEntry[]; limit: boolean };
 
 type Written = (err?: Error | null) => void;
 
+/** A live entry's writes: how many connections took it (once all are counted), and how many of those failed. */
+type LiveTally = { reached: number; failed: number; counted: boolean };
+
 /**
  * A recovery of a user's version 1 connections on this node (#recoverUser).
  * `again`: an entry came meanwhile, so it reads once more before it ends;
@@ -97,6 +100,8 @@ export class Inbox implements InboxApi {
   /** Inbox connections (those that sent `sync`), streaming or not. */
   readonly #streams = new WeakMap<Session, InboxStream>();
   readonly #marks: ReceivedMarks;
+  /** "Not received" marks in flight (#lostLive), by user and seq: a received mark of the same entry waits for its commit. */
+  readonly #markingPending = new Map<string, Promise<void>>();
   readonly #retention: InboxRetention;
   /** Store work nobody's request waits for (reads of streams and drains, marks, sweeps): the store closes after it. */
   readonly #background = new Set<Promise<unknown>>();
@@ -446,16 +451,11 @@ export class Inbox implements InboxApi {
     const recovery = entry.kind === KIND_ENTRY ? (this.#recovering.get(entry.userId) ?? this.#ahead(entry)) : undefined;
     if (recovery === undefined) this.#hear(entry);
     let reached = 0;
-    let failed = 0;
     let deferred = 0;
     const plain: Session[] = [];
     // a live entry none of whose writes succeeds waits for the next version 1 login after all
-    const written =
-      entry.kind === KIND_ENTRY && entry.pending === 0
-        ? (err?: Error | null) => {
-            if (err && ++failed === reached) this.#lostLive(entry);
-          }
-        : undefined;
+    const tally: LiveTally = { reached: 0, failed: 0, counted: false };
+    const written = entry.kind === KIND_ENTRY && entry.pending === 0 ? this.#liveWritten(entry.userId, entry.seq, tally) : undefined;
     for (const session of this.#hub.sessionsOf(entry.userId)) {
       const stream = this.#streams.get(session);
       if (stream !== undefined) {
@@ -476,8 +476,24 @@ export class Inbox implements InboxApi {
     }
     // the doorbell for the other nodes: a lost one is noticed by the seq gap it leaves, or re-read after a resubscription
     this.#hub.bus?.publish(userChannel(entry.userId), { kind: 'inbox', seq: entry.seq, fields: { k: entry.kind, p: entry.pending, d: entry.payload } });
-    if (entry.kind !== KIND_ENTRY) return;
-    if (entry.pending === 0 && reached === 0) this.#lostLive(entry);
+    if (written === undefined) return;
+    tally.reached = reached;
+    tally.counted = true;
+    if (tally.failed >= reached) this.#lostLive(entry.userId, entry.seq);
+  }
+
+  /**
+   * The write callback of a live entry, shared by every connection it goes
+   * to: once all of them failed, it is marked not yet received. It holds the
+   * user and seq only: an inbox stream far behind may keep it a while, and
+   * the entry's text must not stay in memory that long.
+   */
+  #liveWritten(userId: number, seq: number, tally: LiveTally): Written {
+    return (err) => {
+      if (!err) return;
+      // a failure reported while the writes were still being counted is judged once they are
+      if (++tally.failed === tally.reached && tally.counted) this.#lostLive(userId, seq);
+    };
   }
 
   /**
@@ -732,14 +748,21 @@ export class Inbox implements InboxApi {
     if (!live && draining !== undefined && user != null) this.drains.ensure(user);
   }
 
-  #lostLive(entry: InboxEntry): void {
+  #lostLive(userId: number, seq: number): void {
     if (this.#closed) return;
-    this.#track(this.#data.markPending(entry.userId, entry.seq)).then(
+    const key = markKey(userId, seq);
+    const marking = this.#track(this.#data.markPending(userId, seq));
+    this.#markingPending.set(key, marking);
+    const done = () => {
+      if (this.#markingPending.get(key) === marking) this.#markingPending.delete(key);
+    };
+    marking.then(done, done);
+    marking.then(
       () => void this.#hub.stats.stored++,
       (err: unknown) => {
         this.#hub.stats.lost++;
         this.#log.warn(
-          { err: (err as Error).message, user: entry.userId, seq: entry.seq },
+          { err: (err as Error).message, user: userId, seq },
           'an entry whose live writes failed could not be kept for the next login',
         );
       },
@@ -749,6 +772,14 @@ export class Inbox implements InboxApi {
   // ---- received marks (received-marks.ts) --------------------------------
 
   #received(userId: number, seq: number): void {
+    // written after all (a restarted inbox stream), while its "not received" mark is on its way: this one goes after
+    // it, or the store would end up saying not received, and a version 1 login would get the entry a second time
+    const marking = this.#markingPending.get(markKey(userId, seq));
+    if (marking !== undefined) {
+      const after = () => this.#received(userId, seq);
+      void marking.then(after, after);
+      return;
+    }
     this.#marks.add(userId, seq);
   }
 
@@ -787,6 +818,10 @@ export class Inbox implements InboxApi {
     p.then(done, done);
     return p;
   }
+}
+
+function markKey(userId: number, seq: number): string {
+  return `${userId}:${seq}`;
 }
 
 /** `<after>`: a whole number >= 0, or `latest`. */
