@@ -156,16 +156,18 @@ export class RoomStore {
 
   /** Reads the rooms and the membership index again (in a cluster, after joins and leaves may have gone unheard). */
   async reload(): Promise<void> {
-    const rooms = await this.#db.selectFrom('rooms').select(['id', 'name']).execute();
     const members = await this.#db
       .selectFrom('room_members as m')
       .innerJoin('rooms as r', 'r.id', 'm.room_id')
-      .select(['r.name as room', 'm.user_id as user'])
+      .select(['r.id as id', 'r.name as room', 'm.user_id as user'])
       .execute();
-    for (const r of rooms) this.#ids.set(r.name, Number(r.id));
+    this.#ids.clear();
     this.#members.clear();
     this.#byUser.clear();
-    for (const m of members) this.index(m.room, Number(m.user));
+    for (const m of members) {
+      this.#ids.set(m.room, Number(m.id));
+      this.index(m.room, Number(m.user));
+    }
   }
 
   /** Users in at least one room. */
@@ -242,9 +244,21 @@ export class RoomStore {
     return Number(result.numDeletedRows) > 0;
   }
 
+  /**
+   * Rooms nobody is in hold no memory here (their ids are read again when
+   * someone joins or reads one): a user joining and leaving new names grew
+   * these maps by a room per request, for good.
+   */
   unindex(room: string, userId: number): void {
-    this.#members.get(room)?.delete(userId);
-    this.#byUser.get(userId)?.delete(room);
+    const members = this.#members.get(room);
+    members?.delete(userId);
+    if (members?.size === 0) {
+      this.#members.delete(room);
+      this.#ids.delete(room);
+    }
+    const rooms = this.#byUser.get(userId);
+    rooms?.delete(room);
+    if (rooms?.size === 0) this.#byUser.delete(userId);
   }
 
   /**

@@ -224,7 +224,8 @@ describe('rooms: say and history', () => {
   });
 
   // since and between find their first id by time in the id index (a binary search): every boundary, another room's ids in between
-  it("since and between return exactly the messages of their time window, at every boundary, with two rooms' ids interleaved", async () => {
+  // hundreds of history requests, each with binary searches (9 s on PostgreSQL in a full run at twice the size): a timeout of its own
+  it("since and between return exactly the messages of their time window, at every boundary, with two rooms' ids interleaved", { timeout: 60_000 }, async () => {
     const [r1, r2] = [room(), room()];
     const [a, b] = await users('a', 'b');
     const talkers = [await loggedIn(a!), await loggedIn(b!)];
@@ -234,7 +235,7 @@ describe('rooms: say and history', () => {
         await eventually(async () => expect(await c.ask('members', r)).toContain(c === talkers[0] ? a! : b!));
       }
     }
-    for (let burst = 0; burst < 4; burst++) {
+    for (let burst = 0; burst < 3; burst++) {
       // two connections pipelining into both rooms at once: each room's ids have gaps
       for (const [n, c] of talkers.entries()) for (let i = 0; i < 6; i++) c.send('say', i % 2 === 0 ? r1 : r2, `b${burst}c${n}m${i}`);
       for (const c of talkers) {
@@ -246,7 +247,7 @@ describe('rooms: say and history', () => {
     }
     // a connection of its own for the reads: the talkers still hold each other's pushes
     const s = await loggedIn(a!);
-    // over a thousand reads: past the per-user request rate, so a refused one is asked again when the limit says
+    // hundreds of reads: past the per-user request rate, so a refused one is asked again when the limit says
     const ask = async (...req: string[]): Promise<string> => {
       for (;;) {
         const reply = await s.ask(...req);
@@ -262,13 +263,13 @@ describe('rooms: say and history', () => {
     const texts = (reply: string) => messages(reply).map((m) => m.text);
     for (const r of [r1, r2]) {
       const all = messages(await ask('history', r, 'last', '500'));
-      expect(all).toHaveLength(24);
+      expect(all).toHaveLength(18);
       const times = [...new Set(all.map((m) => m.time))];
       const probes = [0, ...times.flatMap((t) => [t - 1, t, t + 1])];
       for (const t of probes) {
         const want = all.filter((m) => m.time >= t).map((m) => m.text);
         expect(texts(await ask('history', r, 'since', String(t))), `since ${t}`).toEqual(want);
-        for (const u of probes.filter((u, i) => u > t && i % 4 === 0)) {
+        for (const u of probes.filter((u, i) => u > t && i % 6 === 0)) {
           const window = all.filter((m) => m.time >= t && m.time < u).map((m) => m.text);
           expect(texts(await ask('history', r, 'between', String(t), String(u))), `between ${t} ${u}`).toEqual(window);
         }
