@@ -52,14 +52,25 @@ export type BulkClaim = { readonly turn: number; readonly bytes: number };
  */
 export async function bulkTurn(bytes: number): Promise<BulkClaim> {
   for (;;) {
-    refresh();
-    if (spent < BULK_BYTES_PER_TURN && inflight < BULK_BYTES_PER_TURN) break;
+    const claim = bulkTurnNow(bytes);
+    if (claim !== undefined) return claim;
     await new Promise<void>((resolve) => {
       waiters.push(resolve);
       // only this turn's budget is spent: the next turn has room (otherwise bulkDone wakes them)
       if (inflight < BULK_BYTES_PER_TURN) wakeNextTurn();
     });
   }
+}
+
+/**
+ * bulkTurn's claim when this turn has room, without a promise; undefined
+ * when the caller must wait with bulkTurn. A replay claims for each entry
+ * it writes: with an await for each, `resume` of 1,000 small entries took
+ * 18-27 ms instead of 15-23 (`npm run bench -- resume`).
+ */
+export function bulkTurnNow(bytes: number): BulkClaim | undefined {
+  refresh();
+  if (spent >= BULK_BYTES_PER_TURN || inflight >= BULK_BYTES_PER_TURN) return undefined;
   spent += bytes;
   inflight += bytes;
   return { turn, bytes };

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { OutFrame } from './out-frame.ts';
 import type { Session } from './session.ts';
 import { KIND_ENTRY, pageBytes, type EntryPage, type InboxRow } from '../store/inbox-data.ts';
-import { bulkDone, bulkTurn, rowBytes, type BulkClaim } from './bulk-turns.ts';
+import { bulkDone, bulkTurn, bulkTurnNow, rowBytes, type BulkClaim } from './bulk-turns.ts';
 
 /** Entries read from the store at a time while a stream catches up (and at most about window() bytes of them). */
 const PAGE = 256;
@@ -286,7 +286,7 @@ export class InboxStream {
   async #writeWindowed(entry: InboxEntry, generation: number): Promise<boolean> {
     // measuring and encoding a big entry costs as much as reading it: each takes its turn (bulk-turns.ts)
     const cost = entry.payload.length;
-    let claim = await this.#claim(cost);
+    let claim = bulkTurnNow(cost) ?? (await this.#claim(cost));
     const size = entry.inboxFrame.size;
     const full = () => this.#generation === generation && this.#unsettled > 0 && this.#unsettled + size > this.#deps.window();
     if (full()) {
@@ -298,7 +298,7 @@ export class InboxStream {
         this.#blocked = false;
       }
       // the encoding happens in the turn the client's read made room in
-      claim = await this.#claim(cost);
+      claim = bulkTurnNow(cost) ?? (await this.#claim(cost));
     }
     try {
       if (this.#generation !== generation || entry.seq < this.#next) return this.#generation === generation;
