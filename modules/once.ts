@@ -119,8 +119,10 @@ export default defineModule({
         // or a stream of tiny `once,<new key>,history,...` requests would fill the disk at the speed of its writes
         c.server.users.chargeBytes(userId, recorded.length);
         await store.record(tx, userId, key, recorded);
-        // counted before the commit: a key whose transaction then rolls back only makes a trim come a little early
-        countKey(userId);
+        // counted once committed: a trim started inside this transaction's call chain would join it, and on
+        // PostgreSQL its statements could reach the connection after the COMMIT (a SAVEPOINT outside any
+        // transaction fails, and the trim with it)
+        ctx.server.store.afterCommit(() => countKey(userId));
         return result;
       });
 

@@ -17,14 +17,27 @@ type Open = {
   committed: Promise<void> | undefined;
   readonly after: (() => void)[];
   savepoints: number;
+  /**
+   * Its function has returned (or thrown): the COMMIT or ROLLBACK is on its
+   * way. Work of its call chain that outlives the function (a trim started
+   * and not awaited) no longer joins it: on PostgreSQL its SAVEPOINT would
+   * reach the connection after the COMMIT, outside any transaction, and fail.
+   */
+  closing: boolean;
 };
 
 const current = new AsyncLocalStorage<Open>();
 
-/** The open transaction of this call chain, if any. */
+/** The open transaction of this call chain, if any (its afterCommit callbacks wait for it until it has ended). */
 function open(): Open | undefined {
   const a = current.getStore();
   return a?.conn === undefined ? undefined : a;
+}
+
+/** The open transaction of this call chain that queries and transactions may still join: not one that is ending. */
+function joinable(): Open | undefined {
+  const a = open();
+  return a?.closing === true ? undefined : a;
 }
 
 /**
@@ -34,7 +47,7 @@ function open(): Open | undefined {
  * transform) that cost more than a small INSERT takes SQLite to run.
  */
 export function transactionConnection(): DatabaseConnection | undefined {
-  return open()?.conn;
+  return joinable()?.conn;
 }
 
 /** For a backend whose commit completes after the transaction's own code (SQLite's batches). */
@@ -45,7 +58,7 @@ export function noteCommit(committed: Promise<void>): void {
 
 /** True inside a transaction's own call chain (the SQLite driver refuses writes elsewhere). */
 export function inAmbientTransaction(): boolean {
-  return open() !== undefined;
+  return joinable() !== undefined;
 }
 
 /**
@@ -60,9 +73,9 @@ export async function runTransaction<R>(
   fn: (tx: Kysely<any>) => Promise<R>,
   durable: (committed: Promise<void> | undefined) => Promise<void>,
 ): Promise<R> {
-  const outer = open();
+  const outer = joinable();
   if (outer !== undefined) return joined(db, outer, fn);
-  const mine: Open = { conn: undefined, committed: undefined, after: [], savepoints: 0 };
+  const mine: Open = { conn: undefined, committed: undefined, after: [], savepoints: 0, closing: false };
   let result: R;
   try {
     result = await current.run(mine, () => driver.transaction(db, fn));
@@ -132,7 +145,7 @@ export class AmbientDriver implements Driver {
     return this.#inner.init();
   }
   async acquireConnection(): Promise<DatabaseConnection> {
-    const a = open();
+    const a = joinable();
     if (a?.conn !== undefined) return new Borrowed(a.conn);
     return this.#inner.acquireReadConnection !== undefined ? this.#inner.acquireReadConnection() : this.#inner.acquireConnection();
   }
@@ -151,14 +164,22 @@ export class AmbientDriver implements Driver {
       try {
         result = await fn(db);
       } catch (err) {
+        this.#closing(c);
         await this.#inner.rollbackTransaction(c);
         throw err;
       }
+      this.#closing(c);
       await this.#inner.commitTransaction(c);
       return result;
     } finally {
       await this.#inner.releaseConnection(c);
     }
+  }
+
+  /** The transaction on `c` of this call chain ends: nothing joins it any more. */
+  #closing(c: DatabaseConnection): void {
+    const a = current.getStore();
+    if (a !== undefined && a.conn === c) a.closing = true;
   }
 
   async beginTransaction(c: DatabaseConnection, settings: TransactionSettings): Promise<void> {

@@ -237,6 +237,22 @@ describe(`store contract (${backend})`, () => {
     expect(await s.transaction((tx) => sql<{ n: number }>`SELECT 1 AS n`.execute(tx)).then((r) => r.rows[0]!.n)).toBe(1);
   });
 
+  // work a transaction's function started and did not await (a trim after a `once` key) outlives it: it must not join
+  // the transaction that is committing (on PostgreSQL its SAVEPOINT reached the connection after the COMMIT and failed)
+  it('a transaction begun in the call chain after the outer function returned runs on its own', async () => {
+    const s = await store();
+    await s.migrate('test', NOTES);
+    let late: Promise<unknown> | undefined;
+    await s.transaction(async (tx: Kysely<Tables>) => {
+      await tx.insertInto('notes').values({ body: 'outer' }).execute();
+      late = new Promise((resolve) => setImmediate(resolve)).then(() =>
+        s.transaction((t: Kysely<Tables>) => t.insertInto('notes').values({ body: 'late' }).execute()),
+      );
+    });
+    await late;
+    expect((await (s.db as Kysely<Tables>).selectFrom('notes').select('body').orderBy('id').execute()).map((r) => r.body)).toEqual(['outer', 'late']);
+  });
+
   it('tells a failing store from a bad query', async () => {
     const s = await store();
     const bad = await sql`SELECT * FROM no_such_table`.execute(s.db).catch((err: unknown) => err);
