@@ -69,20 +69,26 @@ describe.skipIf(!available)('browser client: room catch-up after a dropped conne
 
   const texts = (p: Page) => p.locator('[data-testid=messages] li:not(.system) p').allTextContents();
 
-  it('shows every message said while it was away, over more than one page, even when a live one arrives first', async () => {
-    const [reader, talker] = [name('reader'), name('talker')];
-    const room = name('busy');
-    const { page, drop, up, resumedHeld, releaseResumed } = await cuttablePage();
-    await register(page, reader);
-    await joinRoom(page, room);
+  /** A browser page (its link cuttable) in `room`, and a TCP talker there whose `before` the page shows. */
+  async function readerAndTalker(room: string) {
+    const cuttable = await cuttablePage();
+    await register(cuttable.page, name('reader'));
+    await joinRoom(cuttable.page, room);
     const tcp = await RawConnection.open(fx.tcpPort);
+    const talker = name('talker');
     expect(await tcp.ask('register', talker, PW)).toBe('ok');
     expect(await tcp.ask('login', talker, PW)).toBe('ok');
     tcp.send('join', room);
     await tcp.nextN(2);
     tcp.send('say', room, 'before');
     await tcp.nextN(2);
-    await poll(() => texts(page)).toEqual(['before']);
+    await poll(() => texts(cuttable.page)).toEqual(['before']);
+    return { ...cuttable, tcp };
+  }
+
+  it('shows every message said while it was away, over more than one page, even when a live one arrives first', async () => {
+    const room = name('busy');
+    const { page, drop, up, resumedHeld, releaseResumed, tcp } = await readerAndTalker(room);
 
     await drop();
     await poll(() => page.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');
@@ -103,19 +109,8 @@ describe.skipIf(!available)('browser client: room catch-up after a dropped conne
   });
 
   it('after a very long absence shows the newest page with no gap, older ones loading on scrolling up', async () => {
-    const [reader, talker] = [name('reader'), name('talker')];
     const room = name('flood');
-    const { page, drop, up } = await cuttablePage();
-    await register(page, reader);
-    await joinRoom(page, room);
-    const tcp = await RawConnection.open(fx.tcpPort);
-    expect(await tcp.ask('register', talker, PW)).toBe('ok');
-    expect(await tcp.ask('login', talker, PW)).toBe('ok');
-    tcp.send('join', room);
-    await tcp.nextN(2);
-    tcp.send('say', room, 'before');
-    await tcp.nextN(2);
-    await poll(() => texts(page)).toEqual(['before']);
+    const { page, drop, up, tcp } = await readerAndTalker(room);
 
     await drop();
     await poll(() => page.locator('[data-testid=connection]').innerText()).toBe('reconnecting…');

@@ -61,30 +61,36 @@ async function v1Logins(port: number, user: string, count: number): Promise<stri
   return got;
 }
 
+/**
+ * A user `to` whose 150 entries of 60 KB (far more than the kernel buffers of a client that does not read can hold,
+ * about 9 MB) a first inbox connection received (so none waits for a version 1 login), and a second inbox
+ * connection `c` that replays them all and does not read: its replay stalls on its window.
+ */
+async function stalledReplay(prefix: string) {
+  const s = await server();
+  const [to, from] = await freshUsers(s.port, prefix, `${prefix}from`);
+  const sender = await loggedIn(s.port, from!, opened);
+  const first = await inboxConnection(s.port, to!, '', '0', opened);
+  const big = 'x'.repeat(60_000);
+  await sendAll(sender, to!, range(1, 150).map((i) => `${i}${big}`));
+  expect((await waitEntries(first.c, 150, 30_000)).map(seqOf)).toEqual(range(1, 150));
+  first.c.close();
+  const c = await RawConnection.open(s.port);
+  opened.push(c);
+  expect(await c.ask('sync')).toBe('ok');
+  expect(await c.ask('login', to!, PW)).toBe('ok');
+  c.send('resume', '', '0');
+  expect(await c.next(20_000)).toMatch(/^resumed,[A-Za-z0-9]+,150$/);
+  c.socket.pause();
+  return { s, to, from, sender, c };
+}
+
 describe('entries an inbox connection was offered but never written', () => {
   // Section 2: a version 1 login gets "the entries that no connection of the user has received yet"; section 1:
   // such an entry "is kept regardless until delivered". A live entry that reaches an inbox connection while that
   // connection is still replaying waits behind the replay; if the connection goes away first, nobody received it.
   it('a live entry queued behind a replay is kept for the next version 1 login when the connection drops', async () => {
-    const s = await server();
-    const [to, from] = await freshUsers(s.port, 'qbr', 'qbrfrom');
-    const sender = await loggedIn(s.port, from!, opened);
-    // a backlog far bigger than what the kernel buffers of a client that does not read can hold (about 9 MB),
-    // received by a first inbox connection, so none of it is waiting for a version 1 login
-    const first = await inboxConnection(s.port, to!, '', '0', opened);
-    const big = 'x'.repeat(60_000);
-    await sendAll(sender, to!, range(1, 150).map((i) => `${i}${big}`));
-    expect((await waitEntries(first.c, 150, 30_000)).map(seqOf)).toEqual(range(1, 150));
-    first.c.close();
-
-    // a second inbox connection replays it all and does not read: the replay stalls on its window
-    const c = await RawConnection.open(s.port);
-    opened.push(c);
-    expect(await c.ask('sync')).toBe('ok');
-    expect(await c.ask('login', to!, PW)).toBe('ok');
-    c.send('resume', '', '0');
-    expect(await c.next(20_000)).toMatch(/^resumed,[A-Za-z0-9]+,150$/);
-    c.socket.pause();
+    const { s, to, from, sender, c } = await stalledReplay('qbr');
     // live entries while it streams: stored as delivered to it, but queued behind the replay
     await sendAll(sender, to!, ['live1', 'live2', 'live3']);
     c.close();
@@ -100,21 +106,7 @@ describe('an inbox connection far behind', () => {
   // 1024 of them, the newest count as not yet received at once, so a version 1 login gets them even while the stuck
   // connection stays (and memory does not grow with every message sent to a user whose client stopped reading).
   it('past 1024 live entries queued behind a stuck replay, the newer ones are left for a version 1 login', async () => {
-    const s = await server();
-    const [to, from] = await freshUsers(s.port, 'far', 'farfrom');
-    const sender = await loggedIn(s.port, from!, opened);
-    const first = await inboxConnection(s.port, to!, '', '0', opened);
-    const big = 'x'.repeat(60_000);
-    await sendAll(sender, to!, range(1, 150).map((i) => `${i}${big}`));
-    await waitEntries(first.c, 150, 30_000);
-    first.c.close();
-    const c = await RawConnection.open(s.port);
-    opened.push(c);
-    expect(await c.ask('sync')).toBe('ok');
-    expect(await c.ask('login', to!, PW)).toBe('ok');
-    c.send('resume', '', '0');
-    expect(await c.next(20_000)).toMatch(/^resumed,[A-Za-z0-9]+,150$/);
-    c.socket.pause();
+    const { s, to, from, sender } = await stalledReplay('far'); // its stuck connection stays open (closed after the test)
     await sendAll(sender, to!, range(1, 1100).map((i) => `live${i}`));
     // the stuck connection is still there; the newest of those live entries are not owed to it any more
     const got = await v1Logins(s.port, to!, 1100 - 1024);
