@@ -17,6 +17,7 @@ const UNIT = [
   'test/core/error-table.test.ts',
   'test/tools/console-view.test.ts',
   'test/tools/bench.test.ts',
+  'test/store/sqlite-wal.test.ts',
   // the bus and presence against a throwaway redis-server: nothing there depends on the store
   'test/bus/**',
 ];

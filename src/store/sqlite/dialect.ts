@@ -138,6 +138,9 @@ class SqliteDriver implements Driver {
   readonly #mutex = new Mutex();
   readonly #onCommit: () => void;
   #batch: Batch | undefined;
+  /** While set, no new batch begins (see holdWrites). */
+  #held: Promise<void> | undefined;
+  #release: (() => void) | undefined;
 
   constructor(db: DatabaseSync, onCommit: () => void) {
     this.#db = db;
@@ -168,6 +171,8 @@ class SqliteDriver implements Driver {
 
   async beginTransaction(): Promise<void> {
     if (this.#batch === undefined) {
+      // the mutex is ours: everything after this transaction waits with it, in order
+      while (this.#held !== undefined) await this.#held;
       // IMMEDIATE: take the write lock now, not at the first write, so a
       // transaction never fails half-way on a lock another process holds
       this.#connection.exec('BEGIN IMMEDIATE');
@@ -229,6 +234,23 @@ class SqliteDriver implements Driver {
     batch.resolve();
   }
 
+  /**
+   * Stops new batches from beginning (those that would wait at their BEGIN,
+   * holding the connection, so order is kept) and settles once the open
+   * batch, if any, has committed: from then on nothing is added to the WAL
+   * until releaseWrites.
+   */
+  async holdWrites(): Promise<void> {
+    if (this.#held === undefined) this.#held = new Promise((resolve) => (this.#release = resolve));
+    await this.#batch?.done.catch(() => {});
+  }
+
+  releaseWrites(): void {
+    const release = this.#release;
+    this.#held = this.#release = undefined;
+    release?.();
+  }
+
   /** Settles once the open batch (if any) has committed. */
   flush(): Promise<void> {
     return this.#batch?.done ?? Promise.resolve();
@@ -241,7 +263,10 @@ class SqliteDriver implements Driver {
  * `onCommit` runs (synchronously) after each batch's COMMIT, before anyone
  * else may run a statement; `flush` settles once the open batch committed.
  */
-export function sqliteDialect(db: DatabaseSync, onCommit: () => void): { dialect: Dialect; driver: AmbientDriver; flush(): Promise<void> } {
+export function sqliteDialect(
+  db: DatabaseSync,
+  onCommit: () => void,
+): { dialect: Dialect; driver: AmbientDriver; flush(): Promise<void>; writes: { hold(): Promise<void>; release(): void } } {
   const driver = new SqliteDriver(db, onCommit);
   const ambient = new AmbientDriver(driver);
   const dialect: Dialect = {
@@ -250,5 +275,6 @@ export function sqliteDialect(db: DatabaseSync, onCommit: () => void): { dialect
     createIntrospector: (k: Kysely<any>) => new SqliteIntrospector(k),
     createQueryCompiler: () => new SqliteQueryCompiler(),
   };
-  return { dialect, driver: ambient, flush: () => driver.flush() };
+  const writes = { hold: () => driver.holdWrites(), release: () => driver.releaseWrites() };
+  return { dialect, driver: ambient, flush: () => driver.flush(), writes };
 }

@@ -5,25 +5,21 @@
  * `transaction` resolves only after GroupSync has fsync'd the WAL on the
  * thread pool, one fsync for every commit made while the previous one ran.
  * Checkpoints (copying the WAL into the database file, with its fsyncs) run
- * in a worker thread. So acknowledged still means on disk, and a slow disk
+ * in a worker thread, when checkpoints.ts says. So acknowledged still means on disk, and a slow disk
  * slows acknowledgements, not the event loop.
  */
-import { closeSync, fsyncSync, openSync, statSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { Worker } from 'node:worker_threads';
 import { Kysely, sql } from 'kysely';
 import type { Logger } from 'pino';
 import { afterCommit, runTransaction, type AmbientDriver } from '../ambient.ts';
 import { sqliteDialect } from './dialect.ts';
 import { GroupSync } from './group-sync.ts';
+import { Checkpoints, WAL_LIMITS, type WalLimits } from './checkpoints.ts';
 import { lockDataDir, prepareDataDir } from './data-lock.ts';
 import { migrate } from '../migrations.ts';
 import type { Migration, Store } from '../store.ts';
-
-/** Checkpoint once the WAL passes this size (bytes), checked at most every CHECK_MS. */
-const CHECKPOINT_BYTES = 16 * 1024 * 1024;
-const CHECK_MS = 1000;
 
 /** SQLite result codes that mean the store (not the query) failed: busy, I/O, full, read-only... */
 const FAILURE_CODES = new Set([5, 6, 7, 8, 10, 11, 13, 14, 15, 26]);
@@ -35,21 +31,22 @@ export class SqliteStore implements Store {
   readonly #sqlite: DatabaseSync;
   #walFd!: number;
   #sync!: GroupSync;
-  #checkpointer!: Worker;
-  readonly #timer: NodeJS.Timeout;
+  #checkpoints!: Checkpoints;
   readonly #log: Logger;
   readonly #flush: () => Promise<void>;
   readonly #driver: AmbientDriver;
   readonly #lock: { release(): void };
-  #checkpointing = false;
   #probe: NodeJS.Timeout | undefined;
   #up = true;
   /** After a failed fsync: the kernel may have dropped the pages it could not write, so no later fsync vouches for them. */
   #poisoned: Error | undefined;
   #closed = false;
 
-  constructor(dataDir: string, log: Logger) {
+  readonly #limits: WalLimits;
+
+  constructor(dataDir: string, log: Logger, limits: WalLimits = WAL_LIMITS) {
     this.#log = log;
+    this.#limits = limits;
     prepareDataDir(dataDir);
     this.#lock = lockDataDir(dataDir);
     this.file = join(dataDir, 'textserver.db');
@@ -66,13 +63,14 @@ export class SqliteStore implements Store {
       this.#lock.release();
       throw err;
     }
-    const { dialect, driver, flush } = sqliteDialect(this.#sqlite, () => this.#sync.committed());
+    const { dialect, driver, flush, writes } = sqliteDialect(this.#sqlite, () => {
+      this.#sync.committed();
+      this.#checkpoints.committed();
+    });
     this.db = new Kysely<any>({ dialect });
     this.#driver = driver;
     this.#flush = flush;
-    this.#startCheckpointer();
-    this.#timer = setInterval(() => this.#maybeCheckpoint(), CHECK_MS);
-    this.#timer.unref();
+    this.#checkpoints = new Checkpoints(this.file, log, writes, limits);
   }
 
   /** The pragmas, the WAL made to exist and synced: what can fail on a bad file (not a database, read-only). */
@@ -81,7 +79,7 @@ export class SqliteStore implements Store {
     this.#sqlite.exec(`PRAGMA journal_mode = WAL;
       PRAGMA synchronous = OFF;
       PRAGMA wal_autocheckpoint = 0;
-      PRAGMA journal_size_limit = ${CHECKPOINT_BYTES * 2};
+      PRAGMA journal_size_limit = ${2 * this.#limits.restartBytes};
       PRAGMA foreign_keys = ON;
       PRAGMA busy_timeout = 5000;`);
     // the WAL exists once something was written; make sure it does, and that its name is on disk
@@ -90,27 +88,6 @@ export class SqliteStore implements Store {
     fsyncSync(this.#walFd);
     syncDirectory(dataDir);
     this.#sync = new GroupSync(this.#walFd, (err) => this.#fsyncFailed(err));
-  }
-
-  /** A worker that dies (out of memory, a crash in SQLite) is replaced: without checkpoints the WAL grows without bound. */
-  #startCheckpointer(): void {
-    const worker = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { file: this.file } });
-    this.#checkpointer = worker;
-    this.#checkpointing = false;
-    worker.on('message', (m: { ok: boolean; error?: string }) => {
-      this.#checkpointing = false;
-      if (!m.ok) this.#log.warn({ err: m.error }, 'checkpoint failed; will retry');
-    });
-    worker.on('error', (err) => this.#log.error({ err: err.message }, 'checkpointer failed'));
-    worker.on('exit', () => {
-      if (this.#closed || this.#checkpointer !== worker) return;
-      this.#log.error('checkpointer stopped; starting another');
-      const again = setTimeout(() => {
-        if (!this.#closed) this.#startCheckpointer();
-      }, CHECK_MS);
-      again.unref();
-    });
-    worker.unref();
   }
 
   get up(): boolean {
@@ -198,33 +175,13 @@ export class SqliteStore implements Store {
     this.#probe.unref();
   }
 
-  #maybeCheckpoint(): void {
-    if (this.#checkpointing || this.#closed) return;
-    const size = statSync(`${this.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
-    if (size < CHECKPOINT_BYTES) return;
-    this.#checkpointing = true;
-    this.#checkpointer.postMessage('checkpoint');
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#timer);
     clearTimeout(this.#probe);
     await this.#flush().catch(() => {});
     await this.#sync.durable().catch(() => {});
-    // held (ref) while closing: an unref'd worker would let the process exit mid-close
-    this.#checkpointer.ref();
-    this.#checkpointer.postMessage('close');
-    const exited = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 5000);
-      this.#checkpointer.once('exit', () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-    // never close the database under a worker still in it: a process exiting then can crash
-    if (!exited) await this.#checkpointer.terminate();
+    await this.#checkpoints.close();
     // writes made while closing (a last-seen time at logout) may have opened another batch
     for (let i = 0; i < 10 && this.#sqlite.isTransaction; i++) await this.#flush().catch(() => {});
     if (this.#sqlite.isTransaction) this.#sqlite.exec('ROLLBACK'); // still running: never acknowledged
