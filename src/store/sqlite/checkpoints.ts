@@ -14,7 +14,7 @@
  * system's journal too): SQLite keeps the file (journal_size_limit), so
  * its size on disk is not what it holds; the wal-index says that.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -37,7 +37,8 @@ export class Checkpoints {
   readonly #limits: WalLimits;
   readonly #index: WalIndex;
   readonly #timer: NodeJS.Timeout;
-  #worker!: Worker;
+  /** Undefined from a worker's death until its replacement starts. */
+  #worker: Worker | undefined;
   /** The checkpoint running, if any, and the kind of the last one. */
   #running = false;
   #last: 'plain' | 'held' = 'plain';
@@ -59,9 +60,13 @@ export class Checkpoints {
 
   /** After each commit: starts a checkpoint when one is due (a read of the wal-index, no system call beyond it). */
   committed(): void {
-    if (this.#running || this.#closed) return;
+    if (this.#running || this.#closed || this.#worker === undefined) return;
     const wal = this.#index.read();
-    if (wal === undefined) return;
+    if (wal === undefined) {
+      // no wal-index to read (never seen): the file's size, which only grows between restarts, still bounds it
+      if (this.#walFileBytes() >= this.#limits.checkpointBytes) this.#run('plain');
+      return;
+    }
     const uncopied = (wal.frames - wal.copied) * wal.frameBytes;
     // a held checkpoint never follows a held one: writes flow between two holds, and one without
     // a hold copies the bulk first, so the held one copies only what came during it
@@ -73,6 +78,7 @@ export class Checkpoints {
   #start(): void {
     const worker = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { file: this.#file } });
     this.#worker = worker;
+    this.#running = false;
     worker.on('message', (m: { ok: boolean; error?: string }) => {
       this.#running = false;
       this.#endHold();
@@ -81,9 +87,11 @@ export class Checkpoints {
     });
     worker.on('error', (err) => this.#log.error({ err: err.message }, 'checkpointer failed'));
     worker.on('exit', () => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
       this.#running = false;
       this.#endHold();
-      if (this.#closed || this.#worker !== worker) return;
+      if (this.#closed) return;
       this.#log.error('checkpointer stopped; starting another');
       const again = setTimeout(() => {
         if (!this.#closed) this.#start();
@@ -94,9 +102,14 @@ export class Checkpoints {
   }
 
   #run(kind: 'plain' | 'held'): void {
+    if (this.#worker === undefined) return;
     this.#running = true;
     this.#last = kind;
     this.#worker.postMessage('checkpoint');
+  }
+
+  #walFileBytes(): number {
+    return statSync(`${this.#file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
   }
 
   /** A checkpoint from the moment the open batch has committed, with later writes held back until it ends. */
@@ -107,8 +120,12 @@ export class Checkpoints {
     this.#heldAt = performance.now();
     this.#holdTimer = setTimeout(() => this.#endHold(), HOLD_MS);
     void this.#writes.hold().then(() => {
-      if (this.#held) this.#run('held');
-      else this.#running = false; // the hold ended (timed out, closing) before the batch committed
+      if (this.#held && this.#worker !== undefined) this.#run('held');
+      else {
+        // the hold ended (timed out, closing, the worker died) before the batch committed
+        this.#running = false;
+        this.#endHold();
+      }
     });
   }
 
@@ -128,6 +145,7 @@ export class Checkpoints {
     this.#endHold();
     this.#index.close();
     const worker = this.#worker;
+    if (worker === undefined) return;
     // held (ref) while closing: an unref'd worker would let the process exit mid-close
     worker.ref();
     worker.postMessage('close');
