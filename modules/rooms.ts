@@ -4,7 +4,7 @@
  * every member gets the room's pushes. Offers the `rooms` service
  * (`roomsOf`, `membersOf`, `post`) to other modules (presence, kfcr, HTTP).
  */
-import { CommandError, defineModule, expectArgs, type ClusterApi, type CommandContext, type ServerApi, type UserRef } from '../src/core/module-api.ts';
+import { CommandError, defineModule, expectArgs, type ClusterApi, type CommandContext, type ServerApi, type SessionApi, type UserRef } from '../src/core/module-api.ts';
 import { roomChannel } from '../src/bus/bus.ts';
 import { bulkDone, bulkTurn } from '../src/core/bulk-turns.ts';
 import { InOrder } from './in-order.ts';
@@ -26,8 +26,8 @@ export type RoomsService = {
   isMember(room: string, userId: number): boolean;
   join(user: UserRef, room: string): Promise<void>;
   leave(user: UserRef, room: string): Promise<void>;
-  /** Stores a message durably, then pushes it to every member's connections. */
-  post(room: string, userName: string, text: string): Promise<RoomMessage>;
+  /** Stores a message durably, then pushes it to every member's connections; `session`'s reply comes after the push to it. */
+  post(room: string, userName: string, text: string, session?: SessionApi): Promise<RoomMessage>;
   /** A page bounded in rows (500) and bytes (`--history-max-bytes`). */
   history(room: string, mode: HistoryMode, numbers: readonly number[]): Promise<HistoryPage>;
   /** Creates the room if needed (KFCR's room exists without members). */
@@ -163,9 +163,16 @@ function roomsService(server: ServerApi, store: RoomStore, maxBytes: number, ord
       if (!removed) throw new CommandError('not_in_room', `you are not in ${room}`);
     },
     // a batch holds several users' says, so one under `once` (whose transaction holds the store) is written alone, in it
-    async post(room, userName, text) {
-      const m = server.store.inTransaction() ? (await appendAndPush(room, [{ user: userName, text }]))[0]! : await says.add(room, { user: userName, text });
-      await pushed.get(m);
+    async post(room, userName, text, session) {
+      if (!server.store.inTransaction()) {
+        const m = await says.add(room, { user: userName, text });
+        await pushed.get(m);
+        return m;
+      }
+      const m = (await appendAndPush(room, [{ user: userName, text }]))[0]!;
+      // its push goes out after the commit (this command's caller waits for that), and in a cluster it may then
+      // wait for the room's message before it, said on another node: the reply waits for it there
+      session?.delayReply(new Promise<void>((resolve) => server.store.afterCommit(() => void (pushed.get(m) ?? Promise.resolve()).then(resolve))));
       return m;
     },
     async history(room, mode, numbers) {
@@ -315,7 +322,7 @@ export default defineModule({
           expectArgs(args, 2, 'say,<room>,<text>');
           const [room, text] = args as [string, string];
           const user = memberOf(c, room);
-          const m = await service.post(room, user.name, text);
+          const m = await service.post(room, user.name, text, c.session);
           return ['said', room, String(m.id), String(m.time)];
         },
         rooms(c, args) {

@@ -35,6 +35,13 @@ export interface SessionApi {
   push(fields: readonly string[]): boolean;
   /** Makes this connection `user` once the current reply is written; stored messages follow it. */
   loginAs(user: UserRef): void;
+  /**
+   * The running request's reply is written only once `until` settles: for a
+   * push the request caused that goes out later than the request's own
+   * code ends (after a commit, or in a cluster's order). An error reply does
+   * not wait. Pushes before replies (MODULES.md).
+   */
+  delayReply(until: Promise<unknown>): void;
 }
 
 export interface CommandContext {

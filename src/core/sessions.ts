@@ -201,6 +201,8 @@ export function detachedContext(core: ServerCore, user: UserRef | null, remoteAd
     loginAs(u: UserRef) {
       session.user = u;
     },
+    // no connection to push to before its reply
+    delayReply: () => {},
   };
   let depth = 0;
   const invoke = (ctx: CommandContext, fields: readonly string[]): Reply | Promise<Reply> => {

@@ -390,6 +390,36 @@ describe.skipIf(redisBin() === undefined)('CLUSTER.md on three node processes', 
       }
     });
 
+    it("under once, a say's reply still follows its push when that push waits for the room's message before it, said on another node", async () => {
+      // the late node hears the other's message 150 ms after its reply: the say made there meanwhile is held for it
+      const link = await slowLink({ port: redis!.port }, 150);
+      links.push(link);
+      const late = await spawnNode(`cc${process.pid}olate`, [], link.url);
+      extra.push(late);
+      const [a, b] = await freshUsers(N1().port, 'qa', 'qb');
+      const room = freshRoom('q');
+      const ca = await on(N2(), a!);
+      await joined(ca, room, a!);
+      const cb = await on(late, b!);
+      cb.send('join', room);
+      expect(await cb.nextN(2)).toEqual([`room,${room},joined,${b}`, 'ok']);
+      await eventually(async () => expect(ca.frames).toContain(`room,${room},joined,${b}`));
+      // a first message pushed on the late node: the room's order there starts from it (the first one heard goes out at once)
+      cb.send('say', room, 'first');
+      expect((await cb.nextN(2))[1]).toMatch(/^said,/);
+      const skip = cb.frames.length;
+      ca.send('say', room, 'before');
+      let reply = await ca.next();
+      while (!reply.startsWith('said,')) reply = await ca.next();
+      cb.send('once', `k${roomCount}`, 'say', room, 'after');
+      // b's own message is pushed once a's has gone out here; the reply comes after both
+      await eventually(async () => expect(cb.frames.slice(skip).filter((f) => !f.startsWith('presence,'))).toHaveLength(3));
+      const frames = cb.frames.slice(skip).filter((f) => !f.startsWith('presence,'));
+      expect(frames[0]).toMatch(new RegExp(`^room,${room},msg,\\d+,\\d+,${a},before$`));
+      expect(frames[1]).toMatch(new RegExp(`^room,${room},msg,\\d+,\\d+,${b},after$`));
+      expect(frames[2]).toMatch(new RegExp(`^said,${room},`));
+    });
+
     it('history written on node 1 reads the same on nodes 2 and 3, over TCP and HTTP', async () => {
       const [a, b, c] = await freshUsers(N1().port, 'ha', 'hb', 'hc');
       const room = freshRoom('h');
