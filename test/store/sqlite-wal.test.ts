@@ -8,19 +8,23 @@
  * that nothing acknowledged is lost across those restarts.
  */
 import { afterEach, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import { createLogger } from '../../src/log.ts';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.ts';
 import { WalIndex } from '../../src/store/sqlite/checkpoints.ts';
-import { removeDir, tempDir } from '../helpers/server.ts';
+import { removeDir, ROOT, tempDir } from '../helpers/server.ts';
 
 const LIMITS = { checkpointBytes: 256 * 1024, restartBytes: 1024 * 1024 };
 const log = createLogger('silent');
-const dir = tempDir();
+let dir = tempDir();
 
-afterEach(() => removeDir(dir));
+afterEach(() => {
+  removeDir(dir);
+  dir = tempDir();
+});
 
 function walBytes(): number {
   return statSync(join(dir, 'textserver.db-wal'), { throwIfNoEntry: false })?.size ?? 0;
@@ -68,3 +72,27 @@ it('keeps the WAL bounded under writes that never pause, and keeps every acknowl
   expect(rows.rows[0]!.n).toBe(acknowledged);
   await store.close();
 }, 30_000);
+
+it('loses no acknowledged row to a SIGKILL while the WAL starts over many times a second', async () => {
+  for (let round = 0; round < 3; round++) {
+    const writer = spawn(process.execPath, [join(ROOT, 'test/helpers/wal-writer.ts'), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const acknowledged: number[] = [];
+    let rest = '';
+    writer.stdout.on('data', (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) acknowledged.push(Number(line));
+    });
+    // killed once 20 MB went through: the WAL (1 MiB here) has started over about twenty times
+    const exited = new Promise((resolve) => writer.on('exit', resolve));
+    while (acknowledged.length < 10_000 && writer.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 20));
+    writer.kill('SIGKILL');
+    await exited;
+    expect(acknowledged.length).toBeGreaterThanOrEqual(10_000);
+    const store = new SqliteStore(dir, log, LIMITS);
+    const rows = await sql<{ id: number }>`SELECT id FROM notes`.execute(store.db);
+    await store.close();
+    const stored = new Set(rows.rows.map((r) => Number(r.id)));
+    expect(acknowledged.filter((id) => !stored.has(id))).toEqual([]);
+  }
+}, 60_000);
